@@ -1,0 +1,147 @@
+"""Command line: `smartpop [--data DIR] COMMAND`. The only place that maps errors to exit codes.
+
+Exit codes: 0 success; 1 some account or step failed (mail stays on the server);
+2 configuration or usage error (the message names the key and the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from typing import Callable, Dict, List, Optional
+
+from smartpop import __version__
+from smartpop.errors import (
+    ConfigError,
+    NotYetAvailable,
+    SmartPopError,
+    TemporaryError,
+    UsageError,
+)
+from smartpop.log import redact, setup_logging
+from smartpop.paths import Paths, ensure_data_dir, resolve_data_dir
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so main() owns the exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see `smartpop --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Define the CLI contract of DESIGN.md."""
+    parser = _Parser(prog="smartpop",
+                     description="SmartPop: collect provider mail into MailPlus and relay outgoing mail.")
+    parser.add_argument("--version", action="version", version=f"SmartPop {__version__}")
+    parser.add_argument("--data", metavar="DIR", help="data directory (default: $SMARTPOP_DATA, else $SYNOPKG_PKGVAR)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser("serve", help="run the web backend and the collector daemon")
+    fetch = sub.add_parser("fetch", help="one collection pass for all enabled accounts, then exit")
+    fetch.add_argument("--account", metavar="NAME", help="collect only this account")
+    relay = sub.add_parser("relay", help="show, apply, verify or roll back the MailPlus relay settings")
+    relay.add_argument("action", choices=["plan", "apply", "verify", "rollback"])
+    relay.add_argument("--postfix-dir", metavar="DIR", help="Postfix config dir (default: MailPlus's)")
+    sub.add_parser("check", help="validate the config and test every account and the delivery target")
+    status = sub.add_parser("status", help="per-account last run, counts, errors; relay state")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    # Internal: used by scripts/postinst. Reads wizard_* env vars, never argv.
+    sub.add_parser("wizard-config", help="internal (postinst): write config.json from the wizard_* env vars")
+    return parser
+
+
+def _cmd_wizard_config(paths: Paths, args: argparse.Namespace) -> int:
+    from smartpop.config import store
+    from smartpop.config.wizard import document_from_wizard
+
+    existing = store.read_document(paths.config) if paths.config.exists() else None
+    document = document_from_wizard(os.environ, existing)
+    store.save_document(paths, document)
+    print(f"configuration written to {paths.config}")
+    return EXIT_OK
+
+
+def _cmd_status(paths: Paths, args: argparse.Namespace) -> int:
+    from smartpop.status import build_status, format_status
+
+    report = build_status(paths)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(format_status(report))
+    return EXIT_OK
+
+
+def _cmd_serve(paths: Paths, args: argparse.Namespace) -> int:
+    from smartpop.config import store
+    from smartpop.web.server import serve
+
+    config = store.load(paths)
+    serve(paths, config)
+    return EXIT_OK
+
+
+Command = Callable[[Paths, argparse.Namespace], int]
+
+
+def _lazy(module: str, function: str, what: str) -> Command:
+    """Import a command's implementation only when it runs (keeps --help fast and light)."""
+    def command(paths: Paths, args: argparse.Namespace) -> int:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if not exc.name or not (module == exc.name or module.startswith(exc.name + ".")):
+                raise
+            raise NotYetAvailable(f"`smartpop {what}` is not yet available in SmartPop {__version__}") from None
+        result: int = getattr(mod, function)(paths, args)
+        return result
+    return command
+
+
+COMMANDS: Dict[str, Command] = {
+    "serve": _cmd_serve,
+    "fetch": _lazy("smartpop.collector.commands", "cmd_fetch", "fetch"),
+    "relay": _lazy("smartpop.relay.commands", "cmd_relay", "relay"),
+    "check": _lazy("smartpop.collector.commands", "cmd_check", "check"),
+    "status": _cmd_status,
+    "wizard-config": _cmd_wizard_config,
+}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command and return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return EXIT_CONFIG
+        paths = Paths(resolve_data_dir(args.data))
+        ensure_data_dir(paths)
+        level = logging.DEBUG if args.verbose else logging.INFO
+        daemon = args.command == "serve"
+        setup_logging(paths.log_file if daemon or args.command in ("fetch", "relay") else None, level,
+                      stderr=True)
+        return COMMANDS[args.command](paths, args)
+    except (ConfigError, UsageError, NotYetAvailable) as exc:
+        print(f"smartpop: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_CONFIG
+    except TemporaryError as exc:
+        print(f"smartpop: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except SmartPopError as exc:
+        print(f"smartpop: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED

@@ -1,0 +1,1 @@
+"""Configuration: schema (pure validation), store (config.json I/O), migrations, wizard."""

@@ -1,0 +1,300 @@
+"""The config.json schema: typed records, parsing with key-naming errors, and rendering.
+
+Pure logic, no I/O. `parse_config(dict)` validates a (migrated) document and returns a
+`Config`; `render_config(Config)` gives the JSON-ready dict back (with secrets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from smartpop.config import validators as v
+from smartpop.config.secret import Secret
+
+SCHEMA_VERSION = 1
+
+PROTOCOLS = ["pop3", "imap"]
+SECURITIES = ["ssl", "starttls", "none"]
+RELAY_SECURITIES = ["ssl", "starttls"]
+MODES = ["multidrop", "single"]
+
+DEFAULT_PORTS = {
+    ("pop3", "ssl"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110,
+    ("imap", "ssl"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
+}
+RELAY_DEFAULT_PORTS = {"ssl": 465, "starttls": 587}
+
+
+@dataclass
+class Account:
+    """One provider mailbox that SmartPop collects from."""
+
+    name: str
+    protocol: str
+    host: str
+    port: int
+    security: str
+    username: str
+    password: Secret
+    enabled: bool = True
+    allow_insecure: bool = False
+    ca_file: Optional[str] = None
+    mode: str = "multidrop"
+    deliver_to: Optional[str] = None
+    keep_on_server: bool = False
+    delete_after_days: Optional[int] = None
+    interval: int = 60
+    idle: bool = False
+    folder: str = "INBOX"
+
+
+@dataclass
+class Delivery:
+    """Where collected mail is handed over (MailPlus's Postfix)."""
+
+    host: str = "127.0.0.1"
+    port: int = 25
+
+
+@dataclass
+class SenderRelay:
+    """A relay used for one sender address or '@domain'."""
+
+    sender: str
+    host: str
+    port: int
+    security: str
+    username: str
+    password: Secret
+
+
+@dataclass
+class Relay:
+    """Outgoing mail through the provider's submission server."""
+
+    enabled: bool = False
+    host: Optional[str] = None
+    port: int = 587
+    security: str = "starttls"
+    username: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+    sender_relays: List[SenderRelay] = field(default_factory=list)
+
+
+@dataclass
+class Web:
+    """The web backend (bound to 127.0.0.1 only)."""
+
+    port: int = 8765
+
+
+@dataclass
+class Config:
+    """The whole validated config.json."""
+
+    accounts: List[Account] = field(default_factory=list)
+    local_domains: List[str] = field(default_factory=list)
+    aliases: Dict[str, List[str]] = field(default_factory=dict)
+    fallback_recipient: Optional[str] = None
+    delivery: Delivery = field(default_factory=Delivery)
+    relay: Relay = field(default_factory=Relay)
+    web: Web = field(default_factory=Web)
+    schema_version: int = SCHEMA_VERSION
+
+    def account(self, name: str) -> Account:
+        """Return the account called `name` or raise ConfigError."""
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        known = ", ".join(a.name for a in self.accounts) or "none configured"
+        raise v.fail("accounts", f"there is no account named {name!r}", f"use one of: {known}")
+
+    def secrets(self) -> List[str]:
+        """Every clear-text secret in the config (for redaction checks)."""
+        found = [a.password.reveal() for a in self.accounts] + [self.relay.password.reveal()]
+        found += [s.password.reveal() for s in self.relay.sender_relays]
+        return [s for s in found if s]
+
+
+Parser = Callable[[str, Any], Any]
+
+
+def _check_keys(key: str, raw: Any, allowed: List[str], required: List[str]) -> Mapping[str, Any]:
+    """Reject non-objects, unknown keys and missing required keys."""
+    if not isinstance(raw, dict):
+        raise v.fail(key or "config", "must be a JSON object", f"make {key or 'the file'} a {{...}} object")
+    for name in raw:
+        if name not in allowed:
+            where = f"{key}.{name}" if key else name
+            raise v.fail(where, "is not a known setting",
+                         f"remove {where!r} (known here: {', '.join(sorted(allowed))})")
+    for name in required:
+        if name not in raw or raw[name] in (None, ""):
+            where = f"{key}.{name}" if key else name
+            raise v.fail(where, "is missing", f"add {where}")
+    return raw
+
+
+def _parse_account(key: str, raw: Any) -> Account:
+    names = [f.name for f in fields(Account)]
+    data = _check_keys(key, raw, names, ["name", "host", "username"])
+    protocol = v.as_choice(f"{key}.protocol", data.get("protocol", "pop3"), PROTOCOLS)
+    security = v.as_choice(f"{key}.security", data.get("security", "ssl"), SECURITIES)
+    allow_insecure = v.as_bool(f"{key}.allow_insecure", data.get("allow_insecure", False))
+    if security == "none" and not allow_insecure:
+        raise v.fail(f"{key}.security", "'none' sends the password unencrypted",
+                     f"use ssl or starttls, or set {key}.allow_insecure to true if you accept that")
+    port = data.get("port")
+    mode = v.as_choice(f"{key}.mode", data.get("mode", "multidrop"), MODES)
+    deliver_to = v.as_optional(f"{key}.deliver_to", data.get("deliver_to"), v.as_address)
+    if mode == "single" and deliver_to is None:
+        raise v.fail(f"{key}.deliver_to", "is required when mode is 'single'",
+                     f"set {key}.deliver_to to the local mailbox, e.g. anna@firma.de")
+    idle = v.as_bool(f"{key}.idle", data.get("idle", False))
+    if idle and protocol != "imap":
+        raise v.fail(f"{key}.idle", "IDLE push works only with IMAP", f"set {key}.idle to false or use imap")
+    return Account(
+        name=v.as_name(f"{key}.name", data["name"]),
+        enabled=v.as_bool(f"{key}.enabled", data.get("enabled", True)),
+        protocol=protocol,
+        host=v.as_hostname(f"{key}.host", data["host"]),
+        port=DEFAULT_PORTS[(protocol, security)] if port in (None, "") else v.as_port(f"{key}.port", port),
+        security=security,
+        allow_insecure=allow_insecure,
+        username=v.as_text(f"{key}.username", data["username"], max_len=320),
+        password=Secret(v.as_secret_text(f"{key}.password", data.get("password", ""))),
+        ca_file=v.as_optional(f"{key}.ca_file", data.get("ca_file"), v.as_path),
+        mode=mode,
+        deliver_to=deliver_to,
+        keep_on_server=v.as_bool(f"{key}.keep_on_server", data.get("keep_on_server", False)),
+        delete_after_days=v.as_optional(f"{key}.delete_after_days", data.get("delete_after_days"),
+                                        lambda k, x: v.as_int(k, x, 1, 3650)),
+        interval=v.as_int(f"{key}.interval", data.get("interval", 60), 10, 86400),
+        idle=idle,
+        folder=v.as_text(f"{key}.folder", data.get("folder", "INBOX"), max_len=200),
+    )
+
+
+def _parse_sender_relay(key: str, raw: Any) -> SenderRelay:
+    names = [f.name for f in fields(SenderRelay)]
+    data = _check_keys(key, raw, names, ["sender", "host", "username"])
+    security = v.as_choice(f"{key}.security", data.get("security", "starttls"), RELAY_SECURITIES)
+    port = data.get("port")
+    return SenderRelay(
+        sender=v.as_sender_pattern(f"{key}.sender", data["sender"]),
+        host=v.as_hostname(f"{key}.host", data["host"]),
+        port=RELAY_DEFAULT_PORTS[security] if port in (None, "") else v.as_port(f"{key}.port", port),
+        security=security,
+        username=v.as_text(f"{key}.username", data["username"], max_len=320),
+        password=Secret(v.as_secret_text(f"{key}.password", data.get("password", ""))),
+    )
+
+
+def _parse_relay(key: str, raw: Any) -> Relay:
+    names = [f.name for f in fields(Relay)]
+    data = _check_keys(key, raw, names, [])
+    enabled = v.as_bool(f"{key}.enabled", data.get("enabled", False))
+    security = v.as_choice(f"{key}.security", data.get("security", "starttls"), RELAY_SECURITIES)
+    host = v.as_optional(f"{key}.host", data.get("host"), v.as_hostname)
+    if enabled and host is None:
+        raise v.fail(f"{key}.host", "is required when the relay is enabled",
+                     f"set {key}.host to the provider's SMTP server or set {key}.enabled to false")
+    port = data.get("port")
+    raw_relays = data.get("sender_relays", [])
+    if not isinstance(raw_relays, list):
+        raise v.fail(f"{key}.sender_relays", "must be a list", f"make {key}.sender_relays a [...] list")
+    relays = [_parse_sender_relay(f"{key}.sender_relays[{i}]", item) for i, item in enumerate(raw_relays)]
+    seen = set()
+    for i, relay in enumerate(relays):
+        if relay.sender in seen:
+            raise v.fail(f"{key}.sender_relays[{i}].sender", f"{relay.sender} is listed twice",
+                         "keep one entry per sender")
+        seen.add(relay.sender)
+    return Relay(
+        enabled=enabled,
+        host=host,
+        port=RELAY_DEFAULT_PORTS[security] if port in (None, "") else v.as_port(f"{key}.port", port),
+        security=security,
+        username=v.as_text(f"{key}.username", data.get("username", ""), max_len=320, allow_empty=True),
+        password=Secret(v.as_secret_text(f"{key}.password", data.get("password", ""))),
+        sender_relays=relays,
+    )
+
+
+def _parse_aliases(key: str, raw: Any) -> Dict[str, List[str]]:
+    if not isinstance(raw, dict):
+        raise v.fail(key, "must be an object of address -> [addresses]",
+                     f'write {key} like {{"info@firma.de": ["anna@firma.de"]}}')
+    result: Dict[str, List[str]] = {}
+    for alias, raw_targets in raw.items():
+        alias_key = f"{key}[{alias!r}]"
+        address = v.as_address(alias_key, alias).lower()
+        targets = [raw_targets] if isinstance(raw_targets, str) else raw_targets
+        if not isinstance(targets, list) or not targets:
+            raise v.fail(alias_key, "must list at least one target address", f"give {alias_key} a [...] of addresses")
+        result[address] = [v.as_address(f"{alias_key}[{i}]", t) for i, t in enumerate(targets)]
+    return result
+
+
+def _parse_list(key: str, raw: Any, item: Parser) -> List[Any]:
+    if not isinstance(raw, list):
+        raise v.fail(key, "must be a list", f"make {key} a [...] list")
+    return [item(f"{key}[{i}]", x) for i, x in enumerate(raw)]
+
+
+def parse_config(raw: Any) -> Config:
+    """Validate a migrated config document; raise ConfigError naming the first bad key."""
+    top = [f.name for f in fields(Config)]
+    data = _check_keys("", raw, top, [])
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise v.fail("schema_version", f"is {version!r}, this SmartPop understands {SCHEMA_VERSION}",
+                     "upgrade SmartPop, or restore a config written by this version")
+    accounts = _parse_list("accounts", data.get("accounts", []), _parse_account)
+    names = set()
+    for i, account in enumerate(accounts):
+        if account.name in names:
+            raise v.fail(f"accounts[{i}].name", f"{account.name!r} is used twice", "give every account its own name")
+        names.add(account.name)
+    delivery_raw = _check_keys("delivery", data.get("delivery", {}), ["host", "port"], [])
+    web_raw = _check_keys("web", data.get("web", {}), ["port"], [])
+    config = Config(
+        accounts=accounts,
+        local_domains=[d.lower() for d in _parse_list("local_domains", data.get("local_domains", []), v.as_domain)],
+        aliases=_parse_aliases("aliases", data.get("aliases", {})),
+        fallback_recipient=v.as_optional("fallback_recipient", data.get("fallback_recipient"), v.as_address),
+        delivery=Delivery(
+            host=v.as_hostname("delivery.host", delivery_raw.get("host", "127.0.0.1")),
+            port=v.as_port("delivery.port", delivery_raw.get("port", 25)),
+        ),
+        relay=_parse_relay("relay", data.get("relay", {})),
+        web=Web(port=v.as_int("web.port", web_raw.get("port", 8765), 1025, 65535)),
+    )
+    if any(a.mode == "multidrop" for a in accounts):
+        if not config.local_domains:
+            raise v.fail("local_domains", "is empty but a multidrop account needs it",
+                         "list the company's mail domains, e.g. [\"firma.de\"]")
+        if config.fallback_recipient is None:
+            raise v.fail("fallback_recipient", "is missing but a multidrop account needs it",
+                         "set fallback_recipient to a local mailbox such as postmaster@firma.de")
+    return config
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return value.reveal()
+    if isinstance(value, list):
+        return [_plain(x) for x in value]
+    if isinstance(value, dict):
+        return {k: _plain(x) for k, x in value.items()}
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    return value
+
+
+def render_config(config: Config) -> Dict[str, Any]:
+    """Turn a Config back into the JSON document (secrets in clear, for the 0600 file)."""
+    document = _plain(config)
+    # Keep schema_version first: it is what a human or a migration looks at first.
+    return {"schema_version": document.pop("schema_version"), **document}

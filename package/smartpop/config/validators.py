@@ -1,0 +1,149 @@
+"""Pure value validators shared by the config schema and the relay's root entry point.
+
+Each returns the normalised value or raises ConfigError naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, List, Optional
+
+from smartpop.errors import ConfigError
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def fail(key: str, problem: str, fix: str) -> ConfigError:
+    """Build the one error shape: '<key>: <problem>. Fix: <fix>'."""
+    return ConfigError(f"{key}: {problem}. Fix: {fix}", key=key)
+
+
+def as_bool(key: str, value: Any) -> bool:
+    """Accept a JSON boolean only."""
+    if isinstance(value, bool):
+        return value
+    raise fail(key, f"must be true or false, got {value!r}", f"set {key} to true or false")
+
+
+def as_int(key: str, value: Any, low: int, high: int) -> int:
+    """Accept an integer in [low, high] (JSON number or digit string)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise fail(key, f"must be a whole number from {low} to {high}, got {value!r}",
+                   f"set {key} to a number between {low} and {high}")
+    return value
+
+
+def as_port(key: str, value: Any) -> int:
+    """Accept a TCP port."""
+    return as_int(key, value, 1, 65535)
+
+
+def as_choice(key: str, value: Any, choices: List[str]) -> str:
+    """Accept one of a fixed set of strings."""
+    if value not in choices:
+        raise fail(key, f"must be one of {', '.join(choices)}, got {value!r}",
+                   f"set {key} to one of: {', '.join(choices)}")
+    return str(value)
+
+
+def as_text(key: str, value: Any, max_len: int = 256, allow_empty: bool = False) -> str:
+    """Accept a single-line string without control characters."""
+    if not isinstance(value, str):
+        raise fail(key, f"must be text, got {type(value).__name__}", f"set {key} to a text value")
+    if _CONTROL.search(value):
+        raise fail(key, "contains a line break or control character",
+                   f"remove line breaks and control characters from {key}")
+    if not value and not allow_empty:
+        raise fail(key, "is empty", f"fill in {key}")
+    if len(value) > max_len:
+        raise fail(key, f"is longer than {max_len} characters", f"shorten {key}")
+    return value
+
+
+def as_secret_text(key: str, value: Any) -> str:
+    """Accept a password: one line, no control characters, never echoed in the error."""
+    if not isinstance(value, str):
+        raise fail(key, "must be text", f"enter {key} again")
+    if _CONTROL.search(value):
+        raise fail(key, "contains a line break or control character",
+                   f"enter {key} again without line breaks")
+    if len(value) > 512:
+        raise fail(key, "is longer than 512 characters", f"shorten {key}")
+    return value
+
+
+def as_hostname(key: str, value: Any) -> str:
+    """Accept a DNS name or an IPv4/IPv6 literal (no brackets, no port)."""
+    text = as_text(key, value, max_len=253).strip().rstrip(".").lower()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    labels = text.split(".")
+    if not text or not all(_LABEL.match(label) for label in labels):
+        raise fail(key, f"{value!r} is not a valid host name",
+                   f"set {key} to a name like mail.example.com or an IP address")
+    return text
+
+
+def as_domain(key: str, value: Any) -> str:
+    """Accept a mail domain (a DNS name with at least one dot)."""
+    domain = as_hostname(key, value)
+    if "." not in domain or _is_ip(domain):
+        raise fail(key, f"{value!r} is not a mail domain", f"set {key} to a domain like firma.de")
+    return domain
+
+
+def as_address(key: str, value: Any) -> str:
+    """Accept a bare mail address local@domain (domain lower-cased)."""
+    text = as_text(key, value, max_len=320).strip()
+    local, sep, domain = text.rpartition("@")
+    if not sep or not _LOCAL_PART.match(local) or local.startswith(".") or ".." in local:
+        raise fail(key, f"{value!r} is not a mail address", f"set {key} to an address like anna@firma.de")
+    return local + "@" + as_domain(key, domain)
+
+
+def as_sender_pattern(key: str, value: Any) -> str:
+    """Accept a sender key for per-sender relays: an address or '@domain'."""
+    text = as_text(key, value, max_len=320).strip()
+    if text.startswith("@"):
+        return "@" + as_domain(key, text[1:])
+    return as_address(key, text)
+
+
+def as_name(key: str, value: Any) -> str:
+    """Accept an account name: lower-case letters, digits, '.', '_' and '-'."""
+    text = as_text(key, value, max_len=64)
+    if not _NAME.match(text):
+        raise fail(key, f"{value!r} is not a valid name",
+                   "use lower-case letters, digits, '.', '_' or '-' (max. 64), starting with a letter or digit")
+    return text
+
+
+def as_optional(key: str, value: Any, inner: Any) -> Optional[Any]:
+    """Accept null or whatever `inner(key, value)` accepts."""
+    if value is None or value == "":
+        return None
+    return inner(key, value)
+
+
+def as_path(key: str, value: Any) -> str:
+    """Accept an absolute file path."""
+    text = as_text(key, value, max_len=4096)
+    if not text.startswith("/"):
+        raise fail(key, f"{value!r} is not an absolute path", f"set {key} to a full path starting with /")
+    return text
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

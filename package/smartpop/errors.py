@@ -1,0 +1,63 @@
+"""The one exception tree of SmartPop, split by what the caller does next.
+
+- ConfigError: the admin must fix the configuration (CLI exit 2).
+- UsageError: the command line is wrong (CLI exit 2).
+- NotYetAvailable: the feature is not built yet (CLI exit 2, never a fake success).
+- TemporaryError: retry later; mail stays on the server (CLI exit 1).
+- MessageError: quarantine or re-route this one message; the run goes on.
+- RollbackRequired: a system change failed half-way and must be undone.
+"""
+
+from __future__ import annotations
+
+
+class SmartPopError(Exception):
+    """Base class of every error SmartPop raises on purpose."""
+
+
+class ConfigError(SmartPopError):
+    """The configuration is invalid; the message names the key and the fix."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class UsageError(SmartPopError):
+    """The command was called wrongly."""
+
+
+class NotYetAvailable(SmartPopError):
+    """A command whose implementation has not shipped yet."""
+
+
+class TemporaryError(SmartPopError):
+    """A failure that a later retry may fix (network, login, 4xx)."""
+
+
+class ConnectError(TemporaryError):
+    """The server could not be reached or the TLS handshake failed."""
+
+
+class AuthError(TemporaryError):
+    """The server refused the login."""
+
+
+class ProtocolError(TemporaryError):
+    """The server answered something the protocol does not allow."""
+
+
+class LockBusy(TemporaryError):
+    """Another process holds the lock for this resource."""
+
+
+class MessageError(SmartPopError):
+    """This one message cannot be handled as is; re-route or quarantine it."""
+
+
+class RollbackRequired(SmartPopError):
+    """A change to system files failed part-way and must be rolled back."""
+
+
+class StateError(SmartPopError):
+    """The persistent state is unreadable or inconsistent."""

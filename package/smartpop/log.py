@@ -1,0 +1,82 @@
+"""Logging setup: one format, a size-rotated file under DATA, and secret redaction."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import threading
+from pathlib import Path
+from typing import Iterable, List, Optional, Set
+
+REDACTED = "********"
+
+_secrets: Set[str] = set()
+_secrets_lock = threading.Lock()
+
+# Catches secrets that were never registered, e.g. echoed by a server or a library.
+_KEY_VALUE = re.compile(
+    r"(?i)(\b(?:pass(?:word)?|passwd|secret|token|auth)\b[\"']?\s*[:=]\s*[\"']?)([^\s\"',;}]+)"
+)
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Remember secret strings so that every log line masks them."""
+    with _secrets_lock:
+        for value in values:
+            # Very short values would mask ordinary words; the config demands longer ones.
+            if value and len(value) >= 3:
+                _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Mask every registered secret and every key=value password in `text`."""
+    with _secrets_lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return _KEY_VALUE.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's final message with secrets masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Format the record once, redact it, and freeze the result."""
+        message = record.getMessage()
+        if record.exc_info:
+            formatter = logging.Formatter()
+            message = message + "\n" + formatter.formatException(record.exc_info)
+            record.exc_info = None
+            record.exc_text = None
+        record.msg = redact(message)
+        record.args = None
+        return True
+
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(log_file: Optional[Path] = None, level: int = logging.INFO, stderr: bool = True) -> None:
+    """Configure the root logger once: optional rotating file, optional stderr."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+    formatter = logging.Formatter(FORMAT)
+    handlers: List[logging.Handler] = []
+    if log_file is not None:
+        file_handler = logging.handlers.RotatingFileHandler(
+            str(log_file), maxBytes=2 * 1024 * 1024, backupCount=3, encoding="utf-8"
+        )
+        handlers.append(file_handler)
+    if stderr:
+        handlers.append(logging.StreamHandler())
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(RedactingFilter())
+        root.addHandler(handler)
+    if log_file is not None and log_file.exists():
+        log_file.chmod(0o600)

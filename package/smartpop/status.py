@@ -1,0 +1,68 @@
+"""The status report shared by `status`, the web UI and alerts (read side only)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List
+
+from smartpop import __version__
+from smartpop.config import store
+from smartpop.errors import ConfigError
+from smartpop.paths import Paths
+
+ACCOUNT_FIELDS = ["last_run", "last_success", "collected", "fallback", "last_error", "waiting"]
+
+
+def _runtime(paths: Paths) -> Dict[str, Any]:
+    """Read status.json written by the collector; absent or broken means 'nothing yet'."""
+    try:
+        data = json.loads(paths.status_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def build_status(paths: Paths) -> Dict[str, Any]:
+    """Assemble per-account and relay status as plain JSON data (no secrets)."""
+    runtime = _runtime(paths)
+    report: Dict[str, Any] = {"version": __version__, "config_error": None, "accounts": [], "relay": {}}
+    try:
+        config = store.load(paths)
+    except ConfigError as exc:
+        report["config_error"] = str(exc)
+        return report
+    accounts: List[Dict[str, Any]] = []
+    for account in config.accounts:
+        seen = runtime.get("accounts", {}).get(account.name, {})
+        entry: Dict[str, Any] = {"name": account.name, "enabled": account.enabled,
+                                 "protocol": account.protocol, "host": account.host}
+        for key in ACCOUNT_FIELDS:
+            entry[key] = seen.get(key)
+        accounts.append(entry)
+    report["accounts"] = accounts
+    relay_runtime = runtime.get("relay", {})
+    report["relay"] = {
+        "enabled": config.relay.enabled,
+        "state": relay_runtime.get("state", "not applied" if config.relay.enabled else "disabled"),
+    }
+    return report
+
+
+def format_status(report: Dict[str, Any]) -> str:
+    """Render the status report for a terminal."""
+    lines = [f"SmartPop {report['version']}"]
+    if report.get("config_error"):
+        lines.append(f"config error: {report['config_error']}")
+        return "\n".join(lines)
+    if not report["accounts"]:
+        lines.append("no accounts configured")
+    for entry in report["accounts"]:
+        state = "enabled" if entry["enabled"] else "disabled"
+        lines.append(f"{entry['name']} ({entry['protocol']} {entry['host']}, {state}): "
+                     f"last run {entry['last_run'] or 'never'}, last success {entry['last_success'] or 'never'}, "
+                     f"collected {entry['collected'] or 0}, to fallback {entry['fallback'] or 0}, "
+                     f"waiting {entry['waiting'] if entry['waiting'] is not None else 'unknown'}, "
+                     f"last error {entry['last_error'] or 'none'}")
+    relay = report["relay"]
+    lines.append(f"relay: {relay['state']}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Shared test infrastructure (servers, certificates, harnesses)."""

@@ -45,3 +45,19 @@ def configured_data_dir(data_dir: Path) -> Path:
     path.write_text(json.dumps(sample_document()))
     path.chmod(0o600)
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def built_spk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The .spk built from this checkout (once per session)."""
+    from support.build import build_spk
+
+    return build_spk(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def built_spk_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second build of this checkout with a higher version, for upgrade tests."""
+    from support.build import build_spk
+
+    return build_spk(tmp_path_factory.mktemp("dist2"), version="0.1.0-0002")

@@ -63,12 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_wizard_config(paths: Paths, args: argparse.Namespace) -> int:
     from smartpop.config import store
-    from smartpop.config.wizard import document_from_wizard
+    from smartpop.config.wizard import WIZARD_KEYS, document_from_wizard
 
-    existing = store.read_document(paths.config) if paths.config.exists() else None
-    document = document_from_wizard(os.environ, existing)
-    store.save_document(paths, document)
-    print(f"configuration written to {paths.config}")
+    if any(key in os.environ for key in WIZARD_KEYS):
+        existing = store.read_document(paths.config) if paths.config.exists() else None
+        config = store.save_document(paths, document_from_wizard(os.environ, existing))
+        print(f"configuration written to {paths.config}")
+    else:
+        # Upgrade: nothing to merge; loading migrates an older schema and validates.
+        config = store.load(paths)
+        print(f"configuration kept: {paths.config}")
+    print(f"web_port={config.web.port}")
     return EXIT_OK
 
 
@@ -80,7 +85,7 @@ def _cmd_status(paths: Paths, args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
         print(format_status(report))
-    return EXIT_OK
+    return EXIT_CONFIG if report.get("config_error") else EXIT_OK
 
 
 def _cmd_serve(paths: Paths, args: argparse.Namespace) -> int:

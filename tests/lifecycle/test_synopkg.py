@@ -1,0 +1,346 @@
+"""The built .spk, installed, started, upgraded and removed the way DSM 7 does it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import pytest
+from support.ports import free_ports
+from support.synopkg import FakeDSM, ScriptRun, Spk, extract_spk, mode_of, python_for_package_user
+
+FETCH_PASSWORD = "Fetch-P4ss word!'\"$x"
+RELAY_PASSWORD = "R3lay-$ecret`uname`"
+
+
+def wizard(web_port: int, **overrides: str) -> Dict[str, str]:
+    """Install wizard answers, as DSM exports them."""
+    answers = {
+        "wizard_fetch_protocol": "pop3",
+        "wizard_fetch_host": "pop.ionos.de",
+        "wizard_fetch_port": "995",
+        "wizard_fetch_security": "ssl",
+        "wizard_fetch_user": "sammel@firma.de",
+        "wizard_fetch_password": FETCH_PASSWORD,
+        "wizard_local_domains": "firma.de, Firma-Zwei.de",
+        "wizard_fallback_recipient": "postmaster@firma.de",
+        "wizard_relay_enable": "true",
+        "wizard_relay_host": "smtp.ionos.de",
+        "wizard_relay_port": "587",
+        "wizard_relay_security": "starttls",
+        "wizard_relay_user": "sammel@firma.de",
+        "wizard_relay_password": RELAY_PASSWORD,
+        "wizard_web_port": str(web_port),
+    }
+    answers.update(overrides)
+    return answers
+
+
+@pytest.fixture(scope="module")
+def py38() -> Path:
+    """Python 3.8 runnable by the package user (DSM 7's interpreter version)."""
+    python = python_for_package_user()
+    if python is None:
+        pytest.skip("Python 3.8 (pyenv 3.8.18) is not on this machine: lifecycle tests need it")
+    return python
+
+
+@pytest.fixture
+def world_tmp() -> Iterator[Path]:
+    """A temp dir the unprivileged package user can traverse (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="smartpop-nas-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def dsm(world_tmp: Path, py38: Path) -> Iterator[FakeDSM]:
+    """A fresh fake NAS; any daemon left running is stopped afterwards."""
+    nas = FakeDSM(world_tmp / "nas", py38)
+    yield nas
+    if nas.installed is not None:
+        nas.stop()
+
+
+@pytest.fixture
+def spk(built_spk: Path, world_tmp: Path) -> Spk:
+    """The built package, extracted like DSM's pkginstall dir."""
+    return extract_spk(built_spk, world_tmp / "pkginstall")
+
+
+@pytest.fixture
+def spk_v2(built_spk_v2: Path, world_tmp: Path) -> Spk:
+    """The higher-version build, extracted."""
+    return extract_spk(built_spk_v2, world_tmp / "pkginstall2")
+
+
+def assert_all_ok(runs: List[ScriptRun]) -> None:
+    """Every script exited 0."""
+    failed = [r for r in runs if r.rc != 0]
+    assert not failed, "\n".join(f"{r.script} {r.action}: rc={r.rc}\n{r.stderr}\n{r.dialog}" for r in failed)
+
+
+def get(port: int, secret: str = "") -> int:
+    """HTTP status of GET / on the backend."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/")
+    if secret:
+        request.add_header("X-SmartPop-Proof", secret)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback test server
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    """Wait until 127.0.0.1:port accepts connections."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def daemon_pid(nas: FakeDSM) -> int:
+    """The pid recorded by start-stop-status."""
+    return int((nas.var / "smartpop.pid").read_text().strip())
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists (and is not a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def tree_digest(root: Path) -> Dict[str, str]:
+    """sha256 of every file under root, by relative path."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_install_start_status_stop(dsm: FakeDSM, spk: Spk) -> None:
+    """A fresh install writes the config from the wizard and runs the daemon as the package user."""
+    port = free_ports(1)[0]
+    runs = dsm.install(spk, wizard(port))
+    assert_all_ok(runs)
+    assert [(r.script, r.action) for r in runs] == [
+        ("preinst", ""), ("postinst", ""), ("start-stop-status", "prestart"), ("start-stop-status", "start")]
+    assert runs[0].stdout == "" and runs[0].dialog == "", "preinst must stay silent when all is well"
+
+    config_path = dsm.var / "config.json"
+    assert mode_of(config_path) == 0o600
+    if dsm.user is not None:
+        assert config_path.stat().st_uid == dsm.user.pw_uid
+    config = json.loads(config_path.read_text())
+    assert config["schema_version"] == 1
+    account = config["accounts"][0]
+    assert (account["name"], account["protocol"], account["host"], account["port"], account["security"]) == (
+        "sammelpostfach", "pop3", "pop.ionos.de", 995, "ssl")
+    assert account["username"] == "sammel@firma.de" and account["password"] == FETCH_PASSWORD
+    assert account["mode"] == "multidrop"
+    assert config["local_domains"] == ["firma.de", "firma-zwei.de"]
+    assert config["fallback_recipient"] == "postmaster@firma.de"
+    assert config["relay"]["enabled"] is True and config["relay"]["password"] == RELAY_PASSWORD
+    assert (config["relay"]["host"], config["relay"]["port"]) == ("smtp.ionos.de", 587)
+    assert config["web"]["port"] == port
+    assert f'dst.ports="{port}/tcp"' in (dsm.target / "ui/SmartPop.sc").read_text()
+
+    # The daemon: running, as the package user, serving only authenticated requests.
+    pid = daemon_pid(dsm)
+    assert alive(pid)
+    if dsm.user is not None:
+        assert os.stat(f"/proc/{pid}").st_uid == dsm.user.pw_uid
+    assert dsm.status() == 0
+    wait_listening(port)
+    assert get(port) == 403
+    assert get(port, "forged") == 403
+    assert get(port, (dsm.var / "web.secret").read_text().strip()) == 200
+    assert mode_of(dsm.var / "web.secret") == 0o600
+
+    # start is idempotent; stop ends the process and status says "not running".
+    assert_all_ok(dsm.start())
+    assert daemon_pid(dsm) == pid
+    assert_all_ok(dsm.stop())
+    assert not alive(pid)
+    assert not (dsm.var / "smartpop.pid").exists()
+    assert dsm.status() == 3
+    assert_all_ok(dsm.start())
+    assert dsm.status() == 0 and alive(daemon_pid(dsm))
+
+
+def test_wizard_secrets_never_in_argv_logs_or_dialogs(dsm: FakeDSM, spk: Spk) -> None:
+    """Passwords reach config.json only: not argv, not the install log, not any output."""
+    assert_all_ok(dsm.install(spk, wizard(free_ports(1)[0])))
+    argv_lines = dsm.argv_log.read_text()
+    assert "wizard-config" in argv_lines, "the shim must have seen the interpreter calls"
+    places = {"argv": argv_lines}
+    for run in dsm.runs:
+        places[f"{run.script} {run.action}"] = run.stdout + run.stderr + run.dialog
+    for path in dsm.var.rglob("*"):
+        if path.is_file() and path.name != "config.json":
+            places[str(path)] = path.read_text(errors="replace")
+    for where, text in places.items():
+        for secret in (FETCH_PASSWORD, RELAY_PASSWORD):
+            assert secret not in text, f"a wizard password leaked into {where}"
+
+
+def test_upgrade_keeps_data_and_runs_new_version(dsm: FakeDSM, spk: Spk, spk_v2: Spk) -> None:
+    """Upgrade follows DSM's order, keeps $SYNOPKG_PKGVAR byte-identical and restarts."""
+    port = free_ports(1)[0]
+    assert_all_ok(dsm.install(spk, wizard(port)))
+    state = dsm.var / "state.sqlite3"
+    state.write_bytes(b"collection state stand-in \x00\x01")
+    before = tree_digest(dsm.var)
+    old_pid = daemon_pid(dsm)
+
+    runs = dsm.upgrade(spk_v2)
+    assert_all_ok(runs)
+    assert [(r.script, r.action) for r in runs] == [
+        ("start-stop-status", "prestop"), ("start-stop-status", "stop"), ("preupgrade", ""), ("preuninst", ""),
+        ("postuninst", ""), ("preinst", ""), ("postinst", ""), ("postupgrade", ""),
+        ("start-stop-status", "prestart"), ("start-stop-status", "start")]
+    assert not alive(old_pid)
+    after = tree_digest(dsm.var)
+    for name in ("config.json", "web.secret", "state.sqlite3"):
+        assert after[name] == before[name], f"{name} changed during the upgrade"
+    assert spk_v2.info["version"] == "0.1.0-0002"
+    assert 'version="0.1.0-0002"' in (dsm.target / "smartpop/__init__.py").read_text().replace("__version__ = ", "version=")
+    assert dsm.status() == 0
+    wait_listening(port)
+    secret = (dsm.var / "web.secret").read_text().strip()
+    with urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - loopback test server
+            f"http://127.0.0.1:{port}/", headers={"X-SmartPop-Proof": secret}), timeout=5) as response:
+        assert json.load(response)["version"] == "0.1.0-0002"
+
+
+def test_upgrade_migrates_an_old_config(dsm: FakeDSM, spk: Spk, spk_v2: Spk) -> None:
+    """A schema-0 config (pre-versioning key names) is migrated on upgrade; the original is kept."""
+    port = free_ports(1)[0]
+    assert_all_ok(dsm.install(spk, wizard(port), start=False))
+    old = {"accounts": [{"name": "info", "protocol": "imap", "host": "imap.strato.de", "ssl": True, "keep": True,
+                         "username": "info@firma.de", "password": "old-Secret-1", "mode": "single",
+                         "deliver_to": "anna@firma.de"}],
+           "local_domains": ["firma.de"], "fallback": "postmaster@firma.de", "web": {"port": port}}
+    original = json.dumps(old).encode()
+    (dsm.var / "config.json").write_bytes(original)
+    assert_all_ok(dsm.upgrade(spk_v2))
+    migrated = json.loads((dsm.var / "config.json").read_text())
+    assert migrated["schema_version"] == 1
+    assert migrated["fallback_recipient"] == "postmaster@firma.de"
+    account = migrated["accounts"][0]
+    assert (account["security"], account["keep_on_server"], account["port"]) == ("ssl", True, 993)
+    assert (dsm.var / "config.json.pre-migration").read_bytes() == original
+    assert mode_of(dsm.var / "config.json") == 0o600
+
+
+def test_uninstall_keeps_data_by_default(dsm: FakeDSM, spk: Spk) -> None:
+    """Uninstall with 'keep' leaves var intact; a re-install with an empty password keeps the old one."""
+    port = free_ports(1)[0]
+    assert_all_ok(dsm.install(spk, wizard(port)))
+    pid = daemon_pid(dsm)
+    before = tree_digest(dsm.var)
+    runs = dsm.uninstall({"wizard_keep_data": "true", "wizard_delete_data": "false", "wizard_relay_restore": "false"})
+    assert_all_ok(runs)
+    assert not alive(pid)
+    assert not dsm.target.exists()
+    after = tree_digest(dsm.var)
+    assert after["config.json"] == before["config.json"] and after["web.secret"] == before["web.secret"]
+
+    assert_all_ok(dsm.install(spk, wizard(port, wizard_fetch_password="", wizard_fetch_host="pop.strato.de")))
+    config = json.loads((dsm.var / "config.json").read_text())
+    assert config["accounts"][0]["host"] == "pop.strato.de"
+    assert config["accounts"][0]["password"] == FETCH_PASSWORD
+
+
+def test_uninstall_delete_removes_all_data(dsm: FakeDSM, spk: Spk) -> None:
+    """Uninstall with 'delete' empties var, secrets included."""
+    assert_all_ok(dsm.install(spk, wizard(free_ports(1)[0])))
+    assert (dsm.var / "config.json").exists()
+    assert_all_ok(dsm.uninstall({"wizard_keep_data": "false", "wizard_delete_data": "true",
+                                 "wizard_relay_restore": "false"}))
+    assert dsm.var.is_dir()
+    assert list(dsm.var.iterdir()) == []
+
+
+@pytest.mark.parametrize(("language", "expected"), [
+    ("enu", "needs Python 3.8 or newer"), ("ger", "benötigt Python 3.8 oder neuer")])
+def test_preinst_refuses_a_nas_without_python(world_tmp: Path, spk: Spk, language: str, expected: str) -> None:
+    """No usable interpreter: install aborts in preinst with a clear, localised message."""
+    nas = FakeDSM(world_tmp / "nas", None, language=language)
+    too_old = world_tmp / "python3.7"
+    too_old.write_text("#!/bin/sh\nexit 1\n")
+    too_old.chmod(0o755)
+    run = nas.run(spk.root / "scripts", "preinst", spk, "INSTALL", wizard=wizard(8765),
+                  extra_env={"SMARTPOP_PYTHON_CANDIDATES": f"/nonexistent/python3 {too_old}"})
+    assert run.rc == 1
+    assert expected in run.dialog
+    assert not nas.target.exists()
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ({"wizard_relay_host": ""}, "SMTP server name is missing"),
+    ({"wizard_fetch_password": "abc\ndef"}, "line break"),
+    ({"wizard_fetch_port": "99999"}, "provider port"),
+    ({"wizard_web_port": "80"}, "internal port"),
+    ({"wizard_fetch_host": "pop.ionos.de; rm -rf /"}, "server name is not valid"),
+])
+def test_preinst_rejects_bad_wizard_answers(dsm: FakeDSM, spk: Spk, override: Dict[str, str], expected: str) -> None:
+    """Invalid answers stop the install before anything is written, with the reason shown."""
+    runs = dsm.install(spk, wizard(8765, **override))
+    assert runs[-1].script == "preinst" and runs[-1].rc == 1
+    assert expected in runs[-1].dialog
+    assert not (dsm.var / "config.json").exists()
+    assert not dsm.target.exists()
+
+
+def test_start_reports_a_daemon_that_cannot_start(dsm: FakeDSM, spk: Spk) -> None:
+    """A start that fails (port taken) exits non-zero with the reason, and status stays 3."""
+    port = free_ports(1)[0]
+    assert_all_ok(dsm.install(spk, wizard(port), start=False))
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen(1)
+    try:
+        runs = dsm.start()
+        assert runs[-1].action == "start" and runs[-1].rc == 1
+        assert "SmartPop did not start" in runs[-1].dialog
+        assert dsm.status() == 3
+    finally:
+        blocker.close()
+
+
+def test_prestart_without_config_refuses(dsm: FakeDSM, spk: Spk) -> None:
+    """prestart explains a missing config instead of starting a daemon that cannot work."""
+    assert_all_ok(dsm.install(spk, wizard(free_ports(1)[0]), start=False))
+    (dsm.var / "config.json").unlink()
+    runs = dsm.start()
+    assert runs[-1].action == "prestart" and runs[-1].rc == 1
+    assert "no configuration" in runs[-1].dialog
+
+
+def test_scripts_refuse_to_run_outside_synopkg(spk: Spk, tmp_path: Path) -> None:
+    """The lifecycle scripts need DSM's environment and say so."""
+    import subprocess
+
+    work = tmp_path / "scripts"
+    shutil.copytree(spk.root / "scripts", work)
+    proc = subprocess.run([str(work / "postinst")], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "synopkg" in proc.stderr

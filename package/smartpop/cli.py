@@ -136,8 +136,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         ensure_data_dir(paths)
         level = logging.DEBUG if args.verbose else logging.INFO
         daemon = args.command == "serve"
+        # The daemon logs to its rotated file only: its stderr (smartpop.out) is not rotated
+        # and should hold nothing but start-up failures.
         setup_logging(paths.log_file if daemon or args.command in ("fetch", "relay") else None, level,
-                      stderr=True)
+                      stderr=not daemon)
         return COMMANDS[args.command](paths, args)
     except (ConfigError, UsageError, NotYetAvailable) as exc:
         print(f"smartpop: {redact(str(exc))}", file=sys.stderr)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
-from conftest import sample_document
 
+from conftest import sample_document
 from smartpop.config import store
 from smartpop.config.migrate import migrate
 from smartpop.config.schema import parse_config, render_config
@@ -35,7 +35,7 @@ def test_sample_document_round_trips() -> None:
     assert rendered["accounts"][0]["password"] == "s3cret-Fetch!"
     assert rendered["accounts"][0]["interval"] == 60
     assert parse_config(rendered) == parse_config(doc)
-    assert list(rendered)[0] == "schema_version"
+    assert next(iter(rendered)) == "schema_version"
 
 
 @pytest.mark.parametrize(("mutate", "key", "fix"), [

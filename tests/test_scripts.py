@@ -8,10 +8,11 @@ import subprocess
 import sys
 
 import pytest
+
 from support.build import ROOT
 
-SHELL_FILES = [*sorted((ROOT / "scripts").iterdir()), ROOT / "package/bin/smartpop", ROOT / "build.sh", ROOT / ".ci/run",
-               ROOT / "tests/run"]
+SHELL_FILES = [*sorted((ROOT / "scripts").iterdir()), ROOT / "package/bin/smartpop", ROOT / "build.sh",
+               ROOT / ".ci/run", ROOT / "tests/run"]
 
 
 def test_shellcheck_clean() -> None:

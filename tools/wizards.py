@@ -42,7 +42,7 @@ T: Dict[str, Dict[str, str]] = {
         "enu": "Mail for these domains is delivered to the MailPlus users of the same address. Mail "
                "that cannot be assigned to a user goes to the fallback mailbox, so nothing is lost.",
         "ger": "Mails an diese Domains werden den MailPlus-Benutzern mit gleicher Adresse zugestellt. "
-               "Mails, die keinem Benutzer zugeordnet werden können, gehen an das Auffangpostfach – "
+               "Mails, die keinem Benutzer zugeordnet werden können, gehen an das Auffangpostfach - "
                "es geht nichts verloren.",
     },
     "domains": {"enu": "Your mail domains (comma-separated)", "ger": "Ihre Mail-Domains (durch Komma getrennt)"},

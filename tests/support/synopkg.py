@@ -85,7 +85,7 @@ def extract_spk(spk_path: Path, dest: Path) -> Spk:
     """Extract the outer tar as DSM does and parse INFO."""
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(spk_path, "r:") as archive:  # a plain tar, never compressed
-        archive.extractall(dest)  # noqa: S202 - our own build output
+        archive.extractall(dest)
     info = {}
     for line in (dest / "INFO").read_text(encoding="utf-8").splitlines():
         key, _, value = line.partition("=")
@@ -178,7 +178,7 @@ class FakeDSM:
         argv = [str(scripts_dir / script)] + ([action] if action else [])
         if self.user is not None:
             argv = ["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}", "--clear-groups",
-                    "--"] + argv
+                    "--", *argv]
         proc = subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, timeout=120)
         run = ScriptRun(script, action, status, proc.returncode, proc.stdout, proc.stderr,
                         dialog.read_text(encoding="utf-8"))
@@ -188,7 +188,7 @@ class FakeDSM:
     def _unpack_target(self, spk: Spk) -> None:
         self.target.mkdir(parents=True)
         with tarfile.open(spk.root / "package.tgz", "r:gz") as archive:
-            archive.extractall(self.target)  # noqa: S202 - our own build output
+            archive.extractall(self.target)
         self._chown(self.target)  # DSM chowns target to the package user
 
     def _copy_scripts(self, spk: Spk) -> None:

@@ -21,7 +21,7 @@ def target(built_spk: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     with tarfile.open(built_spk, "r:") as spk:
         spk.extract("package.tgz", root)
     with tarfile.open(root / "package.tgz", "r:gz") as payload:
-        payload.extractall(root / "target")  # noqa: S202 - our own build output
+        payload.extractall(root / "target")
     return root / "target"
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from support.synopkg import SAFE_EXTRACT
+
 PY38 = Path("/root/.pyenv/versions/3.8.18/bin/python3.8")
 BUNDLED = ["flask", "werkzeug", "jinja2", "markupsafe", "itsdangerous", "click", "blinker", "waitress", "requests",
            "urllib3", "idna", "charset_normalizer", "certifi", "filelock", "importlib_metadata", "zipp"]
@@ -21,7 +23,7 @@ def target(built_spk: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     with tarfile.open(built_spk, "r:") as spk:
         spk.extract("package.tgz", root)
     with tarfile.open(root / "package.tgz", "r:gz") as payload:
-        payload.extractall(root / "target")
+        payload.extractall(root / "target", **SAFE_EXTRACT)
     return root / "target"
 
 

@@ -180,6 +180,7 @@ def test_install_start_status_stop(dsm: FakeDSM, spk: Spk) -> None:
     assert_all_ok(dsm.stop())
     assert not alive(pid)
     assert not (dsm.var / "smartpop.pid").exists()
+    assert "SmartPop backend stopped" in (dsm.var / "smartpop.log").read_text(), "SIGTERM must stop it cleanly"
     assert dsm.status() == 3
     assert_all_ok(dsm.start())
     assert dsm.status() == 0 and alive(daemon_pid(dsm))

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
 PKG = "SmartPop"
+# tarfile's extraction filter (3.12+, backported to 3.8.17+) refuses absolute paths and
+# links out of the tree; older Pythons extract as before.
+SAFE_EXTRACT: Dict[str, str] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 TEST_USER = "smartpop-pkg"
 PY38_HOME = Path("/root/.pyenv/versions/3.8.18")
 PY38_COPY = Path("/tmp/smartpop-py38")
@@ -85,7 +88,7 @@ def extract_spk(spk_path: Path, dest: Path) -> Spk:
     """Extract the outer tar as DSM does and parse INFO."""
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(spk_path, "r:") as archive:  # a plain tar, never compressed
-        archive.extractall(dest)
+        archive.extractall(dest, **SAFE_EXTRACT)
     info = {}
     for line in (dest / "INFO").read_text(encoding="utf-8").splitlines():
         key, _, value = line.partition("=")
@@ -188,7 +191,7 @@ class FakeDSM:
     def _unpack_target(self, spk: Spk) -> None:
         self.target.mkdir(parents=True)
         with tarfile.open(spk.root / "package.tgz", "r:gz") as archive:
-            archive.extractall(self.target)
+            archive.extractall(self.target, **SAFE_EXTRACT)
         self._chown(self.target)  # DSM chowns target to the package user
 
     def _copy_scripts(self, spk: Spk) -> None:

@@ -1,0 +1,62 @@
+"""`smartpop fetch` and `smartpop check` (exit codes: 0 ok, 1 some account failed, 2 config)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Optional
+
+from smartpop.collector import delivery, service
+from smartpop.config import store
+from smartpop.errors import TemporaryError
+from smartpop.paths import Paths
+
+log = logging.getLogger(__name__)
+
+
+def _stop_on_sigterm(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT finish the message in hand, then QUIT: nothing half done."""
+    def handler(signum: int, frame: Optional[FrameType]) -> None:
+        log.info("signal %d received; stopping after the current message", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_fetch(paths: Paths, args: argparse.Namespace) -> int:
+    """One collection pass; exit 1 if any account failed (its mail stays on the server)."""
+    config = store.load(paths)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        _stop_on_sigterm(stop)
+    summary = service.fetch_all(paths, config, getattr(args, "account", None), stop=stop)
+    for line in summary.lines():
+        print(line)
+    return 0 if summary.ok else 1
+
+
+def cmd_check(paths: Paths, args: argparse.Namespace) -> int:
+    """Validate the config, log in to every enabled account, and reach the delivery target."""
+    config = store.load(paths)
+    print("configuration: ok")
+    failed = 0
+    for account in config.accounts:
+        if not account.enabled:
+            print(f"{account.name}: disabled, not tested")
+            continue
+        try:
+            print(f"{account.name}: ok: {service.test_connection(account)}")
+        except TemporaryError as exc:
+            failed += 1
+            print(f"{account.name}: FAILED: {exc}")
+    target = f"{config.delivery.host}:{config.delivery.port}"
+    try:
+        print(f"delivery {target}: ok: {delivery.probe(config.delivery.host, config.delivery.port)}")
+    except TemporaryError as exc:
+        failed += 1
+        print(f"delivery {target}: FAILED: {exc}")
+    return 1 if failed else 0

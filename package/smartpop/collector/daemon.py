@@ -1,0 +1,126 @@
+"""The polling daemon of `smartpop serve`: each account at its interval, backoff on failure.
+
+One scheduler thread starts one worker per due account (never two for one account; the
+file lock also keeps a concurrent `smartpop fetch` out). The config is re-read when
+config.json changes, so accounts edited in the UI take effect without a restart.
+Stopping lets a worker finish the message in hand, then QUIT, so nothing is left half done.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Dict, Optional
+
+from smartpop.collector.runner import run_account
+from smartpop.config import store
+from smartpop.config.schema import Account, Config
+from smartpop.errors import ConfigError
+from smartpop.paths import Paths
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0
+MAX_BACKOFF = 3600.0
+
+
+def next_delay(interval: int, failures: int) -> float:
+    """Seconds until the next poll: the interval, doubled per consecutive failure, capped."""
+    if failures <= 0:
+        return float(interval)
+    return float(min(interval * (2 ** min(failures, 16)), max(MAX_BACKOFF, interval)))
+
+
+class DaemonHandle:
+    """A running daemon; stop() ends it."""
+
+    def __init__(self, paths: Paths, config: Config) -> None:
+        self.paths = paths
+        self.config = config
+        self._stop = threading.Event()
+        self._workers: Dict[str, threading.Thread] = {}
+        self._due: Dict[str, float] = {}
+        self._failures: Dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._config_mtime = self._mtime()
+        self._thread = threading.Thread(target=self._loop, name="smartpop-scheduler", daemon=True)
+
+    def _mtime(self) -> Optional[float]:
+        try:
+            return self.paths.config.stat().st_mtime
+        except OSError:
+            return None
+
+    def _reload(self) -> None:
+        mtime = self._mtime()
+        if mtime == self._config_mtime:
+            return
+        self._config_mtime = mtime
+        try:
+            self.config = store.load(self.paths)
+            log.info("configuration changed; the collector uses the new settings")
+        except ConfigError as exc:
+            log.error("configuration changed but is invalid, keeping the previous one: %s", exc)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._reload()
+                now = time.monotonic()
+                for account in self.config.accounts:
+                    if not account.enabled:
+                        continue
+                    with self._lock:
+                        busy = account.name in self._workers and self._workers[account.name].is_alive()
+                    if busy or now < self._due.get(account.name, 0.0):
+                        continue
+                    worker = threading.Thread(target=self._work, args=(account, self.config),
+                                              name=f"smartpop-{account.name}", daemon=True)
+                    with self._lock:
+                        self._workers[account.name] = worker
+                    worker.start()
+            except Exception:  # the scheduler must survive anything
+                log.exception("collector scheduler error")
+            self._stop.wait(TICK)
+
+    def _work(self, account: Account, config: Config) -> None:
+        failures = self._failures.get(account.name, 0)
+        try:
+            result = run_account(self.paths, config, account, stop=self._stop, lock_timeout=0)
+            failures = 0 if (result.ok or result.skipped) else failures + 1
+        except Exception:
+            log.exception("%s: collector run crashed", account.name)
+            failures += 1
+        self._failures[account.name] = failures
+        delay = next_delay(account.interval, failures)
+        if failures:
+            log.info("%s: next try in %d s (failure %d in a row)", account.name, delay, failures)
+        self._due[account.name] = time.monotonic() + delay
+
+    def start(self) -> DaemonHandle:
+        """Start the scheduler thread."""
+        self._thread.start()
+        log.info("collector daemon started")
+        return self
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Ask every worker to stop after its current message; True if all ended within `timeout`."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        alive = [w.name for w in workers if w.is_alive()] + ([self._thread.name] if self._thread.is_alive() else [])
+        if alive:
+            log.warning("collector threads still running after %.0f s: %s", timeout, ", ".join(alive))
+        else:
+            log.info("collector daemon stopped")
+        return not alive
+
+
+def start(paths: Paths, config: Config) -> DaemonHandle:
+    """Create and start a daemon."""
+    return DaemonHandle(paths, config).start()

@@ -1,0 +1,175 @@
+"""Pure header handling on raw bytes: split, parse, decode, and the re-injection rewrite.
+
+Everything works on bytes so that 8-bit, NUL-carrying or malformed headers never raise;
+nothing here re-serialises a message through the `email` package (that changes bytes).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import quopri
+import re
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+# A header field starts with a printable-ASCII name (no colon), optional obsolete WSP, then ':'.
+_FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
+_ENCODED_GAP = re.compile(r"(\?=)\s+(=\?)")
+
+# The header our Delivered-To lines become: Postfix's local/pipe(D) delivery bounces a
+# message whose Delivered-To already names the recipient ("mail forwarding loop").
+RENAMED_DELIVERED_TO = b"X-Original-Delivered-To"
+LOOP_HEADER = "X-SmartPop-Loop"
+
+
+class Field(NamedTuple):
+    """One header field: lower-cased name, its raw bytes (folded lines + EOL), unfolded value text."""
+
+    name: str
+    raw: bytes
+    value: str
+
+
+class HeaderScan:
+    """Incremental finder of the end of the header block, fed line by line.
+
+    The block ends at the first empty line (which belongs to the block) or at the first
+    line that is neither a field nor a continuation (which belongs to the body: a message
+    without the blank separator keeps its bytes as they are).
+    """
+
+    def __init__(self) -> None:
+        self.done = False
+        self._seen_field = False
+
+    def feed_line(self, line: bytes) -> bool:
+        """Return True if `line` (with its EOL) still belongs to the header block."""
+        if self.done:
+            return False
+        stripped = line.rstrip(b"\r\n")
+        if stripped == b"":
+            self.done = True
+            return True
+        if stripped[:1] in (b" ", b"\t") and self._seen_field:
+            return True
+        if _FIELD_START.match(stripped):
+            self._seen_field = True
+            return True
+        self.done = True
+        return False
+
+
+def lines(data: bytes) -> List[bytes]:
+    """Split on LF only, keeping line ends (a bare CR inside a line is data, not a break)."""
+    parts = data.split(b"\n")
+    result = [p + b"\n" for p in parts[:-1]]
+    if parts[-1]:
+        result.append(parts[-1])
+    return result
+
+
+def split_header(data: bytes) -> Tuple[bytes, bytes]:
+    """Split a complete message into (header block, body) using HeaderScan's rules."""
+    scan = HeaderScan()
+    pos = 0
+    for line in lines(data):
+        if not scan.feed_line(line):
+            break
+        pos += len(line)
+        if scan.done:
+            break
+    return data[:pos], data[pos:]
+
+
+def _text(raw: bytes) -> str:
+    """Bytes of a header as text: UTF-8 where valid, else Latin-1 (never fails)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def parse_fields(header: bytes) -> List[Field]:
+    """Parse a header block into fields, top to bottom; garbage lines are skipped."""
+    fields: List[Field] = []
+    name: Optional[str] = None
+    parts: List[bytes] = []
+
+    def flush() -> None:
+        if name is not None:
+            raw = b"".join(parts)
+            match = _FIELD_START.match(raw)
+            value = raw[match.end():] if match else b""
+            unfolded = re.sub(rb"\r?\n(?=[ \t])", b"", value).strip(b" \t\r\n")
+            fields.append(Field(name, raw, _text(unfolded)))
+
+    for line in lines(header):
+        stripped = line.rstrip(b"\r\n")
+        if stripped == b"":
+            break
+        if stripped[:1] in (b" ", b"\t") and name is not None:
+            parts.append(line)
+            continue
+        match = _FIELD_START.match(stripped)
+        flush()
+        if match:
+            name = match.group(1).decode("ascii").lower()
+            parts = [line]
+        else:
+            name, parts = None, []
+    flush()
+    return fields
+
+
+def values(fields: Sequence[Field], name: str) -> List[str]:
+    """All values of header `name` (case-insensitive), top to bottom."""
+    wanted = name.lower()
+    return [f.value for f in fields if f.name == wanted]
+
+
+def first(fields: Sequence[Field], name: str) -> Optional[str]:
+    """The topmost value of header `name`, or None."""
+    found = values(fields, name)
+    return found[0] if found else None
+
+
+def _decode_word(match: re.Match[str]) -> str:
+    charset, encoding, payload = match.group(1), match.group(2).upper(), match.group(3)
+    charset = charset.split("*", 1)[0]  # RFC 2231 language suffix
+    try:
+        if encoding == "B":
+            data = base64.b64decode(payload + "=" * (-len(payload) % 4))
+        else:
+            data = quopri.decodestring(payload.replace("_", " ").encode("ascii", "replace"), header=True)
+        return data.decode(charset, errors="replace")
+    except (LookupError, binascii.Error, ValueError):
+        return match.group(0)
+
+
+def decode_words(text: str) -> str:
+    """Decode RFC 2047 encoded-words; anything malformed is left as it was."""
+    if "=?" not in text:
+        return text
+    return _ENCODED_WORD.sub(_decode_word, _ENCODED_GAP.sub(r"\1\2", text))
+
+
+def rewrite_for_reinjection(header: bytes) -> bytes:
+    """Rename every Delivered-To field; all other bytes stay exactly as they are."""
+    out: List[bytes] = []
+    in_header = True
+    for line in lines(header):
+        if in_header and line.rstrip(b"\r\n") == b"":
+            in_header = False
+        match = _FIELD_START.match(line) if in_header else None
+        if match and match.group(1).lower() == b"delivered-to":
+            out.append(RENAMED_DELIVERED_TO + line[len(match.group(1)):])
+        else:
+            out.append(line)
+    return b"".join(out)
+
+
+def safe_header_text(text: str, limit: int = 200) -> str:
+    """Make untrusted text (a server reply, an address) safe as one header line value."""
+    cleaned = re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+    return cleaned[:limit]

@@ -1,0 +1,174 @@
+"""IMAP source on imaplib: UID + UIDVALIDITY, partial fetches so memory stays flat.
+
+imaplib reads a literal into memory whole, so a message is fetched in slices with
+`BODY.PEEK[]<offset.length>` (PEEK: \\Seen stays as the user left it). Python 3.8's
+IMAP4 has no timeout argument, so the socket is created here with one.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import re
+import socket
+import ssl
+from typing import Any, List, Optional
+
+from smartpop.collector.source import RemoteMessage, Sink, Source
+from smartpop.collector.transport import network_errors, open_socket, tls_context
+from smartpop.config.schema import Account
+from smartpop.errors import AuthError, ConnectError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+SLICE = 1024 * 1024
+_FETCH_ITEM = re.compile(rb"UID (\d+)|RFC822\.SIZE (\d+)")
+
+
+class _Imap(imaplib.IMAP4):
+    """IMAP4 whose socket has a timeout and, for implicit TLS, a verified TLS layer."""
+
+    def __init__(self, host: str, port: int, timeout: float, context: Optional[ssl.SSLContext]) -> None:
+        self._sp_timeout = timeout
+        self._sp_context = context
+        super().__init__(host, port)
+
+    def _create_socket(self, timeout: Optional[float] = None) -> socket.socket:
+        return open_socket(self.host, self.port, self._sp_timeout, self._sp_context)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class ImapSource(Source):
+    """One logged-in IMAP session with the account's folder selected (read-write)."""
+
+    protocol = "IMAP"
+
+    def __init__(self, account: Account, imap: _Imap) -> None:
+        self.host, self.port = account.host, account.port
+        self.folder = account.folder
+        self._imap = imap
+        self._deleted: List[str] = []
+        self._uidplus = False
+
+    @classmethod
+    def connect(cls, account: Account, timeout: float) -> ImapSource:
+        """Connect, optionally STARTTLS, log in and SELECT the folder."""
+        context = tls_context(account.ca_file) if account.security != "none" else None
+        try:
+            imap = _Imap(account.host, account.port, timeout, context if account.security == "ssl" else None)
+        except imaplib.IMAP4.error as exc:
+            raise ConnectError(f"{account.host}:{account.port} is not an IMAP server: {exc}") from None
+        self = cls(account, imap)
+        try:
+            self.greeting = imap.welcome.decode("utf-8", "replace").strip()
+            with network_errors(self.host, self.port):
+                if account.security == "starttls":
+                    try:
+                        imap.starttls(ssl_context=context)
+                    except imaplib.IMAP4.error as exc:
+                        raise ConnectError(f"{self.host}:{self.port} STARTTLS failed: {exc}") from None
+                try:
+                    imap.login(account.username, account.password.reveal())
+                except imaplib.IMAP4.error as exc:
+                    raise AuthError(f"login to {self.host}:{self.port} refused: {_text(exc)}") from None
+                typ, data = imap.capability()
+                caps = data[0].upper().split() if typ == "OK" and data and data[0] else []
+                self._uidplus = b"UIDPLUS" in caps
+                typ, data = imap.select(_quote(account.folder))
+                if typ != "OK":
+                    raise ProtocolError(f"cannot open folder {account.folder!r}: {_text(data)}")
+                typ, data = imap.response("UIDVALIDITY")
+                if not data or data[0] is None:
+                    raise ProtocolError(f"{self.host}:{self.port} reported no UIDVALIDITY for {account.folder!r}")
+                self.uidvalidity = data[-1].decode("ascii", "replace")
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
+    def _call(self, *args: Any) -> List[Any]:
+        with network_errors(self.host, self.port):
+            try:
+                typ, data = self._imap.uid(*args)
+            except imaplib.IMAP4.abort as exc:
+                raise ConnectError(f"{self.host}:{self.port} dropped the session: {_text(exc)}") from None
+            except imaplib.IMAP4.error as exc:
+                raise ProtocolError(f"{self.host}:{self.port}: UID {args[0]} failed: {_text(exc)}") from None
+        if typ != "OK":
+            raise ProtocolError(f"{self.host}:{self.port}: UID {args[0]} answered {typ} {_text(data)}")
+        return list(data)
+
+    def list(self) -> List[RemoteMessage]:
+        """UID and size of every message in the folder."""
+        result = []
+        for item in self._call("FETCH", "1:*", "(UID RFC822.SIZE)"):
+            text = item[0] if isinstance(item, tuple) else item
+            if not isinstance(text, bytes):
+                continue
+            uid = size = None
+            for match in _FETCH_ITEM.finditer(text):
+                if match.group(1):
+                    uid = match.group(1).decode()
+                if match.group(2):
+                    size = int(match.group(2))
+            if uid is not None:
+                result.append(RemoteMessage(uid, size or 0, uid))
+        return result
+
+    def fetch(self, ref: str, sink: Sink) -> None:
+        """Fetch the message in slices and pass each to `sink`."""
+        offset = 0
+        while True:
+            chunk = None
+            for item in self._call("FETCH", ref, f"(BODY.PEEK[]<{offset}.{SLICE}>)"):
+                if isinstance(item, tuple) and b"BODY[]" in item[0]:
+                    chunk = item[1]
+            if chunk is None:
+                if offset == 0:
+                    raise ProtocolError(f"message UID {ref} vanished from {self.folder!r}")
+                return
+            if chunk:
+                sink(chunk)
+            offset += len(chunk)
+            if len(chunk) < SLICE:
+                return
+
+    def delete(self, ref: str) -> None:
+        """Flag \\Deleted now; the expunge happens in finish()."""
+        self._call("STORE", ref, "+FLAGS.SILENT", "(\\Deleted)")
+        self._deleted.append(ref)
+
+    def finish(self) -> None:
+        """UID EXPUNGE exactly our messages (plain EXPUNGE without UIDPLUS), then LOGOUT."""
+        try:
+            if self._deleted:
+                if self._uidplus:
+                    self._call("EXPUNGE", ",".join(self._deleted))
+                else:
+                    with network_errors(self.host, self.port):
+                        self._imap.expunge()
+                self._deleted = []
+            with network_errors(self.host, self.port):
+                self._imap.logout()
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Close the socket; flagged messages stay until a later expunge."""
+        try:
+            self._imap.shutdown()
+        except (OSError, AttributeError, imaplib.IMAP4.error):
+            pass
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, BaseException):
+        value = value.args[0] if value.args else str(value)
+    if isinstance(value, list):
+        value = b" ".join(v for v in value if isinstance(v, bytes))
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value)[:300]

@@ -1,0 +1,148 @@
+"""Streaming a message from the provider into a spool file.
+
+Only the header block is kept in memory (capped); the body goes to disk and is hashed on
+the way, so peak memory does not depend on message size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterator, List
+
+from smartpop.collector.headers import Field, HeaderScan, first, lines, parse_fields
+
+# Headers beyond this are treated as body: still delivered byte for byte, just not parsed.
+MAX_HEADER = 1024 * 1024
+READ_CHUNK = 64 * 1024
+
+
+class SpoolWriter:
+    """Receives pieces of a message, finds the header end, writes everything to a file."""
+
+    def __init__(self, directory: Path, prefix: str) -> None:
+        fd, name = tempfile.mkstemp(prefix=prefix + ".", suffix=".eml", dir=str(directory))
+        self.path = Path(name)
+        self._file: BinaryIO = os.fdopen(fd, "wb")
+        self._scan = HeaderScan()
+        self._header: List[bytes] = []
+        self._header_len = 0
+        self._partial = b""
+        self._body_hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, piece: bytes) -> None:
+        """Take the next piece (any length, any split) of the message."""
+        self._file.write(piece)
+        self.size += len(piece)
+        if self._scan.done:
+            self._body_hash.update(piece.replace(b"\r", b""))
+            return
+        data = self._partial + piece
+        self._partial = b""
+        pieces = lines(data)
+        for index, line in enumerate(pieces):
+            if not line.endswith(b"\n") and index == len(pieces) - 1 and self._header_len + len(line) < MAX_HEADER:
+                self._partial = line  # an incomplete last line: decide when its end arrives
+                return
+            if self._header_len + len(line) > MAX_HEADER or not self._scan.feed_line(line):
+                self._scan.done = True
+                self._body_hash.update(b"".join(pieces[index:]).replace(b"\r", b""))
+                return
+            self._header.append(line)
+            self._header_len += len(line)
+            if self._scan.done:
+                self._body_hash.update(b"".join(pieces[index + 1:]).replace(b"\r", b""))
+                return
+
+    def close(self) -> Spooled:
+        """Finish the file and return what the runner needs about the message."""
+        if self._partial:
+            # The message ended inside its header (no body at all).
+            if self._scan.feed_line(self._partial):
+                self._header.append(self._partial)
+                self._header_len += len(self._partial)
+            else:
+                self._body_hash.update(self._partial.replace(b"\r", b""))
+            self._partial = b""
+        self._file.flush()
+        self._file.close()
+        header = b"".join(self._header)
+        return Spooled(self.path, header, self._header_len, self.size, self._body_hash.hexdigest())
+
+    def discard(self) -> None:
+        """Close and delete the partial file."""
+        try:
+            self._file.close()
+        finally:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class Spooled:
+    """A message on disk: its parsed header and where the body starts."""
+
+    def __init__(self, path: Path, header: bytes, header_len: int, size: int, body_digest: str) -> None:
+        self.path = path
+        self.header = header
+        self.header_len = header_len
+        self.size = size
+        self.body_digest = body_digest
+        self.fields: List[Field] = parse_fields(header)
+
+    @property
+    def message_id(self) -> str:
+        """The Message-ID as written (may be empty)."""
+        return (first(self.fields, "message-id") or "").strip()[:500]
+
+    def dedup_digest(self) -> str:
+        """Identity of the message for multidrop de-duplication (same for every copy the provider made)."""
+        parts = [self.message_id] + [(first(self.fields, n) or "").strip() for n in ("from", "date", "subject")]
+        data = "\0".join(parts).encode("utf-8", "surrogateescape") + b"\0" + self.body_digest.encode()
+        return hashlib.sha256(data).hexdigest()
+
+    def body_chunks(self) -> Iterator[bytes]:
+        """Everything after the header block, read in bounded pieces."""
+        with open(self.path, "rb") as handle:
+            handle.seek(self.header_len)
+            while True:
+                piece = handle.readline(READ_CHUNK)
+                if not piece:
+                    return
+                yield piece
+
+    def remove(self) -> None:
+        """Delete the spool file."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def clean(directory: Path, account: str, doubt_days: int = 30) -> None:
+    """Remove `account`'s leftover spool files of an interrupted run (the provider still has the mail)."""
+    prefix = tempfile_prefix(account) + "."
+    old = time.time() - doubt_days * 86400
+    for path in directory.glob("*.eml"):
+        try:
+            if path.name.startswith(prefix) or (path.name.startswith("doubt-" + prefix) and path.stat().st_mtime < old):
+                path.unlink()
+        except OSError:
+            pass
+
+
+def make_spool_dir(directory: Path) -> Path:
+    """Create the spool dir (0700) if needed."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return directory
+
+
+def tempfile_prefix(account: str) -> str:
+    """Spool file prefix for an account (names are validated: no path characters)."""
+    # '+' cannot occur in an account name, so no account's prefix is another's.
+    return f"in+{account}+"

@@ -1,0 +1,66 @@
+"""Sockets and TLS for the provider connection: verified contexts and one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+from typing import Iterator, Optional
+
+from smartpop.errors import ConnectError
+
+
+def tls_context(ca_file: Optional[str]) -> ssl.SSLContext:
+    """A verifying client context (chain + hostname); `ca_file` adds a private CA."""
+    context = ssl.create_default_context()
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectError(f"cannot read ca_file {ca_file}: {exc}") from exc
+    # create_default_context already sets these; stated so a reader never has to wonder.
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def describe(exc: BaseException, host: str, port: int) -> str:
+    """One clear line for a network or TLS failure."""
+    where = f"{host}:{port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate of {where} not trusted: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {where} failed: {exc.reason or exc}"
+    if isinstance(exc, socket.timeout):
+        return f"timed out talking to {where}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection to {where} refused"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {host}: {exc.strerror}"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, EOFError)):
+        return f"connection to {where} lost"
+    if isinstance(exc, OSError):
+        return f"network error with {where}: {exc.strerror or exc}"
+    return f"error with {where}: {exc}"
+
+
+@contextlib.contextmanager
+def network_errors(host: str, port: int) -> Iterator[None]:
+    """Turn socket/TLS exceptions inside the block into ConnectError with one clear line."""
+    try:
+        yield
+    except (OSError, EOFError) as exc:
+        raise ConnectError(describe(exc, host, port)) from exc
+
+
+def open_socket(host: str, port: int, timeout: float, context: Optional[ssl.SSLContext]) -> socket.socket:
+    """Connect (and wrap in TLS when `context` is given); errors become ConnectError."""
+    with network_errors(host, port):
+        sock = socket.create_connection((host, port), timeout=timeout)
+        if context is None:
+            return sock
+        try:
+            return context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise

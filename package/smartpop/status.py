@@ -11,6 +11,8 @@ from smartpop.errors import ConfigError
 from smartpop.paths import Paths
 
 ACCOUNT_FIELDS = ["last_run", "last_success", "collected", "fallback", "last_error", "waiting"]
+# Figures of the most recent run (collected/fallback above are totals) and whether one runs now.
+COLLECTOR_EXTRA_FIELDS = ["last_collected", "last_fallback", "running"]
 
 
 def _runtime(paths: Paths) -> Dict[str, Any]:
@@ -32,11 +34,16 @@ def build_status(paths: Paths) -> Dict[str, Any]:
         report["config_error"] = str(exc)
         return report
     accounts: List[Dict[str, Any]] = []
+    # The collector keeps its per-account figures in its SQLite store (written atomically with
+    # the delivery journal); status.json's "accounts" is only a fallback for older data.
+    from smartpop.collector.state import read_account_status
+
+    collected = read_account_status(paths)
     for account in config.accounts:
-        seen = runtime.get("accounts", {}).get(account.name, {})
+        seen = collected.get(account.name) or runtime.get("accounts", {}).get(account.name, {})
         entry: Dict[str, Any] = {"name": account.name, "enabled": account.enabled,
                                  "protocol": account.protocol, "host": account.host}
-        for key in ACCOUNT_FIELDS:
+        for key in ACCOUNT_FIELDS + COLLECTOR_EXTRA_FIELDS:
             entry[key] = seen.get(key)
         accounts.append(entry)
     report["accounts"] = accounts

@@ -1,0 +1,161 @@
+"""End to end against real Dovecot and Postfix: protocols, modes, delivery rules, state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from smartpop.collector import service
+from smartpop.collector.state import Store
+from smartpop.errors import AuthError, ConnectError
+from support.collect import Env, body_of, message
+
+pytestmark = pytest.mark.mailstack
+
+SECURITY = [("pop3", "ssl"), ("pop3", "starttls"), ("pop3", "none"),
+            ("imap", "ssl"), ("imap", "starttls"), ("imap", "none")]
+
+
+def _port(env: Env, protocol: str, security: str) -> int:
+    s = env.stack
+    if protocol == "pop3":
+        return s.pop3s_port if security == "ssl" else s.pop3_port
+    return s.imaps_port if security == "ssl" else s.imap_port
+
+
+@pytest.mark.parametrize(("protocol", "security"), SECURITY)
+def test_multidrop_every_protocol_and_security(env: Env, protocol: str, security: str) -> None:
+    env.users("anna", "ben")
+    originals = [message(1, env.addr("anna")), message(2, env.addr("ben")), message(3, env.addr("anna"))]
+    env.fill(originals)
+    config = env.write_config([env.account(protocol=protocol, security=security,
+                                           port=_port(env, protocol, security),
+                                           allow_insecure=security == "none")])
+    summary = service.fetch_all(env.paths, config)
+    assert summary.ok, summary.lines()
+    anna, ben = env.local("anna"), env.local("ben")
+    assert len(anna) == 2 and len(ben) == 1
+    assert sorted(body_of(m) for m in anna + ben) == sorted(body_of(m) for m in originals)
+    assert env.left_on_provider() == 0
+    # The provider's Delivered-To is renamed; ours (Postfix's own) is the only one left.
+    stored = ben[0].decode()
+    assert f"X-Original-Delivered-To: {env.addr('ben')}" in stored
+    assert stored.count("\nDelivered-To:") == 1
+    assert "X-SmartPop-Loop: " in stored and "(SmartPop " in stored
+    # Nothing new: a second pass collects nothing.
+    again = service.fetch_all(env.paths, config)
+    assert again.results["sammel"].collected == 0 and len(env.local("anna")) == 2
+
+
+def test_single_mode_and_return_path(env: Env) -> None:
+    env.users("anna", "ben")
+    env.fill([message(1, env.addr("ben")), message(2, ""), message(3, env.addr("ben"), extra="")])
+    config = env.write_config([env.account(mode="single", deliver_to=env.addr("anna"))])
+    assert service.fetch_all(env.paths, config).ok
+    assert len(env.local("anna")) == 3 and env.local("ben") == []
+    assert env.local("anna")[0].startswith(b"Return-Path: <sender1@remote.test>")
+
+
+def test_5xx_recipient_goes_to_fallback_4xx_stays(env: Env) -> None:
+    env.users("anna")
+    unknown = env.addr("nobody")  # local domain, but no such mailbox: Postfix answers 550
+    env.fill([message(1, unknown), message(2, env.addr("anna"))])
+    config = env.write_config()
+    summary = service.fetch_all(env.paths, config)
+    assert summary.ok, summary.lines()
+    fallback = env.local("postmaster")
+    assert len(fallback) == 1 and b"X-SmartPop-Fallback: " + unknown.encode() + b" refused: 550" in fallback[0]
+    assert len(env.local("anna")) == 1
+    assert env.left_on_provider() == 0
+    assert summary.results["sammel"].fallback == 1
+
+
+def test_wrong_password_and_bad_tls_are_one_line_and_others_still_run(env: Env, tmp_path) -> None:
+    env.users("anna")
+    env.fill([message(1, env.addr("anna"))])
+    other_ca = tmp_path / "other-ca"
+    from support.certs import make_certs
+    wrong_ca = str(make_certs(other_ca).ca_cert)
+    config = env.write_config([
+        env.account(name="badpass", password="wrong-password"),
+        env.account(name="badtls", ca_file=wrong_ca),
+        env.account(name="closed", port=1),
+        env.account(name="good"),
+    ])
+    summary = service.fetch_all(env.paths, config)
+    results = summary.results
+    assert not summary.ok
+    assert "refused" in results["badpass"].error and "\n" not in results["badpass"].error
+    assert "not trusted" in results["badtls"].error
+    assert "refused" in results["closed"].error
+    assert results["good"].collected == 1 and len(env.local("anna")) == 1
+    status = json.loads(env.run_cli("status", "--json").stdout)
+    by_name = {a["name"]: a for a in status["accounts"]}
+    assert "refused" in by_name["badpass"]["last_error"]
+    assert by_name["good"]["collected"] == 1 and by_name["good"]["waiting"] == 0
+    assert env.password not in json.dumps(status)
+
+
+def test_connection_tester(env: Env) -> None:
+    env.users()
+    env.fill([message(1, "x@remote.test"), message(2, "x@remote.test")])
+    config = env.write_config()
+    answer = service.test_connection(config.accounts[0])
+    assert "2 message(s) waiting" in answer and "Dovecot" in answer
+    bad = env.write_config([env.account(password="nope")]).accounts[0]
+    with pytest.raises(AuthError):
+        service.test_connection(bad)
+    with pytest.raises(ConnectError):
+        service.test_connection(env.write_config([env.account(port=1)]).accounts[0], timeout=5)
+    assert env.left_on_provider() == 2
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+def test_keep_on_server_never_refetches_and_delete_after_days(env: Env, protocol: str) -> None:
+    env.users("anna")
+    env.fill([message(1, env.addr("anna")), message(2, env.addr("anna"))])
+    config = env.write_config([env.account(protocol=protocol, keep_on_server=True, delete_after_days=3)])
+    assert service.fetch_all(env.paths, config).ok
+    assert service.fetch_all(env.paths, config).results["sammel"].collected == 0
+    assert len(env.local("anna")) == 2 and env.left_on_provider() == 2
+    store = Store(env.paths.state_db)
+    store.backdate_done("sammel", 2 * 86400)
+    assert service.fetch_all(env.paths, config).ok
+    assert env.left_on_provider() == 2  # 2 days old: kept
+    store.backdate_done("sammel", 2 * 86400)
+    store.close()
+    result = service.fetch_all(env.paths, config).results["sammel"]
+    assert result.deleted == 2 and result.collected == 0
+    assert env.left_on_provider() == 0 and len(env.local("anna")) == 2
+
+
+def test_multidrop_copies_delivered_once(env: Env) -> None:
+    env.users("anna", "ben")
+    shared = "<same.copy@remote.test>"
+    copies = [message(1, env.addr("anna"), msgid=shared, body="same body\n"),
+              message(1, env.addr("ben"), msgid=shared, body="same body\n"),
+              message(1, env.addr("anna"), msgid=shared, body="same body\n")]
+    env.fill(copies)
+    config = env.write_config()
+    assert service.fetch_all(env.paths, config).ok
+    assert len(env.local("anna")) == 1 and len(env.local("ben")) == 1
+    assert env.left_on_provider() == 0
+
+
+def test_aliases_and_to_cc_fallback(env: Env) -> None:
+    env.users("anna", "ben")
+    info = env.addr("info")
+    no_envelope = (f"From: x@remote.test\nTo: {info}\nCc: other@remote.test\nSubject: via To\n"
+                   f"Message-ID: <noenv@remote.test>\n\nhello\n").encode()
+    env.fill([no_envelope, message(2, info)])
+    config = env.write_config(aliases={info: [env.addr("anna"), env.addr("ben")]})
+    assert service.fetch_all(env.paths, config).ok
+    assert len(env.local("anna")) == 2 and len(env.local("ben")) == 2
+
+
+def test_explain_routing_is_pure(env: Env) -> None:
+    config = env.write_config()
+    decision = service.explain_routing(config, config.accounts[0],
+                                       f"Delivered-To: {env.catchall}\nX-Original-To: {env.addr('anna')}\n\n".encode())
+    assert decision.recipients == [env.addr("anna")] and decision.rule == "X-Original-To"

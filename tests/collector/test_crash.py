@@ -1,0 +1,58 @@
+"""Crash safety: SIGKILL at every step boundary, restart, census (issue 3, point 5)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from typing import Dict, List
+
+import pytest
+
+from support.collect import Env, body_of, child_env, message
+
+pytestmark = pytest.mark.mailstack
+
+STEPS = ["after_retr", "after_data", "after_record", "after_dele", "before_quit"]
+
+
+def _mailbox(env: Env) -> Dict[str, List[bytes]]:
+    """Six messages: single and multi-recipient copies, one for an unknown local user (-> fallback)."""
+    anna, ben, ghost = env.addr("anna"), env.addr("ben"), env.addr("ghost")
+    return {
+        "anna": [message(1, anna), message(3, anna), message(5, anna, extra=f"Delivered-To: {ben}\n")],
+        "ben": [message(2, ben), message(5, anna, extra=f"Delivered-To: {ben}\n")],
+        "postmaster": [message(4, ghost)],
+        "_all": [message(1, anna), message(2, ben), message(3, anna), message(4, ghost),
+                 message(5, anna, extra=f"Delivered-To: {ben}\n")],
+    }
+
+
+def _run(env: Env, step: str = "", nth: int = 1) -> subprocess.CompletedProcess[str]:
+    extra = {"SMARTPOP_CRASH_AT": step, "SMARTPOP_CRASH_NTH": str(nth)}
+    return subprocess.run([sys.executable, "-m", "support.crashrun", "--data", str(env.data), "fetch"],
+                          capture_output=True, text=True, timeout=300, env=child_env(extra))
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+@pytest.mark.parametrize("nth", [1, 3])
+@pytest.mark.parametrize("step", STEPS)
+def test_sigkill_at_each_step_then_restart_delivers_exactly_once(env: Env, step: str, nth: int,
+                                                                 protocol: str) -> None:
+    env.users("anna", "ben")
+    box = _mailbox(env)
+    originals = box["_all"]  # bodies are unique per message number, so they can be counted
+    env.fill(originals)
+    env.write_config([env.account(protocol=protocol)])
+    crashed = _run(env, step, nth)
+    if step == "before_quit" and nth > 1:
+        assert crashed.returncode == 0  # there is one QUIT per run: no 3rd pass, the run completes
+    else:
+        assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    final = _run(env)
+    assert final.returncode == 0, final.stderr[-3000:]
+    for name in ("anna", "ben", "postmaster"):
+        got = sorted(body_of(m) for m in env.local(name))
+        want = sorted(body_of(m) for m in box[name])
+        assert got == want, f"{name} after a kill at {step}#{nth}: {len(got)} messages, expected {len(want)}"
+    assert env.left_on_provider() == 0

@@ -1,0 +1,36 @@
+"""Run `smartpop` with a crash hook: SIGKILL the process at the Nth pass of a step boundary.
+
+    SMARTPOP_CRASH_AT=after_data SMARTPOP_CRASH_NTH=2 python -m support.crashrun --data DIR fetch
+
+The hook replaces smartpop.collector.runner.checkpoint, the seam the runner calls at each
+step boundary (after_retr, after_data, after_record, after_dele, before_quit).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from smartpop.cli import main
+from smartpop.collector import runner
+
+
+def install() -> None:
+    """Arm the hook from the environment."""
+    step = os.environ.get("SMARTPOP_CRASH_AT", "")
+    nth = int(os.environ.get("SMARTPOP_CRASH_NTH", "1"))
+    seen = {"count": 0}
+
+    def hook(name: str) -> None:
+        if name == step:
+            seen["count"] += 1
+            if seen["count"] == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    runner.checkpoint = hook
+
+
+if __name__ == "__main__":
+    install()
+    sys.exit(main(sys.argv[1:]))

@@ -8,6 +8,7 @@ before the terminating dot: that is where the runner makes its journal entry dur
 from __future__ import annotations
 
 import logging
+import select
 import smtplib
 import socket
 from dataclasses import dataclass, field
@@ -25,8 +26,9 @@ SEND_BUFFER = 64 * 1024
 class DeliveryResult:
     """Per-recipient outcome of one SMTP transaction.
 
-    `doubt` is set when the terminating dot was sent but no reply came back: MailPlus has
-    probably queued the message, and re-sending would probably duplicate it.
+    `doubt` is set when the terminating dot was sent but no reply came back. The copies are
+    then reported as deferred: a lost connection usually died before the dot arrived, and a
+    possible duplicate is better than a possible loss.
     """
 
     accepted: List[str] = field(default_factory=list)
@@ -127,6 +129,15 @@ def deliver(host: str, port: int, sender: str, recipients: List[str], chunks: Ca
                 buffer.clear()
         if buffer:
             sock.sendall(bytes(buffer))
+        # Postfix says nothing during DATA unless it gives up: anything readable now (an
+        # error reply or EOF) means the dot must not be sent.
+        if select.select([sock], [], [], 0)[0]:
+            code, message = smtp.getreply()
+            text = _reply(code, message)
+            target = result.rejected if 500 <= code < 600 else result.deferred
+            target.update({r: text for r in result.accepted})
+            result.accepted, result.reply = [], text
+            return result
         if before_dot is not None:
             before_dot(list(result.accepted))
         dot_sent = True
@@ -145,11 +156,9 @@ def deliver(host: str, port: int, sender: str, recipients: List[str], chunks: Ca
     except (OSError, smtplib.SMTPException, socket.timeout) as exc:
         text = (describe(exc, host, port) if isinstance(exc, OSError)
                 else f"SMTP session with {host}:{port} ended: {exc}")
-        if dot_sent:
-            result.doubt = True
-        else:
-            result.deferred.update({r: text for r in result.accepted})
-            result.accepted = []
+        result.doubt = dot_sent
+        result.deferred.update({r: text for r in result.accepted})
+        result.accepted = []
         for rcpt in recipients:
             if rcpt not in result.accepted and rcpt not in result.rejected:
                 result.deferred.setdefault(rcpt, text)

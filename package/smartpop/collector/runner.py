@@ -282,18 +282,9 @@ class AccountRun:
         outcome = delivery.deliver(target.host, target.port, sender, rcpts, chunks, before_dot,
                                    timeout=NETWORK_TIMEOUT, helo=self.hostname)
         if outcome.doubt:
-            # The dot went out and the reply was lost: MailPlus most likely queued it. Keep a
-            # local copy and count it as handed over rather than risk a duplicate.
-            doubt = spooled.path.with_name("doubt-" + spooled.path.name)
-            try:
-                os.link(str(spooled.path), str(doubt))
-            except OSError:
-                pass
-            log.warning("%s: no reply after the message was sent to %s (%s); counted as delivered, copy kept in %s",
-                        self.account.name, ", ".join(outcome.accepted), outcome.reply, doubt)
-            self.store.finish_sending(key, {r: outcome.reply for r in outcome.accepted}, [], digest,
-                                      outcome.accepted, status="doubt")
-            return outcome
+            log.warning("%s: connection to %s:%d lost after the end of a message (%s); it is sent again next "
+                        "run (a duplicate is possible, a loss is not)", self.account.name, target.host, target.port,
+                        outcome.reply)
         checkpoint("after_data")
         ledger = outcome.accepted if via == "route" else [rcpts[0]] if outcome.accepted else []
         failed = [r for r in rcpts if r not in outcome.accepted]

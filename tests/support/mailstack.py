@@ -19,6 +19,7 @@ Needs root and the packages dovecot-core dovecot-pop3d dovecot-imapd postfix ope
 
 from __future__ import annotations
 
+import imaplib
 import os
 import poplib
 import pwd
@@ -346,9 +347,18 @@ default_transport = error:no outside delivery in tests
         """How many messages the provider still holds for `address` (via POP3S, as a client sees it)."""
         return len(self.provider_messages(address))
 
-    def provider_messages(self, address: str) -> List[bytes]:
-        """The provider's messages for `address` as POP3 RETR returns them (CRLF, dot-unstuffed)."""
+    def provider_messages(self, address: str, protocol: str = "pop3") -> List[bytes]:
+        """The provider's messages for `address` as POP3 RETR (or IMAP FETCH BODY[]) returns them."""
         ctx = ssl.create_default_context(cafile=self.ca_file)
+        if protocol == "imap":
+            imap = imaplib.IMAP4_SSL("127.0.0.1", self.imaps_port, ssl_context=ctx)
+            try:
+                imap.login(address.lower(), self.users[address.lower()])
+                imap.select("INBOX", readonly=True)
+                uids = imap.uid("SEARCH", "ALL")[1][0].split()
+                return [imap.uid("FETCH", uid, "(BODY.PEEK[])")[1][0][1] for uid in uids]
+            finally:
+                imap.logout()
         pop = poplib.POP3_SSL("127.0.0.1", self.pop3s_port, context=ctx, timeout=30)
         try:
             pop.user(address.lower())

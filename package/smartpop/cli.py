@@ -89,11 +89,17 @@ def _cmd_status(paths: Paths, args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(paths: Paths, args: argparse.Namespace) -> int:
+    from smartpop.collector.service import start_daemon
     from smartpop.config import store
     from smartpop.web.server import serve
 
     config = store.load(paths)
-    serve(paths, config)
+    collector = start_daemon(paths, config)
+    try:
+        serve(paths, config)
+    finally:
+        # serve() returns on SIGTERM; each collector worker finishes the message in hand and QUITs.
+        collector.stop(timeout=120)
     return EXIT_OK
 
 

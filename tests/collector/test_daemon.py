@@ -1,0 +1,107 @@
+"""Scheduling (issue 3, point 8): interval/backoff, the per-account lock, and a clean SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from smartpop import fsutil
+from smartpop.collector import service
+from smartpop.collector.daemon import next_delay
+from smartpop.collector.runner import lock_path
+from smartpop.collector.state import read_account_status
+from support.collect import Env, body_of, child_env, message
+from support.ports import free_ports
+
+pytestmark = pytest.mark.mailstack
+
+
+def _wait_for(condition, what: str, timeout: float = 120.0) -> None:
+    """Wait for an event (not a timing assertion): fail only if it never happens."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.1)
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert next_delay(60, 0) == 60
+    assert [next_delay(60, n) for n in (1, 2, 3)] == [120, 240, 480]
+    assert next_delay(60, 30) == 3600
+    assert next_delay(7200, 3) == 7200  # never more often than the interval
+
+
+def test_lock_makes_a_concurrent_fetch_skip(env: Env) -> None:
+    env.users("anna")
+    env.fill([message(1, env.addr("anna"))])
+    config = env.write_config()
+    env.paths.locks.mkdir(exist_ok=True)
+    with fsutil.locked(lock_path(env.paths, "sammel")):
+        summary = service.fetch_all(env.paths, config, lock_timeout=0.2)
+        assert summary.results["sammel"].skipped and summary.ok
+        assert env.local("anna") == [] and env.left_on_provider() == 1
+    assert service.fetch_all(env.paths, config).results["sammel"].collected == 1
+
+
+def test_two_fetch_processes_never_work_one_mailbox_at_once(env: Env) -> None:
+    env.users("anna", "ben")
+    originals = [message(n, env.addr("anna" if n % 2 else "ben")) for n in range(60)]
+    env.fill(originals)
+    env.write_config()
+    procs = [subprocess.Popen([sys.executable, "-m", "smartpop", "--data", str(env.data), "fetch"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+             for _ in range(3)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    got = sorted(body_of(m) for m in env.local("anna") + env.local("ben"))
+    assert got == sorted(body_of(m) for m in originals)
+    assert env.left_on_provider() == 0
+
+
+def test_sigterm_stops_fetch_after_the_current_message(env: Env) -> None:
+    env.users("anna")
+    originals = [message(n, env.addr("anna"), body=("z" * 70 + "\n") * 300) for n in range(300)]
+    env.fill(originals)
+    env.write_config()
+    proc = subprocess.Popen([sys.executable, "-m", "smartpop", "--data", str(env.data), "fetch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    _wait_for(lambda: len(env.stack.maildir(env.addr("anna"))) >= 3 or proc.poll() is not None, "first deliveries")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 1), err[-2000:]
+    assert "stopping after the current message" in err
+    with sqlite3.connect(str(env.paths.state_db)) as db:
+        assert db.execute("SELECT COUNT(*) FROM copies WHERE status='sending'").fetchone()[0] == 0
+    done_first = len(env.local("anna"))
+    assert 0 < done_first < len(originals)  # it really stopped early
+    assert env.left_on_provider() == len(originals) - done_first  # QUIT committed the finished ones
+    assert service.fetch_all(env.paths, env.write_config()).ok
+    assert sorted(body_of(m) for m in env.local("anna")) == sorted(body_of(m) for m in originals)
+    assert env.left_on_provider() == 0
+
+
+def test_serve_runs_the_daemon_and_sigterm_stops_it_cleanly(env: Env) -> None:
+    env.users("anna")
+    originals = [message(n, env.addr("anna")) for n in range(5)]
+    env.fill(originals)
+    env.write_config(web={"port": free_ports(1)[0]})
+    proc = subprocess.Popen([sys.executable, "-m", "smartpop", "--data", str(env.data), "serve"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        _wait_for(lambda: (read_account_status(env.paths).get("sammel") or {}).get("last_success") is not None
+                  or proc.poll() is not None, "the daemon's first successful run")
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=150)
+    assert proc.returncode == 0, err[-2000:]
+    assert sorted(body_of(m) for m in env.local("anna")) == sorted(body_of(m) for m in originals)
+    assert env.left_on_provider() == 0
+    status = read_account_status(env.paths)["sammel"]
+    assert status["collected"] == 5 and status["waiting"] == 0 and status["last_error"] is None
+    assert not status["running"]

@@ -159,3 +159,20 @@ def test_explain_routing_is_pure(env: Env) -> None:
     decision = service.explain_routing(config, config.accounts[0],
                                        f"Delivered-To: {env.catchall}\nX-Original-To: {env.addr('anna')}\n\n".encode())
     assert decision.recipients == [env.addr("anna")] and decision.rule == "X-Original-To"
+
+
+def test_cli_fetch_and_check_exit_codes(env: Env) -> None:
+    env.users("anna")
+    env.fill([message(1, env.addr("anna"))])
+    env.write_config()
+    check = env.run_cli("check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "sammel: ok" in check.stdout and "1 message(s) waiting" in check.stdout
+    fetch = env.run_cli("fetch")
+    assert fetch.returncode == 0 and "sammel: 1 collected" in fetch.stdout
+    env.write_config([env.account(password="wrong-one")])
+    assert env.run_cli("check").returncode == 1
+    failed = env.run_cli("fetch")
+    assert failed.returncode == 1 and "refused" in failed.stdout
+    assert env.password not in failed.stdout + failed.stderr and "wrong-one" not in failed.stdout + failed.stderr
+    assert env.run_cli("fetch", "--account", "nope").returncode == 2

@@ -11,6 +11,7 @@ from typing import Dict, List
 import pytest
 
 from smartpop.collector import service
+from smartpop.errors import ConnectError
 from support.collect import Env, body_of, message
 from support.faultproxy import Rule, SmtpFaultProxy, TcpProxy
 
@@ -67,6 +68,7 @@ def test_smtp_faults_421_451_452_550_552_and_drop(env: Env) -> None:
         config = env.write_config(delivery={"host": "127.0.0.1", "port": proxy.port})
         first = service.fetch_all(env.paths, config)
         assert not first.ok and first.results["sammel"].collected == 3  # msgs 3, 5, 7
+        assert first.results["sammel"].waiting == 4  # msgs 1, 2, 4, 6 stay on the provider
         assert all(rule.times == 0 for rule in proxy.rules), proxy.fired
         second = service.fetch_all(env.paths, config)
         assert second.ok, second.lines()
@@ -89,3 +91,61 @@ def test_tls_hostname_mismatch_is_refused(env: Env) -> None:
         proxy.stop()
     assert not result.ok and "not trusted" in result.error and "mismatch" in result.error.lower()
     assert env.left_on_provider() == 1 and env.local("anna") == []
+
+
+def test_silent_server_times_out_with_one_line(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from smartpop.collector import runner
+
+    env.users("anna")
+    env.fill([message(1, env.addr("anna"))])
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # accepts (via the backlog) and never says a word
+    monkeypatch.setattr(runner, "NETWORK_TIMEOUT", 2.0)
+    try:
+        config = env.write_config([env.account(name="silent", port=silent.getsockname()[1]), env.account()])
+        summary = service.fetch_all(env.paths, config)
+        with pytest.raises(ConnectError, match="timed out"):
+            service.test_connection(config.accounts[0], timeout=2.0)
+    finally:
+        silent.close()
+    assert summary.results["silent"].error.startswith("timed out talking to localhost:")
+    assert summary.results["sammel"].collected == 1 and len(env.local("anna")) == 1
+
+
+def test_refused_sender_is_retried_with_null_sender(env: Env) -> None:
+    env.users("anna")
+    env.fill([message(1, env.addr("anna"))])
+    proxy = SmtpFaultProxy(env.stack.smtp_port, [
+        Rule("MAIL", "553 5.7.1 Sender address rejected: not logged in", match="sender1@")]).start()
+    try:
+        config = env.write_config(delivery={"host": "127.0.0.1", "port": proxy.port})
+        assert service.fetch_all(env.paths, config).ok
+    finally:
+        proxy.stop()
+    delivered = env.local("anna")
+    assert len(delivered) == 1 and delivered[0].startswith(b"Return-Path: <>")
+    assert env.left_on_provider() == 0
+
+
+def test_uidvalidity_change_does_not_deliver_again(env: Env) -> None:
+    import shutil
+    import time
+
+    env.users("anna")
+    originals = [message(1, env.addr("anna")), message(2, env.addr("anna"))]
+    env.fill(originals)
+    config = env.write_config([env.account(protocol="imap", keep_on_server=True)])
+    assert service.fetch_all(env.paths, config).results["sammel"].collected == 2
+    # The provider rebuilds the mailbox: same messages, new UIDVALIDITY (and new POP3 UIDLs).
+    # Dovecot takes the new UIDVALIDITY from the clock: let the second change first.
+    shutil.rmtree(env.stack.provider_maildir(env.catchall).parent)
+    second = int(time.time())
+    while int(time.time()) == second:
+        time.sleep(0.05)
+    env.fill(originals)
+    result = service.fetch_all(env.paths, config).results["sammel"]
+    assert result.ok and result.collected == 2 and result.duplicates == 2  # recognised, not sent again
+    assert len(env.local("anna")) == 2

@@ -90,6 +90,17 @@ class Web:
 
 
 @dataclass
+class Alerts:
+    """How the admin hears about trouble without opening the app (see smartpop.alerts)."""
+
+    failing_minutes: int = 30
+    email_to: Optional[str] = None
+    webhook_url: Secret = field(default_factory=lambda: Secret(""))
+    dsm_notify: bool = True
+    repeat_minutes: int = 60
+
+
+@dataclass
 class Config:
     """The whole validated config.json."""
 
@@ -100,6 +111,7 @@ class Config:
     delivery: Delivery = field(default_factory=Delivery)
     relay: Relay = field(default_factory=Relay)
     web: Web = field(default_factory=Web)
+    alerts: Alerts = field(default_factory=Alerts)
     schema_version: int = SCHEMA_VERSION
 
     def account(self, name: str) -> Account:
@@ -114,6 +126,7 @@ class Config:
         """Every clear-text secret in the config (for redaction checks)."""
         found = [a.password.reveal() for a in self.accounts] + [self.relay.password.reveal()]
         found += [s.password.reveal() for s in self.relay.sender_relays]
+        found.append(self.alerts.webhook_url.reveal())
         return [s for s in found if s]
 
 
@@ -237,6 +250,23 @@ def _parse_aliases(key: str, raw: Any) -> Dict[str, List[str]]:
     return result
 
 
+def _parse_alerts(key: str, raw: Any) -> Alerts:
+    names = [f.name for f in fields(Alerts)]
+    data = _check_keys(key, raw, names, [])
+    webhook = v.as_secret_text(f"{key}.webhook_url", data.get("webhook_url") or "")
+    # The URL usually carries a token (e.g. Synology Chat), so it is kept like a password.
+    if webhook and not webhook.lower().startswith(("https://", "http://")):
+        raise v.fail(f"{key}.webhook_url", "is not an http(s) URL",
+                     f"set {key}.webhook_url to a URL starting with https://, or leave it empty")
+    return Alerts(
+        failing_minutes=v.as_int(f"{key}.failing_minutes", data.get("failing_minutes", 30), 5, 10080),
+        email_to=v.as_optional(f"{key}.email_to", data.get("email_to"), v.as_address),
+        webhook_url=Secret(webhook),
+        dsm_notify=v.as_bool(f"{key}.dsm_notify", data.get("dsm_notify", True)),
+        repeat_minutes=v.as_int(f"{key}.repeat_minutes", data.get("repeat_minutes", 60), 1, 10080),
+    )
+
+
 def _parse_list(key: str, raw: Any, item: Parser) -> List[Any]:
     if not isinstance(raw, list):
         raise v.fail(key, "must be a list", f"make {key} a [...] list")
@@ -270,6 +300,7 @@ def parse_config(raw: Any) -> Config:
         ),
         relay=_parse_relay("relay", data.get("relay", {})),
         web=Web(port=v.as_int("web.port", web_raw.get("port", 8765), 1025, 65535)),
+        alerts=_parse_alerts("alerts", data.get("alerts", {})),
     )
     if any(a.mode == "multidrop" for a in accounts):
         if not config.local_domains:

@@ -48,6 +48,15 @@ def test_multidrop_every_protocol_and_security(env: Env, protocol: str, security
     assert again.results["sammel"].collected == 0 and len(env.local("anna")) == 2
 
 
+def test_every_routing_decision_is_logged(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    env.users("anna")
+    env.fill([message(1, env.addr("anna"), msgid="<logged.1@remote.test>")])
+    with caplog.at_level("INFO", logger="smartpop.collector"):
+        assert service.fetch_all(env.paths, env.write_config()).ok
+    lines = [r.getMessage() for r in caplog.records if "<logged.1@remote.test>" in r.getMessage()]
+    assert any(f"rule Delivered-To -> {env.addr('anna')}" in line for line in lines), lines
+
+
 def test_single_mode_and_return_path(env: Env) -> None:
     env.users("anna", "ben")
     env.fill([message(1, env.addr("ben")), message(2, ""), message(3, env.addr("ben"), extra="")])

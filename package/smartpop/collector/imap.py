@@ -52,6 +52,7 @@ class ImapSource(Source):
         self._imap = imap
         self._deleted: List[str] = []
         self._uidplus = False
+        self._exists = -1
 
     @classmethod
     def connect(cls, account: Account, timeout: float) -> ImapSource:
@@ -80,6 +81,7 @@ class ImapSource(Source):
                 typ, data = imap.select(_quote(account.folder))
                 if typ != "OK":
                     raise ProtocolError(f"cannot open folder {account.folder!r}: {_text(data)}")
+                self._exists = int(data[0]) if data and data[0] and data[0].isdigit() else -1
                 typ, data = imap.response("UIDVALIDITY")
                 if not data or data[0] is None:
                     raise ProtocolError(f"{self.host}:{self.port} reported no UIDVALIDITY for {account.folder!r}")
@@ -103,7 +105,9 @@ class ImapSource(Source):
 
     def list(self) -> List[RemoteMessage]:
         """UID and size of every message in the folder."""
-        result = []
+        result: List[RemoteMessage] = []
+        if self._exists == 0:
+            return result  # some servers answer BAD to "1:*" on an empty folder
         for item in self._call("FETCH", "1:*", "(UID RFC822.SIZE)"):
             text = item[0] if isinstance(item, tuple) else item
             if not isinstance(text, bytes):

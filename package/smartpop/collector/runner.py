@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from smartpop import __version__, fsutil
 from smartpop.collector import delivery, headers, recipients, spool
 from smartpop.collector.source import RemoteMessage, Source, open_source
-from smartpop.collector.state import Key, Store
+from smartpop.collector.state import Key, Store, lock_path
 from smartpop.config.schema import Account, Config
 from smartpop.errors import LockBusy, ProtocolError, SmartPopError, TemporaryError
 from smartpop.paths import Paths
@@ -96,11 +96,6 @@ def return_path(fields: List[headers.Field]) -> str:
     if text == "":
         return ""
     return recipients.normalise(text) or ""
-
-
-def lock_path(paths: Paths, account: str) -> Path:
-    """The per-account lock file."""
-    return paths.locks / f"account.{account}.lock"
 
 
 class AccountRun:

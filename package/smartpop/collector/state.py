@@ -15,6 +15,8 @@ Tables:
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -250,6 +252,26 @@ class Store:
             (account, now, now if ok else None, collected, fallback, error, waiting, collected, fallback))
 
 
+def lock_path(paths: Paths, account: str) -> Path:
+    """The per-account lock file (one runner per mailbox, daemon or `fetch`)."""
+    return paths.locks / f"account.{account}.lock"
+
+
+def lock_held(path: Path) -> bool:
+    """True if some process holds the lock file now (a killed run leaves running=1 behind)."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing also drops a lock we may just have taken
+    return False
+
+
 def _iso(stamp: Optional[float]) -> Optional[str]:
     if stamp is None:
         return None
@@ -274,6 +296,6 @@ def read_account_status(paths: Paths) -> Dict[str, Dict[str, Any]]:
         result[row[0]] = {
             "last_run": _iso(row[1]), "last_success": _iso(row[2]), "collected": row[3], "fallback": row[4],
             "last_error": row[5], "waiting": row[6], "last_collected": row[7], "last_fallback": row[8],
-            "running": bool(row[9]),
+            "running": bool(row[9]) and lock_held(lock_path(paths, row[0])),
         }
     return result

@@ -21,6 +21,7 @@ def tls_context(ca_file: Optional[str]) -> ssl.SSLContext:
     # create_default_context already sets these; stated so a reader never has to wonder.
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # 3.8's default still allows TLS 1.0
     return context
 
 

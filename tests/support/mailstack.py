@@ -114,16 +114,24 @@ class MailStack:
     @classmethod
     def start(cls, domains: Iterable[str] = ("firma.test", "provider.test")) -> MailStack:
         """Create a stack under a short /tmp dir (unix socket path limit) and start both servers."""
-        root = Path(tempfile.mkdtemp(prefix="ms", dir="/tmp"))
-        os.chmod(root, 0o755)
-        stack = cls(root, list(domains))
-        try:
-            stack._start_dovecot()
-            stack._start_postfix()
-        except BaseException:
-            stack.stop()
-            raise
-        return stack
+        for attempt in range(3):
+            root = Path(tempfile.mkdtemp(prefix="ms", dir="/tmp"))
+            os.chmod(root, 0o755)
+            stack = cls(root, list(domains))
+            try:
+                stack._start_dovecot()
+                stack._start_postfix()
+                return stack
+            except RuntimeError:
+                # Other test suites run servers concurrently: a port taken since free_ports()
+                # looked makes a server fail to bind. Try again with fresh ports.
+                stack.stop()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                stack.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         """Stop both servers and remove the directory."""

@@ -105,3 +105,19 @@ def test_serve_runs_the_daemon_and_sigterm_stops_it_cleanly(env: Env) -> None:
     status = read_account_status(env.paths)["sammel"]
     assert status["collected"] == 5 and status["waiting"] == 0 and status["last_error"] is None
     assert not status["running"]
+
+
+def test_daemon_picks_up_config_changes(env: Env) -> None:
+    env.users("anna")
+    env.fill([message(1, env.addr("anna"))])
+    config = env.write_config([env.account(enabled=False)])
+    handle = service.start_daemon(env.paths, config)
+    try:
+        time.sleep(1.5)  # let the scheduler see the disabled account at least once (not an assertion)
+        assert env.local("anna") == []
+        time.sleep(1.0)  # a new mtime for config.json on coarse-grained file systems
+        env.write_config([env.account(enabled=True)])
+        _wait_for(lambda: len(env.stack.maildir(env.addr("anna"))) == 1, "delivery after the config change")
+    finally:
+        assert handle.stop(timeout=60)
+    assert env.left_on_provider() == 0

@@ -149,3 +149,56 @@ def test_uidvalidity_change_does_not_deliver_again(env: Env) -> None:
     result = service.fetch_all(env.paths, config).results["sammel"]
     assert result.ok and result.collected == 2 and result.duplicates == 2  # recognised, not sent again
     assert len(env.local("anna")) == 2
+
+
+class _PlainOnlyServer:
+    """A scripted POP3/IMAP server that never offers STLS/STARTTLS; records what clients send."""
+
+    def __init__(self, protocol: str) -> None:
+        import socket
+        import threading
+
+        self.protocol = protocol
+        self.received: List[bytes] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            if self.protocol == "pop3":
+                conn.sendall(b"+OK plain-only POP3\r\n")
+            else:
+                conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] plain-only IMAP\r\n")
+            for line in conn.makefile("rb"):
+                self.received.append(line)
+                if self.protocol == "pop3":
+                    conn.sendall(b"-ERR unknown command\r\n")
+                else:
+                    tag = line.split(b" ", 1)[0]
+                    if b"CAPABILITY" in line.upper():
+                        conn.sendall(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
+                    else:
+                        conn.sendall(tag + b" BAD unknown command\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+def test_starttls_not_offered_never_sends_the_password(env: Env, protocol: str) -> None:
+    server = _PlainOnlyServer(protocol)
+    try:
+        config = env.write_config([env.account(protocol=protocol, security="starttls", port=server.port)])
+        with pytest.raises(ConnectError, match="STARTTLS|STLS"):
+            service.test_connection(config.accounts[0], timeout=10)
+    finally:
+        server.close()
+    sent = b"".join(server.received)
+    assert env.password.encode() not in sent and b"PASS" not in sent.upper() and b"LOGIN" not in sent.upper()

@@ -81,3 +81,16 @@ def test_spool_header_split_on_odd_chunking(tmp_path) -> None:
         assert spooled.path.read_bytes() == data
         assert [f.name for f in spooled.fields] == ["subject", "x"]
         spooled.remove()
+
+
+def test_own_address_from_a_login_without_domain() -> None:
+    from smartpop.collector.runner import policy_for
+    from smartpop.config.schema import parse_config
+
+    doc = {"accounts": [{"name": "a", "host": "pop.example.de", "username": "sammel", "password": "x" * 8}],
+           "local_domains": ["firma.de"], "fallback_recipient": "postmaster@firma.de"}
+    config = parse_config(doc)
+    policy = policy_for(config, config.accounts[0])
+    assert policy.own_addresses == ("sammel@firma.de",)
+    decision = route("Delivered-To: sammel@firma.de\nX-Original-To: ben@firma.de\n\n", policy)
+    assert decision.recipients == ["ben@firma.de"]

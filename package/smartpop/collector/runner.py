@@ -67,7 +67,10 @@ class AccountResult:
 
 def policy_for(config: Config, account: Account) -> recipients.RoutingPolicy:
     """The routing facts of `account` under `config`."""
-    own = (account.username.lower(),) if "@" in account.username else ()
+    user = account.username.lower()
+    # The catch-all's own address never names a real recipient. A login without a domain
+    # (some providers use "m0123456" or "sammel") is taken as local part in each local domain.
+    own = (user,) if "@" in user else tuple(f"{user}@{domain}" for domain in config.local_domains)
     return recipients.RoutingPolicy(
         mode=account.mode, local_domains=tuple(config.local_domains), aliases=dict(config.aliases),
         fallback=config.fallback_recipient, deliver_to=account.deliver_to, own_addresses=own,

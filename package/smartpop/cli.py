@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", metavar="DIR", help="data directory (default: $SMARTPOP_DATA, else $SYNOPKG_PKGVAR)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.add_parser("serve", help="run the web backend and the collector daemon")
+    serve = sub.add_parser("serve", help="run the web backend and the collector daemon")
+    serve.add_argument("--dev", action="store_true",
+                       help="development: also accept a one-time login token printed at start")
     fetch = sub.add_parser("fetch", help="one collection pass for all enabled accounts, then exit")
     fetch.add_argument("--account", metavar="NAME", help="collect only this account")
     relay = sub.add_parser("relay", help="show, apply, verify or roll back the MailPlus relay settings")
@@ -96,7 +98,7 @@ def _cmd_serve(paths: Paths, args: argparse.Namespace) -> int:
     config = store.load(paths)
     collector = start_daemon(paths, config)
     try:
-        serve(paths, config)
+        serve(paths, config, dev=getattr(args, "dev", False))
     finally:
         # serve() returns on SIGTERM; each collector worker finishes the message in hand and QUITs.
         collector.stop(timeout=120)

@@ -1,0 +1,79 @@
+"""The "fetch now" job: one background collection pass whose progress the page polls."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from typing import Any, Dict, Optional
+
+from smartpop.config import store
+from smartpop.log import redact
+from smartpop.paths import Paths
+from smartpop.web import services
+
+log = logging.getLogger(__name__)
+_ids = itertools.count(1)
+
+
+class FetchJobs:
+    """Runs at most one UI-started fetch at a time and keeps the last one's outcome."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self._lock = threading.Lock()
+        self._job: Dict[str, Any] = {"id": 0, "running": False}
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self, account: Optional[str] = None) -> Dict[str, Any]:
+        """Start a pass (unless one runs) and return the job snapshot."""
+        with self._lock:
+            if self._job.get("running"):
+                return dict(self._job)
+            self._job = {"id": next(_ids), "running": True, "account": account, "started": time.time(),
+                         "finished": None, "progress": {}, "lines": [], "ok": None, "error": None}
+            job_id = self._job["id"]
+        self._thread = threading.Thread(target=self._run, args=(job_id, account), name=f"ui-fetch-{job_id}",
+                                        daemon=True)
+        self._thread.start()
+        return self.snapshot()
+
+    def snapshot(self) -> Dict[str, Any]:
+        """A copy of the current (or last) job's state, JSON-ready."""
+        with self._lock:
+            job = dict(self._job)
+            job["progress"] = {k: dict(v) for k, v in job.get("progress", {}).items()}
+            job["lines"] = list(job.get("lines", []))
+        return job
+
+    def wait(self, timeout: float) -> None:
+        """Wait for the running job (tests and shutdown)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _progress(self, job_id: int, event: Dict[str, Any]) -> None:
+        with self._lock:
+            if self._job.get("id") == job_id:
+                name = str(event.get("account", ""))
+                self._job["progress"][name] = {"phase": event.get("phase"), "done": event.get("done"),
+                                               "total": event.get("total")}
+
+    def _run(self, job_id: int, account: Optional[str]) -> None:
+        outcome: Dict[str, Any] = {}
+        try:
+            collector = services.collector()
+            config = store.load(self.paths)
+            summary = collector.fetch_all(self.paths, config, account,
+                                          progress=lambda event: self._progress(job_id, event))
+            outcome = {"ok": bool(summary.ok), "lines": [redact(line) for line in summary.lines()]}
+        except services.ServiceUnavailable:
+            outcome = {"ok": False, "error": "unavailable"}
+        except Exception as exc:
+            log.exception("fetch started from the UI failed")
+            outcome = {"ok": False, "error": redact(str(exc)) or type(exc).__name__}
+        with self._lock:
+            if self._job.get("id") == job_id:
+                self._job.update(outcome)
+                self._job["running"] = False
+                self._job["finished"] = time.time()

@@ -1,0 +1,152 @@
+/* SmartPop UI behaviour: AJAX buttons, fetch-now progress, presets, copy, confirmations.
+   Plain ES2017, no libraries; every text comes from the #i18n catalog the server rendered. */
+(function () {
+  "use strict";
+  var texts = {};
+  try { texts = JSON.parse(document.getElementById("i18n").textContent); } catch (e) { texts = {}; }
+  function t(key) { return texts[key] || key; }
+  var csrf = document.body.getAttribute("data-csrf") || "";
+
+  function post(url, body) {
+    return fetch(url, {
+      method: "POST", body: body, credentials: "same-origin",
+      headers: { "X-SmartPop-CSRF": csrf, "Accept": "application/json" }
+    }).then(function (r) {
+      return r.json().catch(function () { return { ok: false, message: t("js.request_failed") + " (HTTP " + r.status + ")" }; });
+    });
+  }
+
+  function show(el, ok, message) {
+    el.hidden = false;
+    el.className = el.className.replace(/\b(good|bad|busy)\b/g, "").trim() + " " + (ok === null ? "busy" : (ok ? "good" : "bad"));
+    el.textContent = message;
+  }
+
+  // Buttons that POST their form (or nothing) to data-ajax-post and show the JSON answer.
+  document.querySelectorAll("[data-ajax-post]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var target = document.getElementById(button.getAttribute("data-result"));
+      var form = button.closest("form");
+      var body = form ? new FormData(form) : new FormData();
+      button.disabled = true;
+      show(target, null, t("js.working"));
+      post(button.getAttribute("data-ajax-post"), body).then(function (answer) {
+        show(target, !!answer.ok, answer.message || "");
+      }).catch(function () { show(target, false, t("js.request_failed")); })
+        .then(function () { button.disabled = false; });
+    });
+  });
+
+  // Forms that delete something ask first.
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(t("js.confirm_delete"))) { event.preventDefault(); }
+    });
+  });
+
+  // Copy buttons (the clipboard API needs a secure context; fall back to a selection).
+  document.querySelectorAll("[data-copy]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var source = document.getElementById(button.getAttribute("data-copy"));
+      var text = source.textContent;
+      function done(ok) { button.textContent = ok ? t("js.copied") : t("js.copy_failed"); }
+      function fallback() {
+        var area = document.createElement("textarea");
+        area.value = text; document.body.appendChild(area); area.select();
+        var ok = false;
+        try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+        document.body.removeChild(area); done(ok);
+      }
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(function () { done(true); }, fallback);
+      } else { fallback(); }
+    });
+  });
+
+  // Provider presets fill host, port and security.
+  var presetSelect = document.getElementById("f-preset");
+  var presetData = document.getElementById("presets");
+  if (presetSelect && presetData) {
+    var presets = JSON.parse(presetData.textContent);
+    var notesEl = document.getElementById("preset-notes");
+    var notes = notesEl ? JSON.parse(notesEl.textContent) : {};
+    presetSelect.addEventListener("change", function () {
+      var preset = presets.filter(function (p) { return p.id === presetSelect.value; })[0];
+      if (!preset) { return; }
+      var form = presetSelect.closest("form");
+      var kind = presetSelect.getAttribute("data-presets-target") === "relay" ? "smtp" : form.elements.protocol.value;
+      var entry = preset[kind];
+      form.elements.host.value = entry.host;
+      form.elements.port.value = entry.port;
+      form.elements.security.value = entry.security;
+      var note = document.getElementById("preset-note");
+      if (note) { note.textContent = preset.note ? (notes[preset.note] || "") : ""; }
+    });
+    var protocol = document.getElementById("f-protocol");
+    if (protocol) {
+      protocol.addEventListener("change", function () {
+        if (presetSelect.value) { presetSelect.dispatchEvent(new Event("change")); }
+      });
+    }
+  }
+
+  // Dashboard: "fetch now" with progress polled from the backend.
+  var fetchButton = document.getElementById("fetch-now");
+  if (fetchButton) {
+    var box = document.getElementById("fetch-progress");
+    var bar = document.getElementById("fetch-bar");
+    var text = document.getElementById("fetch-text");
+    var lines = document.getElementById("fetch-lines");
+    var rows = document.getElementById("status-rows");
+    var refreshRows = function () {
+      return fetch(fetchButton.getAttribute("data-rows-url"), { credentials: "same-origin" })
+        .then(function (r) { return r.text(); }).then(function (html) { rows.innerHTML = html; });
+    };
+    var render = function (job) {
+      box.hidden = false;
+      var names = Object.keys(job.progress || {});
+      var done = 0, total = 0;
+      var parts = names.map(function (name) {
+        var p = job.progress[name];
+        done += p.done || 0; total += p.total || 0;
+        var count = p.total ? " " + p.done + "/" + p.total : "";
+        return name + ": " + t("phase." + p.phase) + count;
+      });
+      bar.style.width = (total ? Math.round(100 * done / total) : (job.running ? 5 : 100)) + "%";
+      if (job.running) {
+        text.textContent = t("js.fetch_running") + (parts.length ? " " + parts.join(" · ") : "");
+      } else if (job.error) {
+        text.textContent = t("js.fetch_failed") + " " + (job.error === "unavailable" ? t("js.unavailable") : job.error);
+      } else {
+        text.textContent = t("js.fetch_done");
+      }
+      lines.innerHTML = "";
+      (job.lines || []).forEach(function (line) {
+        var li = document.createElement("li"); li.textContent = line; lines.appendChild(li);
+      });
+      box.setAttribute("data-state", job.running ? "running" : (job.ok ? "done" : "failed"));
+    };
+    var poll = function () {
+      fetch(fetchButton.getAttribute("data-progress-url"), { credentials: "same-origin" })
+        .then(function (r) { return r.json(); })
+        .then(function (job) {
+          render(job);
+          if (job.running) { refreshRows(); window.setTimeout(poll, 700); }
+          else { fetchButton.disabled = false; refreshRows(); }
+        }).catch(function () { fetchButton.disabled = false; text.textContent = t("js.request_failed"); });
+    };
+    fetchButton.addEventListener("click", function () {
+      fetchButton.disabled = true;
+      box.hidden = false; box.setAttribute("data-state", "running");
+      text.textContent = t("js.working");
+      post(fetchButton.getAttribute("data-url"), new FormData()).then(function (answer) {
+        if (!answer.ok) {
+          fetchButton.disabled = false; box.setAttribute("data-state", "failed");
+          text.textContent = answer.message || t("js.fetch_failed"); return;
+        }
+        render(answer.job); window.setTimeout(poll, 300);
+      }).catch(function () { fetchButton.disabled = false; text.textContent = t("js.request_failed"); });
+    });
+    if (fetchButton.getAttribute("data-running")) { fetchButton.disabled = true; poll(); }
+  }
+})();

@@ -1,0 +1,14 @@
+"""The pages of the UI, one blueprint per page."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from smartpop.web.views import accounts, alerts, common, dashboard, logs, relay, routing
+
+
+def register(app: Flask) -> None:
+    """Attach every page and the template helpers to `app`."""
+    common.install(app)
+    for module in (dashboard, accounts, routing, relay, alerts, logs):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,176 @@
+"""Accounts: list, create, edit, enable/disable, delete, and test a connection."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional, Union
+
+from flask import Blueprint, Response, abort, g, redirect, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from smartpop.config.schema import DEFAULT_PORTS, MODES, PROTOCOLS, SECURITIES, parse_config, render_config
+from smartpop.errors import AuthError, ConfigError, ConnectError, SmartPopError
+from smartpop.log import redact
+from smartpop.web import presets, services
+from smartpop.web.forms import FormError, account_document, change_document, errors_of
+from smartpop.web.views.common import answer, load_config, page, paths, t
+
+log = logging.getLogger(__name__)
+bp = Blueprint("accounts", __name__, url_prefix="/accounts")
+Reply = Union[str, BaseResponse]
+
+
+def _stored(name: str) -> Optional[Dict[str, Any]]:
+    """The stored account document (with its password, for server-side use only)."""
+    config, _ = load_config()
+    if config is None:
+        return None
+    for account in render_config(config)["accounts"]:
+        if account["name"] == name:
+            result: Dict[str, Any] = account
+            return result
+    return None
+
+
+def _public(doc: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """What the form may show of an account: everything except the password."""
+    shown = {"enabled": True, "protocol": "pop3", "security": "ssl", "mode": "multidrop", "interval": 60,
+             "folder": "INBOX", "port": ""}
+    if doc:
+        shown.update({k: v for k, v in doc.items() if k != "password"})
+        shown["password_set"] = bool(doc.get("password"))
+    return shown
+
+
+def _form_page(values: Dict[str, Any], errors: Dict[str, str], is_new: bool, status: int = 200) -> Reply:
+    body = page("account_form.html", page_title="accounts.title.new" if is_new else "accounts.title.edit",
+                account=values, errors=errors, is_new=is_new, protocols=PROTOCOLS, securities=SECURITIES,
+                modes=MODES, presets=presets.as_json_ready(), default_ports=[
+                    {"protocol": p, "security": s, "port": port} for (p, s), port in DEFAULT_PORTS.items()])
+    return Response(body, status=status) if status != 200 else body
+
+
+@bp.route("/")
+def index() -> str:
+    """The account list."""
+    config, error = load_config()
+    return page("accounts.html", page_title="nav.accounts", accounts=config.accounts if config else [],
+                config_error=error)
+
+
+@bp.route("/new", methods=["GET"])
+def new() -> Reply:
+    """An empty account form."""
+    return _form_page(_public(None), {}, True)
+
+
+@bp.route("/<name>/edit", methods=["GET"])
+def edit(name: str) -> Reply:
+    """The form of one account (password never shown)."""
+    doc = _stored(name)
+    if doc is None:
+        abort(404)
+    return _form_page(_public(doc), {}, False)
+
+
+def _save(original: Optional[str]) -> Reply:
+    existing = _stored(original) if original else None
+    if original and existing is None:
+        abort(404)
+    try:
+        doc = account_document(request.form, existing)
+
+        def edit_doc(document: Dict[str, Any]) -> None:
+            accounts: List[Dict[str, Any]] = document["accounts"]
+            if original is None:
+                if any(a["name"] == doc["name"] for a in accounts):
+                    raise FormError("name", f"name: {doc['name']!r} is used already. Fix: choose another name")
+                accounts.append(doc)
+            else:
+                document["accounts"] = [doc if a["name"] == original else a for a in accounts]
+
+        change_document(paths(), edit_doc)
+    except (ConfigError, FormError) as exc:
+        shown = _public(existing)
+        shown.update({k: v for k, v in request.form.items() if k not in ("password", "csrf_token")})
+        for box in ("enabled", "allow_insecure", "keep_on_server", "idle"):
+            shown[box] = box in request.form
+        return _form_page(shown, errors_of(exc), original is None, status=422)
+    log.info("account %s %s by %s", doc["name"], "created" if original is None else "changed", g.caller.user)
+    return redirect(url_for("accounts.index", done="created" if original is None else "saved"))
+
+
+@bp.route("/new", methods=["POST"])
+def create() -> Reply:
+    """Create an account."""
+    return _save(None)
+
+
+@bp.route("/<name>/edit", methods=["POST"])
+def update(name: str) -> Reply:
+    """Save an edited account (an empty password keeps the stored one)."""
+    return _save(name)
+
+
+@bp.route("/<name>/toggle", methods=["POST"])
+def toggle(name: str) -> Reply:
+    """Enable or disable an account."""
+    state = {"enabled": False}
+
+    def flip(document: Dict[str, Any]) -> None:
+        for account in document["accounts"]:
+            if account["name"] == name:
+                account["enabled"] = not account.get("enabled", True)
+                state["enabled"] = account["enabled"]
+                return
+        abort(404)
+
+    change_document(paths(), flip)
+    log.info("account %s %s by %s", name, "enabled" if state["enabled"] else "disabled", g.caller.user)
+    return redirect(url_for("accounts.index", done="enabled" if state["enabled"] else "disabled"))
+
+
+@bp.route("/<name>/delete", methods=["POST"])
+def delete(name: str) -> Reply:
+    """Delete an account (its collection state stays in the database)."""
+    def drop(document: Dict[str, Any]) -> None:
+        before = len(document["accounts"])
+        document["accounts"] = [a for a in document["accounts"] if a["name"] != name]
+        if len(document["accounts"]) == before:
+            abort(404)
+
+    change_document(paths(), drop)
+    log.info("account %s deleted by %s", name, g.caller.user)
+    return redirect(url_for("accounts.index", done="deleted"))
+
+
+@bp.route("/test", methods=["POST"])
+def test() -> Response:
+    """Log in with the form's values (stored password if left empty) and report the server's answer."""
+    original = request.args.get("original") or None
+    existing = _stored(original) if original else None
+    config, error = load_config()
+    if config is None:
+        return answer(False, error or "", 409)
+    try:
+        doc = account_document(request.form, existing)
+        if original is None:
+            doc["name"] = doc["name"] or "new-account"
+        document = render_config(config)
+        document["accounts"] = [a for a in document["accounts"] if a["name"] not in (doc["name"], original)] + [doc]
+        account = parse_config(document).account(doc["name"])
+    except (ConfigError, FormError) as exc:
+        return answer(False, str(exc), 422, fields=errors_of(exc))
+    try:
+        collector = services.collector()
+    except services.ServiceUnavailable:
+        return answer(False, t("error.unavailable.collector"), 503)
+    try:
+        greeting = collector.test_connection(account, timeout=15.0)
+    except AuthError as exc:
+        return answer(False, t("accounts.test.auth_failed", detail=redact(str(exc))))
+    except ConnectError as exc:
+        return answer(False, t("accounts.test.connect_failed", detail=redact(str(exc))))
+    except (SmartPopError, OSError) as exc:
+        return answer(False, t("accounts.test.failed", detail=redact(str(exc))))
+    return answer(True, t("accounts.test.ok", detail=redact(greeting)))

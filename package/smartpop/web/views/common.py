@@ -1,0 +1,77 @@
+"""Helpers every page shares: paths, config loading, translation, rendering, JSON answers."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+from flask import Flask, Response, current_app, g, jsonify, render_template, request
+
+from smartpop.config import store
+from smartpop.config.schema import Config
+from smartpop.errors import ConfigError
+from smartpop.log import redact, register_secrets
+from smartpop.paths import Paths
+from smartpop.web import i18n, security
+
+NAV = [("dashboard.index", "nav.dashboard"), ("accounts.index", "nav.accounts"), ("routing.index", "nav.routing"),
+       ("relay.index", "nav.relay"), ("alerts.index", "nav.alerts"), ("logs.index", "nav.logs")]
+# Notices a redirect may ask for (?done=…); anything else is ignored.
+NOTICES = {"saved", "deleted", "enabled", "disabled", "created"}
+# Texts the page script needs (progress phases, button feedback).
+JS_KEYS = ["js.working", "js.copied", "js.copy_failed", "js.confirm_delete", "js.fetch_running", "js.fetch_done",
+           "js.fetch_failed", "js.unavailable", "js.request_failed", "phase.connect", "phase.list", "phase.fetch",
+           "phase.commit", "phase.done"]
+
+
+def paths() -> Paths:
+    """The data dir paths of this app."""
+    result: Paths = current_app.config["SMARTPOP_PATHS"]
+    return result
+
+
+def t(key: str, **values: Any) -> str:
+    """Translate `key` into the caller's language."""
+    return i18n.translate(getattr(g, "lang", i18n.DEFAULT), key, **values)
+
+
+def load_config() -> Tuple[Optional[Config], Optional[str]]:
+    """The current config, or (None, error message) when it is missing or invalid."""
+    try:
+        config = store.load(paths())
+    except ConfigError as exc:
+        return None, str(exc)
+    # Whatever the page shows later goes through redact(), which must know every secret.
+    register_secrets(config.secrets())
+    return config, None
+
+
+def page(template: str, **context: Any) -> str:
+    """Render a page with the shared context."""
+    done = request.args.get("done", "")
+    context.setdefault("notice", f"notice.{done}" if done in NOTICES else None)
+    return render_template(template, **context)
+
+
+def answer(ok: bool, message: str, status: int = 200, **extra: Any) -> Response:
+    """A JSON answer for the page script; the message is redacted."""
+    response = jsonify({"ok": ok, "message": redact(message), **extra})
+    response.status_code = status
+    return response
+
+
+def install(app: Flask) -> None:
+    """Template globals: translation, CSRF token, navigation."""
+
+    # A global (not only a context value) so that imported macros can translate too.
+    app.jinja_env.globals["_"] = t
+
+    @app.context_processor
+    def shared() -> Dict[str, Any]:
+        caller = getattr(g, "caller", None)
+        token = security.csrf_token(app.config["SMARTPOP_SECRET"], caller) if caller else ""
+        lang = getattr(g, "lang", i18n.DEFAULT)
+        return {
+            "_": t, "lang": lang, "csrf": token, "csrf_field": security.CSRF_FIELD, "nav": NAV,
+            "user": caller.user if caller else "", "endpoint": request.endpoint,
+            "js_texts": {key: i18n.translate(lang, key) for key in JS_KEYS},
+        }

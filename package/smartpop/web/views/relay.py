@@ -1,0 +1,127 @@
+"""Relay: settings, sender relays, status with the Task Scheduler command, and a test mail."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional, Union
+
+from flask import Blueprint, Response, g, redirect, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from smartpop.config.schema import RELAY_SECURITIES, Config
+from smartpop.config.validators import as_address
+from smartpop.errors import ConfigError
+from smartpop.web import presets, services
+from smartpop.web.forms import FormError, change_document, errors_of, relay_fields, sender_relay_document
+from smartpop.web.views.common import answer, load_config, page, paths, t
+from smartpop.web.views.dashboard import relay_state
+
+log = logging.getLogger(__name__)
+bp = Blueprint("relay", __name__, url_prefix="/relay")
+Reply = Union[str, BaseResponse]
+
+
+def _public(config: Optional[Config]) -> Dict[str, Any]:
+    """The relay settings without any password."""
+    if config is None:
+        return {"enabled": False, "host": "", "port": 587, "security": "starttls", "username": "",
+                "password_set": False, "sender_relays": []}
+    relay = config.relay
+    return {"enabled": relay.enabled, "host": relay.host or "", "port": relay.port, "security": relay.security,
+            "username": relay.username, "password_set": bool(relay.password),
+            "sender_relays": [{"sender": s.sender, "host": s.host, "port": s.port, "security": s.security,
+                               "username": s.username} for s in relay.sender_relays]}
+
+
+def _render(values: Optional[Dict[str, Any]] = None, errors: Optional[Dict[str, str]] = None,
+            status: int = 200) -> Reply:
+    config, error = load_config()
+    shown = _public(config)
+    if values:
+        shown.update(values)
+    state = relay_state(config) if config else {"state": "unknown", "detail": "", "task_command": ""}
+    body = page("relay.html", page_title="nav.relay", relay=shown, errors=errors or {}, status=state,
+                securities=RELAY_SECURITIES, presets=presets.as_json_ready(), config_error=error)
+    return Response(body, status=status) if status != 200 else body
+
+
+@bp.route("/")
+def index() -> Reply:
+    """The relay page."""
+    return _render()
+
+
+@bp.route("/", methods=["POST"])
+def save() -> Reply:
+    """Save the main relay settings (an empty password keeps the stored one)."""
+    form = request.form
+    try:
+        def edit(document: Dict[str, Any]) -> None:
+            document["relay"].update(relay_fields(form, document["relay"]))
+
+        change_document(paths(), edit)
+    except (ConfigError, FormError) as exc:
+        values: Dict[str, Any] = {k: form.get(k, "") for k in ("host", "port", "security", "username")}
+        values["enabled"] = "enabled" in form
+        return _render(values, errors_of(exc), status=422)
+    log.info("relay settings changed by %s", g.caller.user)
+    return redirect(url_for("relay.index", done="saved"))
+
+
+@bp.route("/senders", methods=["POST"])
+def add_sender() -> Reply:
+    """Add a sender relay, or replace the one for the same sender."""
+    form = request.form
+    try:
+        def edit(document: Dict[str, Any]) -> None:
+            items = document["relay"]["sender_relays"]
+            item, index = sender_relay_document(form, items)
+            if index >= 0:
+                items[index] = item
+            else:
+                items.append(item)
+
+        change_document(paths(), edit)
+    except (ConfigError, FormError) as exc:
+        errors = {"sr_" + k: v for k, v in errors_of(exc).items()}
+        values = {"sr": {k: form.get(k, "") for k in ("sender", "host", "port", "security", "username")}}
+        return _render(values, errors, status=422)
+    log.info("sender relay %s saved by %s", form.get("sender"), g.caller.user)
+    return redirect(url_for("relay.index", done="saved"))
+
+
+@bp.route("/senders/delete", methods=["POST"])
+def delete_sender() -> Reply:
+    """Remove the sender relay of one sender."""
+    sender = request.form.get("sender", "")
+
+    def edit(document: Dict[str, Any]) -> None:
+        document["relay"]["sender_relays"] = [s for s in document["relay"]["sender_relays"] if s["sender"] != sender]
+
+    change_document(paths(), edit)
+    log.info("sender relay %s deleted by %s", sender, g.caller.user)
+    return redirect(url_for("relay.index", done="deleted"))
+
+
+@bp.route("/test-mail", methods=["POST"])
+def test_mail() -> Response:
+    """Send a test mail through the relay to the given address."""
+    config, error = load_config()
+    if config is None:
+        return answer(False, error or "", 409)
+    try:
+        to = as_address("to", request.form.get("to", ""))
+    except ConfigError as exc:
+        return answer(False, str(exc), 422, fields={"to": str(exc)})
+    try:
+        relay = services.relay()
+    except services.ServiceUnavailable:
+        return answer(False, t("error.unavailable.relay"), 503)
+    try:
+        result = relay.send_test_mail(config, to)
+    except Exception as exc:
+        return answer(False, t("relay.test.failed", detail=str(exc)))
+    log.info("relay test mail to %s requested by %s", to, g.caller.user)
+    return answer(True, t("relay.test.ok", detail=str(result)))
+
+

@@ -202,3 +202,14 @@ def test_starttls_not_offered_never_sends_the_password(env: Env, protocol: str) 
         server.close()
     sent = b"".join(server.received)
     assert env.password.encode() not in sent and b"PASS" not in sent.upper() and b"LOGIN" not in sent.upper()
+
+
+def test_mailplus_down_ends_the_run_and_keeps_everything(env: Env) -> None:
+    env.users("anna")
+    env.fill([message(n, env.addr("anna")) for n in range(5)])
+    config = env.write_config(delivery={"host": "127.0.0.1", "port": 1})
+    result = service.fetch_all(env.paths, config).results["sammel"]
+    assert not result.ok and result.error == "cannot hand mail to 127.0.0.1:1: connection to 127.0.0.1:1 refused"
+    assert env.left_on_provider() == 5
+    assert service.fetch_all(env.paths, env.write_config()).ok
+    assert len(env.local("anna")) == 5 and env.left_on_provider() == 0

@@ -100,6 +100,10 @@ class DaemonHandle:
 
     def start(self) -> DaemonHandle:
         """Start the scheduler thread."""
+        for account in self.config.accounts:
+            if account.idle:
+                log.info("%s: IMAP IDLE is not implemented yet; polling every %d s instead", account.name,
+                         account.interval)
         self._thread.start()
         log.info("collector daemon started")
         return self

@@ -36,6 +36,7 @@ class DeliveryResult:
     rejected: Dict[str, str] = field(default_factory=dict)
     doubt: bool = False
     reply: str = ""
+    unreachable: bool = False
 
 
 def _reply(code: int, message: bytes) -> str:
@@ -83,6 +84,7 @@ def deliver(host: str, port: int, sender: str, recipients: List[str], chunks: Ca
         text = describe(exc, host, port) if isinstance(exc, OSError) else str(exc)
         result.deferred = {r: text for r in recipients}
         result.reply = text
+        result.unreachable = True
         return result
     try:
         smtp.ehlo_or_helo_if_needed()

@@ -114,7 +114,8 @@ class AccountRun:
         self.stop = stop
         self.policy = policy_for(config, account)
         self.result = AccountResult(account.name)
-        self.hostname = socket.getfqdn() or "localhost"
+        # gethostname, not getfqdn: a reverse DNS lookup can hang on a NAS with broken DNS.
+        self.hostname = socket.gethostname() or "localhost"
 
     def _progress(self, phase: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -279,6 +280,9 @@ class AccountRun:
         target = self.config.delivery
         outcome = delivery.deliver(target.host, target.port, sender, rcpts, chunks, before_dot,
                                    timeout=NETWORK_TIMEOUT, helo=self.hostname)
+        if outcome.unreachable:
+            # No point fetching the rest of the mailbox: end the run, everything stays on the server.
+            raise TemporaryError(f"cannot hand mail to {target.host}:{target.port}: {outcome.reply}")
         if outcome.doubt:
             log.warning("%s: connection to %s:%d lost after the end of a message (%s); it is sent again next "
                         "run (a duplicate is possible, a loss is not)", self.account.name, target.host, target.port,

@@ -1,0 +1,29 @@
+"""Fixtures for the UI tests: the rig (stand-in DSM + CGI host + backend) and DSM sessions."""
+
+from __future__ import annotations
+
+from typing import Iterator, List
+
+import pytest
+from webrig import Browserless, Rig, sample_document
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    """A fresh rig with the sample config."""
+    environment = Rig(sample_document())
+    yield environment
+    environment.stop()
+
+
+@pytest.fixture
+def admin(rig: Rig) -> Browserless:
+    """An administrator's DSM session."""
+    return Browserless(rig, "admin")
+
+
+@pytest.fixture
+def secrets_of_config() -> List[str]:
+    """The passwords of sample_document (must never reach a browser)."""
+    doc = sample_document()
+    return [doc["accounts"][0]["password"], doc["relay"]["password"]]

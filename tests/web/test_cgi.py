@@ -1,0 +1,192 @@
+"""ui/index.cgi: DSM session check, administrators only, proof header, nothing forgeable."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from webrig import CGI, ROOT, Browserless, CgiHost, Rig, find_py38
+
+from support.ports import free_ports
+
+
+def test_admin_with_dsm_session_gets_the_dashboard(rig: Rig, admin: Browserless) -> None:
+    response = admin.get("/")
+    assert response.status_code == 200
+    assert "Fetch now" in response.text and "sammelpostfach" in response.text
+    secret = rig.paths.web_secret.read_text().strip()
+    assert all(secret not in body for body in admin.bodies)
+    assert stat.S_IMODE(os.stat(rig.paths.web_secret).st_mode) == 0o600
+    # The CGI asked login.cgi for the SynoToken (the browser did not send one) and the stub
+    # authenticate.cgi accepted it: the user name reached the backend.
+    assert admin.get("/api/ping").json() == {"ok": True, "user": "admin"}
+
+
+def test_synotoken_from_the_request_is_used(rig: Rig) -> None:
+    sid, token = rig.dsm.login("admin")
+    rig.dsm.login_cgi.write_text("#!/bin/sh\necho '{}'\n")  # login.cgi cannot help: the request's token must work
+    response = requests.get(rig.host.url + "/api/ping", headers={"X-Syno-Token": token}, cookies={"id": sid},
+                            timeout=60)
+    assert response.status_code == 200 and response.json()["user"] == "admin"
+    response = requests.get(rig.host.url + "/api/ping", cookies={"id": sid}, timeout=60)
+    assert response.status_code == 401
+
+
+def test_non_admin_is_refused(rig: Rig) -> None:
+    anna = Browserless(rig, "anna")
+    for path in ("/", "/accounts/", "/api/status", "/static/app.css"):
+        response = anna.get(path)
+        assert response.status_code == 403
+        assert "administrators only" in response.text
+        assert "sammelpostfach" not in response.text and "pop.provider.de" not in response.text
+
+
+def test_no_session_is_refused(rig: Rig) -> None:
+    nobody = Browserless(rig)
+    for path in ("/", "/api/status", "/accounts/sammelpostfach/edit"):
+        response = nobody.get(path)
+        assert response.status_code == 401
+        assert "sign in to DSM" in response.text
+        assert "sammelpostfach" not in response.text.replace("/accounts/sammelpostfach", "")
+    bogus = requests.get(rig.host.url + "/", cookies={"id": "not-a-session"}, timeout=60)
+    assert bogus.status_code == 401
+
+
+def test_forged_headers_do_not_help(rig: Rig) -> None:
+    secret = rig.paths.web_secret.read_text().strip()
+    forged = {"X-SmartPop-Proof": secret, "X-SmartPop-User": "admin", "X-SmartPop-Session": "x",
+              "X-Syno-Token": "guess"}
+    # Even with the real secret, a request without a DSM session stops at the CGI.
+    response = requests.get(rig.host.url + "/api/status", headers=forged, timeout=60)
+    assert response.status_code == 401
+    # A non-admin cannot claim to be admin.
+    sid, token = rig.dsm.login("anna")
+    response = requests.get(rig.host.url + "/api/ping", headers={**forged, "X-Syno-Token": token},
+                            cookies={"id": sid}, timeout=60)
+    assert response.status_code == 403
+    # An admin cannot pose as someone else: the CGI sets the user from authenticate.cgi.
+    sid, token = rig.dsm.login("admin")
+    response = requests.get(rig.host.url + "/api/ping", headers={"X-SmartPop-User": "mallory"},
+                            cookies={"id": sid}, timeout=60)
+    assert response.json()["user"] == "admin"
+    # The CGI forwarded none of the browser's X-SmartPop-* headers.
+    assert rig.host.calls[-1]["HTTP_X_SMARTPOP_USER"] == "mallory"  # it saw it ...
+    # ... and the backend still got "admin" (asserted above).
+
+
+def test_backend_rejects_requests_without_the_proof(rig: Rig) -> None:
+    base = f"http://127.0.0.1:{rig.backend_port}"
+    for headers in ({}, {"X-SmartPop-Proof": "0" * 64, "X-SmartPop-User": "admin"},
+                    {"X-SmartPop-Proof": "", "X-SmartPop-User": "admin"}):
+        for path in ("/", "/api/status", "/static/app.css", "/accounts/", "/_dev/login?token=x"):
+            response = requests.get(base + path, headers=headers, timeout=30)
+            assert response.status_code in (403, 404)
+            assert "sammelpostfach" not in response.text
+        response = requests.post(base + "/api/fetch", headers=headers, timeout=30)
+        assert response.status_code == 403
+
+
+def test_every_route_answers_nothing_without_admin_session(rig: Rig) -> None:
+    nobody, anna = Browserless(rig), Browserless(rig, "anna")
+    rules = list(rig.backend.app.url_map.iter_rules())
+    assert len(rules) > 15
+    for rule in rules:
+        path = rule.rule.replace("<name>", "sammelpostfach").replace("<channel>", "dsm").replace(
+            "<path:filename>", "app.css")
+        for client in (nobody, anna):
+            for method in sorted((rule.methods or set()) & {"GET", "POST"}):
+                response = client.get(path) if method == "GET" else client.post(path, data={"x": "1"})
+                assert response.status_code in (401, 403), (method, path, response.status_code)
+                assert "sammel@firma.de" not in response.text
+
+
+def test_post_without_csrf_token_is_refused(rig: Rig, admin: Browserless) -> None:
+    before = rig.paths.config.read_bytes()
+    response = admin.post("/accounts/sammelpostfach/toggle")
+    assert response.status_code == 403
+    response = admin.post("/accounts/sammelpostfach/toggle", data={"csrf_token": "0" * 64})
+    assert response.status_code == 403
+    assert rig.paths.config.read_bytes() == before
+    # Another admin session's token does not work in this session.
+    other = Browserless(rig, "admin")
+    response = admin.post("/accounts/sammelpostfach/toggle", data={"csrf_token": other.csrf()})
+    assert response.status_code == 403
+    response = admin.post("/accounts/sammelpostfach/toggle", data={"csrf_token": admin.csrf()})
+    assert response.status_code == 302
+    assert json.loads(rig.paths.config.read_text())["accounts"][0]["enabled"] is False
+
+
+def test_backend_down_gives_a_clear_page(rig: Rig, admin: Browserless) -> None:
+    rig.backend.stop()
+    time.sleep(0.2)
+    response = admin.get("/")
+    assert response.status_code == 502
+    assert "not running" in response.text
+
+
+def test_cgi_runs_on_python38(rig: Rig) -> None:
+    py38 = find_py38()
+    if py38 is None:
+        pytest.skip("no Python 3.8 on this machine (DSM 7's interpreter); CI images have it via pyenv")
+    version = subprocess.run([py38, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                             text=True, check=True).stdout
+    assert version.strip() == "(3, 8)"
+    host = CgiHost(rig.dsm, rig.paths.data, python=py38)
+    try:
+        sid, _ = rig.dsm.login("admin")
+        response = requests.get(host.url + "/api/ping", cookies={"id": sid}, timeout=60)
+        assert response.status_code == 200 and response.json()["user"] == "admin"
+        sid, _ = rig.dsm.login("anna")
+        assert requests.get(host.url + "/", cookies={"id": sid}, timeout=60).status_code == 403
+    finally:
+        host.stop()
+
+
+def test_cgi_is_executable_and_uses_dsm_python() -> None:
+    assert os.access(CGI, os.X_OK)
+    assert CGI.read_text().startswith("#!/usr/bin/python3\n")
+    config = json.loads((ROOT / "ui" / "config").read_text())
+    app = config[".url"]["SYNO.SDS._ThirdParty.App.SmartPop"]
+    assert app["url"] == "/webman/3rdparty/SmartPop/index.cgi"
+    assert app["allUsers"] is False
+
+
+def test_dev_mode_prints_a_token_and_requires_it(tmp_path: Path) -> None:
+    data = Path(os.path.join("/tmp", f"spdev{os.getpid()}"))
+    data.mkdir(mode=0o700, exist_ok=True)
+    port = free_ports(1)[0]
+    (data / "config.json").write_text(json.dumps({"schema_version": 1, "accounts": [], "web": {"port": port}}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "package")}
+    proc = subprocess.Popen([sys.executable, "-m", "smartpop", "--data", str(data), "serve", "--dev"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
+    try:
+        assert proc.stderr is not None
+        line = ""
+        deadline = time.monotonic() + 30
+        while "token=" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+        assert "token=" in line, "serve --dev prints its login URL"
+        token = line.strip().rsplit("token=", 1)[1]
+        base = f"http://127.0.0.1:{port}"
+        assert requests.get(base + "/", timeout=10).status_code == 403
+        assert requests.get(base + "/_dev/login?token=wrong", timeout=10).status_code == 403
+        session = requests.Session()
+        response = session.get(base + f"/_dev/login?token={token}", timeout=10)
+        assert response.status_code == 200 and "Fetch now" in response.text
+        assert token not in (data / "smartpop.log").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        subprocess.run(["rm", "-rf", str(data)], check=False)
+
+
+def test_serve_without_dev_has_no_dev_login(rig: Rig) -> None:
+    assert "dev.dev_login" not in {r.endpoint for r in rig.backend.app.url_map.iter_rules()}
+    assert "dev_login" not in {r.endpoint for r in rig.backend.app.url_map.iter_rules()}

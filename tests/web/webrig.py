@@ -1,0 +1,278 @@
+"""Test rig for the UI: a stand-in DSM (authenticate.cgi, login.cgi, group file), a web server that
+runs ui/index.cgi the way DSM does, and the backend under waitress on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import requests
+
+from smartpop.paths import Paths, ensure_data_dir
+from support.ports import free_ports
+
+ROOT = Path(__file__).resolve().parents[2]
+CGI = ROOT / "ui" / "index.cgi"
+SCRIPT_NAME = "/webman/3rdparty/SmartPop/index.cgi"
+
+# authenticate.cgi stand-in: like DSM's, it prints the user of a valid session (cookie `id`)
+# and nothing otherwise; with CSRF protection it also insists on the session's SynoToken.
+AUTH_STUB = """#!{python}
+import json, os, urllib.parse
+sessions = json.load(open({sessions!r}))
+cookies = dict(p.strip().split("=", 1) for p in os.environ.get("HTTP_COOKIE", "").split(";") if "=" in p)
+query = dict(urllib.parse.parse_qsl(os.environ.get("QUERY_STRING", "")))
+entry = sessions.get(cookies.get("id", ""))
+if entry and query.get("SynoToken") == entry["token"] and os.environ.get("REMOTE_ADDR"):
+    print(entry["user"])
+"""
+# login.cgi stand-in: a logged-in session learns its SynoToken (DSM prints a JSON object).
+LOGIN_STUB = """#!{python}
+import json, os
+sessions = json.load(open({sessions!r}))
+cookies = dict(p.strip().split("=", 1) for p in os.environ.get("HTTP_COOKIE", "").split(";") if "=" in p)
+entry = sessions.get(cookies.get("id", ""))
+print("Content-Type: application/json; charset=utf-8")
+print()
+print(json.dumps({{"success": True, "SynoToken": entry["token"]}} if entry else {{"success": False}}))
+"""
+
+
+def sample_document() -> Dict[str, Any]:
+    """A valid config.json with one account and a relay, each with a password the UI must never show."""
+    return {
+        "schema_version": 1,
+        "accounts": [{
+            "name": "sammelpostfach", "enabled": True, "protocol": "pop3", "host": "pop.provider.de",
+            "port": 995, "security": "ssl", "username": "sammel@firma.de", "password": "s3cret-Fetch!",
+            "mode": "multidrop", "keep_on_server": False,
+        }],
+        "local_domains": ["firma.de"],
+        "aliases": {"info@firma.de": ["anna@firma.de", "ben@firma.de"]},
+        "fallback_recipient": "postmaster@firma.de",
+        "delivery": {"host": "127.0.0.1", "port": 25},
+        "relay": {"enabled": False, "host": "smtp.provider.de", "port": 587, "security": "starttls",
+                  "username": "relay@firma.de", "password": "s3cret-Relay!", "sender_relays": []},
+        "web": {"port": 8765},
+    }
+
+
+class FakeDsm:
+    """Sessions, tokens and the administrators group of a stand-in DSM."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sessions_file = root / "sessions.json"
+        self.group_file = root / "group"
+        self.auth_cgi = root / "authenticate.cgi"
+        self.login_cgi = root / "login.cgi"
+        self.sessions: Dict[str, Dict[str, str]] = {}
+        self.admins: List[str] = ["admin"]
+        self._write()
+        python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+        for path, text in ((self.auth_cgi, AUTH_STUB), (self.login_cgi, LOGIN_STUB)):
+            path.write_text(text.format(python=python, sessions=str(self.sessions_file)))
+            path.chmod(0o755)
+
+    def _write(self) -> None:
+        self.sessions_file.write_text(json.dumps(self.sessions))
+        self.group_file.write_text(
+            "root:x:0:\nusers:x:100:admin,anna,bob\n"
+            f"administrators:x:101:{','.join(self.admins)}\nhttp:x:1023:\n")
+
+    def login(self, user: str) -> Tuple[str, str]:
+        """Open a DSM session for `user`; return (cookie id, SynoToken)."""
+        sid, token = secrets.token_urlsafe(16), secrets.token_urlsafe(12)
+        self.sessions[sid] = {"user": user, "token": token}
+        self._write()
+        return sid, token
+
+
+class CgiHost:
+    """A tiny HTTP server that executes ui/index.cgi per request, with DSM's CGI environment."""
+
+    def __init__(self, dsm: FakeDsm, data: Path, python: str = sys.executable) -> None:
+        self.port = free_ports(1)[0]
+        self.calls: List[Dict[str, str]] = []
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                path, _, query = self.path.partition("?")
+                if path.startswith("/webman/3rdparty/SmartPop/images/"):
+                    self._static(ROOT / "ui" / "images" / Path(path).name)
+                    return
+                if not (path == SCRIPT_NAME or path.startswith(SCRIPT_NAME + "/")):
+                    self.send_error(404)
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                env = {
+                    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GATEWAY_INTERFACE": "CGI/1.1",
+                    "SERVER_SOFTWARE": "nginx", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(host.port),
+                    "SERVER_ADDR": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1",
+                    "REMOTE_ADDR": self.client_address[0], "REQUEST_METHOD": self.command,
+                    "SCRIPT_NAME": SCRIPT_NAME, "PATH_INFO": path[len(SCRIPT_NAME):], "QUERY_STRING": query,
+                    "REQUEST_URI": self.path, "CONTENT_LENGTH": str(len(body)) if body else "",
+                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                    "SMARTPOP_CGI_DATA": str(data), "SMARTPOP_AUTH_CGI": str(dsm.auth_cgi),
+                    "SMARTPOP_LOGIN_CGI": str(dsm.login_cgi), "SMARTPOP_GROUP_FILE": str(dsm.group_file),
+                }
+                for name, value in self.headers.items():
+                    key = "HTTP_" + name.upper().replace("-", "_")
+                    if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                        env[key] = value
+                host.calls.append(env)
+                proc = subprocess.run([python, str(CGI)], input=body, env=env, capture_output=True, timeout=60)
+                head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+                status, headers = 200, []
+                for line in head.decode("latin-1").split("\r\n"):
+                    name, _, value = line.partition(":")
+                    if name.lower() == "status":
+                        status = int(value.strip().split()[0])
+                    elif name:
+                        headers.append((name, value.strip()))
+                if proc.returncode != 0 or not head:
+                    status, headers, payload = 500, [("Content-Type", "text/plain")], proc.stderr
+                self.send_response(status)
+                for name, value in headers:
+                    if name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            def _static(self, file: Path) -> None:
+                if not file.is_file():
+                    self.send_error(404)
+                    return
+                data = file.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_HEAD = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        """The app's URL as DSM would open it."""
+        return f"http://127.0.0.1:{self.port}{SCRIPT_NAME}"
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Backend:
+    """The real backend app under waitress on 127.0.0.1 (as `smartpop serve` runs it)."""
+
+    def __init__(self, paths: Paths, port: int) -> None:
+        from waitress.server import create_server
+
+        from smartpop.web import create_app
+
+        self.app = create_app(paths)
+        self.server = create_server(self.app, host="127.0.0.1", port=port, threads=4)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    @property
+    def jobs(self) -> Any:
+        """The app's fetch-job registry."""
+        return self.app.extensions["smartpop_jobs"]
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.server.close()
+
+
+class Rig:
+    """Everything one UI test needs: data dir + config, backend, CGI host, stand-in DSM."""
+
+    def __init__(self, document: Dict[str, Any]) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="spw", dir="/tmp"))
+        self.paths = Paths(self.root / "data")
+        ensure_data_dir(self.paths)
+        self.backend_port = free_ports(1)[0]
+        document = json.loads(json.dumps(document))
+        document.setdefault("web", {})["port"] = self.backend_port
+        self.write_config(document)
+        self.dsm = FakeDsm(self.root)
+        self.backend = Backend(self.paths, self.backend_port)
+        self.host = CgiHost(self.dsm, self.paths.data)
+
+    def write_config(self, document: Dict[str, Any]) -> None:
+        """Write config.json (mode 0600)."""
+        self.paths.config.write_text(json.dumps(document))
+        os.chmod(self.paths.config, 0o600)
+
+    def config_document(self) -> Dict[str, Any]:
+        """The stored config.json."""
+        result: Dict[str, Any] = json.loads(self.paths.config.read_text())
+        return result
+
+    def stop(self) -> None:
+        """Tear everything down."""
+        self.host.stop()
+        self.backend.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def find_py38() -> Optional[str]:
+    """A Python 3.8 interpreter (DSM 7's), if this machine has one."""
+    for candidate in (os.environ.get("SMARTPOP_PY38", ""), "/root/.pyenv/versions/3.8.18/bin/python3.8",
+                      "/work/venv38/bin/python"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+class Browserless:
+    """A requests session logged in to the stand-in DSM; remembers every response body."""
+
+    def __init__(self, rig: Rig, user: str = "") -> None:
+        self.rig = rig
+        self.http = requests.Session()
+        self.bodies: List[str] = []
+        if user:
+            sid, _token = rig.dsm.login(user)
+            self.http.cookies.set("id", sid, domain="127.0.0.1", path="/")
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        """GET a path of the app through the CGI."""
+        response = self.http.get(self.rig.host.url + path, allow_redirects=False, timeout=60, **kw)
+        self.bodies.append(response.text)
+        return response
+
+    def post(self, path: str, data: Any = None, **kw: Any) -> requests.Response:
+        """POST to a path of the app through the CGI."""
+        response = self.http.post(self.rig.host.url + path, data=data, allow_redirects=False, timeout=60, **kw)
+        self.bodies.append(response.text)
+        return response
+
+    def csrf(self) -> str:
+        """This session's CSRF token, as a page shows it."""
+        match = re.search(r'data-csrf="([0-9a-f]+)"', self.get("/").text)
+        assert match, "the dashboard carries a CSRF token"
+        return match.group(1)

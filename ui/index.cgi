@@ -140,7 +140,7 @@ def session_digest(env: Mapping[str, str], token: str) -> str:
         if name:
             cookies[name] = value
     material = cookies.get("id") or env.get("HTTP_COOKIE", "")
-    return hashlib.sha256(f"{material}|{token}".encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(f"{material}|{token}".encode()).hexdigest()[:32]
 
 
 def request_target(env: Mapping[str, str]) -> Optional[str]:

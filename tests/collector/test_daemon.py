@@ -121,3 +121,17 @@ def test_daemon_picks_up_config_changes(env: Env) -> None:
     finally:
         assert handle.stop(timeout=60)
     assert env.left_on_provider() == 0
+
+
+def test_daemon_polls_again_after_the_interval(env: Env) -> None:
+    env.users("anna")
+    env.fill([message(1, env.addr("anna"))])
+    config = env.write_config([env.account(interval=10)])
+    handle = service.start_daemon(env.paths, config)
+    try:
+        _wait_for(lambda: len(env.stack.maildir(env.addr("anna"))) == 1, "the first poll")
+        env.fill([message(2, env.addr("anna"))])
+        _wait_for(lambda: len(env.stack.maildir(env.addr("anna"))) == 2, "the next poll, one interval later")
+    finally:
+        assert handle.stop(timeout=60)
+    assert env.left_on_provider() == 0

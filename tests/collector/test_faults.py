@@ -12,6 +12,7 @@ import pytest
 
 from smartpop.collector import service
 from smartpop.errors import ConnectError
+from smartpop.status import build_status
 from support.collect import Env, body_of, message
 from support.faultproxy import Rule, SmtpFaultProxy, TcpProxy
 
@@ -69,11 +70,19 @@ def test_smtp_faults_421_451_452_550_552_and_drop(env: Env) -> None:
         first = service.fetch_all(env.paths, config)
         assert not first.ok and first.results["sammel"].collected == 3  # msgs 3, 5, 7
         assert first.results["sammel"].waiting == 4  # msgs 1, 2, 4, 6 stay on the provider
+        report = {a["name"]: a for a in build_status(env.paths)["accounts"]}["sammel"]
+        assert report["waiting"] == 4 and report["collected"] == 3 and report["fallback"] == 2
+        assert report["last_run"] and report["last_success"] is None
+        assert report["last_error"].startswith("4 message(s) could not be placed yet")
         assert all(rule.times == 0 for rule in proxy.rules), proxy.fired
         second = service.fetch_all(env.paths, config)
         assert second.ok, second.lines()
+        report = {a["name"]: a for a in build_status(env.paths)["accounts"]}["sammel"]
+        assert report["waiting"] == 0 and report["collected"] == 7 and report["last_error"] is None
+        assert report["last_success"] is not None
     finally:
         proxy.stop()
+    assert "sender non-delivery notification" not in env.stack.postfix_log()  # no bounce ever
     fallback = env.local("postmaster")
     assert all(b"X-SmartPop-Fallback: " + carl.encode() + b" refused: 55" in m for m in fallback)
     _census(env, {"anna": [messages[0], both, messages[5]], "ben": [both, messages[3], messages[6]],

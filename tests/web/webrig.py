@@ -104,6 +104,7 @@ class CgiHost:
     def __init__(self, dsm: FakeDsm, data: Path, python: str = sys.executable) -> None:
         self.port = free_ports(1)[0]
         self.calls: List[Dict[str, str]] = []
+        self.bodies: List[bytes] = []  # every answer the CGI gave, for the secrets check
         host = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -147,6 +148,7 @@ class CgiHost:
                         headers.append((name, value.strip()))
                 if proc.returncode != 0 or not head:
                     status, headers, payload = 500, [("Content-Type", "text/plain")], proc.stderr
+                host.bodies.append(head + b"\r\n\r\n" + payload)
                 self.send_response(status)
                 for name, value in headers:
                     if name.lower() != "content-length":

@@ -135,3 +135,18 @@ def test_daemon_polls_again_after_the_interval(env: Env) -> None:
     finally:
         assert handle.stop(timeout=60)
     assert env.left_on_provider() == 0
+
+
+def test_imap_idle_collects_new_mail_without_waiting_for_the_interval(env: Env) -> None:
+    env.users("anna")
+    env.fill([message(1, env.addr("anna"))])
+    config = env.write_config([env.account(protocol="imap", idle=True, interval=3600)])
+    handle = service.start_daemon(env.paths, config)
+    try:
+        _wait_for(lambda: len(env.stack.maildir(env.addr("anna"))) == 1, "the first run")
+        env.fill([message(2, env.addr("anna"))])
+        # The interval is an hour: only IDLE push can bring this in within the wait.
+        _wait_for(lambda: len(env.stack.maildir(env.addr("anna"))) == 2, "delivery pushed by IDLE", timeout=90)
+    finally:
+        assert handle.stop(timeout=30)  # a worker waiting in IDLE stops promptly
+    assert env.left_on_provider() == 0

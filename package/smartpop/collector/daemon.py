@@ -1,5 +1,8 @@
 """The polling daemon of `smartpop serve`: each account at its interval, backoff on failure.
 
+IMAP accounts with `idle` wait in IMAP IDLE between runs and collect as soon as the server
+announces new mail (at the latest after the interval).
+
 One scheduler thread starts one worker per due account (never two for one account; the
 file lock also keeps a concurrent `smartpop fetch` out). The config is re-read when
 config.json changes, so accounts edited in the UI take effect without a restart.
@@ -13,6 +16,7 @@ import threading
 import time
 from typing import Dict, Optional
 
+from smartpop.collector.idle import wait_for_mail
 from smartpop.collector.runner import run_account
 from smartpop.config import store
 from smartpop.config.schema import Account, Config
@@ -86,9 +90,11 @@ class DaemonHandle:
 
     def _work(self, account: Account, config: Config) -> None:
         failures = self._failures.get(account.name, 0)
+        remaining = -1
         try:
             result = run_account(self.paths, config, account, stop=self._stop, lock_timeout=0)
             failures = 0 if (result.ok or result.skipped) else failures + 1
+            remaining = result.remaining
         except Exception:
             log.exception("%s: collector run crashed", account.name)
             failures += 1
@@ -96,14 +102,15 @@ class DaemonHandle:
         delay = next_delay(account.interval, failures)
         if failures:
             log.info("%s: next try in %d s (failure %d in a row)", account.name, delay, failures)
-        self._due[account.name] = time.monotonic() + delay
+        started = time.monotonic()
+        if account.idle and account.protocol == "imap" and not failures and not self._stop.is_set():
+            # Push: this worker waits in IDLE (the scheduler starts no second one meanwhile).
+            if wait_for_mail(account, delay, self._stop, known=remaining):
+                delay = 0.0
+        self._due[account.name] = started + delay
 
     def start(self) -> DaemonHandle:
         """Start the scheduler thread."""
-        for account in self.config.accounts:
-            if account.idle:
-                log.info("%s: IMAP IDLE is not implemented yet; polling every %d s instead", account.name,
-                         account.interval)
         self._thread.start()
         log.info("collector daemon started")
         return self

@@ -103,6 +103,11 @@ class ImapSource(Source):
             raise ProtocolError(f"{self.host}:{self.port}: UID {args[0]} answered {typ} {_text(data)}")
         return list(data)
 
+    @property
+    def exists(self) -> int:
+        """The message count SELECT reported (-1 if the server did not say)."""
+        return self._exists
+
     def list(self) -> List[RemoteMessage]:
         """UID and size of every message in the folder."""
         result: List[RemoteMessage] = []

@@ -61,6 +61,7 @@ class AccountResult:
     deferred: int = 0
     deleted: int = 0
     waiting: Optional[int] = None
+    remaining: int = -1
     error: Optional[str] = None
     problems: List[str] = field(default_factory=list)
 
@@ -169,6 +170,7 @@ class AccountRun:
         self._progress("commit", total, total)
         self.store.prune(account.name, folder, source.uidvalidity, {m.uid for m in messages})
         self.result.waiting = waiting
+        self.result.remaining = total - self.result.deleted
 
     def _delete_due(self, done_at: Optional[float]) -> bool:
         if not self.account.keep_on_server:

@@ -94,10 +94,12 @@ class Browser:
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}: {last}")
 
-    def shot(self, name: str, top: bool = True) -> Path:
-        """Save a screenshot of the window."""
+    def shot(self, name: str, top: bool = True, show: str = "") -> Path:
+        """Save a screenshot of the window (scrolled to the top, or so that `show` is in view)."""
         path = screenshot_dir() / f"{name}.png"
-        if top:
+        if show:
+            self.driver.execute_script("arguments[0].scrollIntoView({block: 'end'})", self.el(show))
+        elif top:
             self.driver.execute_script("window.scrollTo(0, 0)")
         self.driver.save_screenshot(str(path))
         return path

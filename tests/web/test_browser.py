@@ -90,7 +90,7 @@ def test_add_account_with_a_preset(rig: Rig, browser: Browser) -> None:
     browser.wait(lambda: browser.el("#err-name").is_displayed(), what="field error")
     assert "is not a valid name" in browser.text("#err-name")
     assert browser.el("#f-password").get_attribute("value") == ""
-    browser.shot("account-form-error", top=False)
+    browser.shot("account-form-error", show="#err-name")
     browser.fill("#f-name", "anna")
     browser.fill("#f-password", "Brows3r-Secret!")
     browser.el("#save-account").click()

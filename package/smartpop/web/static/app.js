@@ -118,7 +118,7 @@
       } else if (job.error) {
         text.textContent = t("js.fetch_failed") + " " + (job.error === "unavailable" ? t("js.unavailable") : job.error);
       } else {
-        text.textContent = t("js.fetch_done");
+        text.textContent = job.ok ? t("js.fetch_done") : t("js.fetch_problems");
       }
       lines.innerHTML = "";
       (job.lines || []).forEach(function (line) {

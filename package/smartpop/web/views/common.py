@@ -19,8 +19,8 @@ NAV = [("dashboard.index", "nav.dashboard"), ("accounts.index", "nav.accounts"),
 NOTICES = {"saved", "deleted", "enabled", "disabled", "created"}
 # Texts the page script needs (progress phases, button feedback).
 JS_KEYS = ["js.working", "js.copied", "js.copy_failed", "js.confirm_delete", "js.fetch_running", "js.fetch_done",
-           "js.fetch_failed", "js.unavailable", "js.request_failed", "phase.connect", "phase.list", "phase.fetch",
-           "phase.commit", "phase.done"]
+           "js.fetch_problems", "js.fetch_failed", "js.unavailable", "js.request_failed", "phase.connect",
+           "phase.list", "phase.fetch", "phase.commit", "phase.done"]
 
 
 def paths() -> Paths:

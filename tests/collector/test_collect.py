@@ -185,3 +185,27 @@ def test_cli_fetch_and_check_exit_codes(env: Env) -> None:
     assert failed.returncode == 1 and "refused" in failed.stdout
     assert env.password not in failed.stdout + failed.stderr and "wrong-one" not in failed.stdout + failed.stderr
     assert env.run_cli("fetch", "--account", "nope").returncode == 2
+
+
+def test_imap_server_without_uidplus_uses_expunge(tmp_path) -> None:
+    from support.mailstack import MailStack, have_mail_servers
+
+    if not have_mail_servers():
+        pytest.skip("needs the mail servers")
+    # A provider whose IMAP lacks UIDPLUS (no UID EXPUNGE): plain EXPUNGE after \Deleted.
+    stack = MailStack.start(dovecot_extra="imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE")
+    try:
+        env = Env(stack, tmp_path)
+        env.users("anna")
+        env.fill([message(1, env.addr("anna")), message(2, env.addr("anna"))])
+        config = env.write_config([env.account(protocol="imap")])
+        from smartpop.collector.imap import ImapSource
+
+        source = ImapSource.connect(config.accounts[0], 10)
+        assert not source._uidplus
+        source.abort()
+        assert service.fetch_all(env.paths, config).ok
+        assert len(env.local("anna")) == 2 and env.left_on_provider() == 0
+        env.cleanup()
+    finally:
+        stack.stop()

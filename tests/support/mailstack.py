@@ -97,9 +97,10 @@ def _wait_port(port: int, proc: Optional[subprocess.Popen] = None, timeout: floa
 class MailStack:
     """A running Dovecot + Postfix pair; see the module docstring."""
 
-    def __init__(self, root: Path, domains: Sequence[str]) -> None:
+    def __init__(self, root: Path, domains: Sequence[str], dovecot_extra: str = "") -> None:
         self.root = root
         self.domains = list(domains)
+        self.dovecot_extra = dovecot_extra
         (self.pop3_port, self.pop3s_port, self.imap_port, self.imaps_port,
          self.smtp_port) = free_ports(5)
         self.certs = make_certs(root / "certs")
@@ -112,12 +113,15 @@ class MailStack:
 
     # --- life cycle ---------------------------------------------------------------------
     @classmethod
-    def start(cls, domains: Iterable[str] = ("firma.test", "provider.test")) -> MailStack:
-        """Create a stack under a short /tmp dir (unix socket path limit) and start both servers."""
+    def start(cls, domains: Iterable[str] = ("firma.test", "provider.test"), dovecot_extra: str = "") -> MailStack:
+        """Create a stack under a short /tmp dir (unix socket path limit) and start both servers.
+
+        `dovecot_extra` is appended to dovecot.conf (e.g. to change the IMAP capabilities).
+        """
         for attempt in range(3):
             root = Path(tempfile.mkdtemp(prefix="ms", dir="/tmp"))
             os.chmod(root, 0o755)
-            stack = cls(root, list(domains))
+            stack = cls(root, list(domains), dovecot_extra)
             try:
                 stack._start_dovecot()
                 stack._start_postfix()
@@ -201,6 +205,7 @@ service imap-login {{
     ssl = yes
   }}
 }}
+{self.dovecot_extra}
 """)
         self._dovecot = subprocess.Popen(["dovecot", "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)

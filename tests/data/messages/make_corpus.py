@@ -1,3 +1,4 @@
+# ruff: noqa: E501, RUF001  (a data file: one message per line reads best; the en dash is test data)
 """Writes the hostile/odd message corpus and expected.json (run once; the outputs are committed).
 
 Addresses: local domain firma.de; users anna, ben; alias info -> anna, ben; fallback
@@ -65,8 +66,8 @@ add("26-unknown-local-user.eml", simple("Delivered-To: nobody@firma.de\n", "unkn
 add("27-dot-lines.eml", simple("Delivered-To: anna@firma.de\n", "dots", ".\n..\n.leading\n...three\nend\n"), ["anna"])
 add("28-empty-body.eml", ("Delivered-To: ben@firma.de\n" + H + "Subject: empty body\nMessage-ID: <empty@remote.example>\n").encode(), ["ben"])
 add("29-no-headers.eml", b"just some text\nwith no header at all\n", ["postmaster"])
-add("30-broken-return-path.eml", ("Return-Path: <not an address>\nDelivered-To: anna@firma.de\nFrom: x@remote.example\nSubject: broken return path\nMessage-ID: <brp@remote.example>\n\nbody\n").encode(), ["anna"])
-add("31-local-sender.eml", ("Return-Path: <ben@firma.de>\nDelivered-To: anna@firma.de\nFrom: ben@firma.de\nSubject: local sender\nMessage-ID: <ls@remote.example>\n\nbody\n").encode(), ["anna"])
+add("30-broken-return-path.eml", (b"Return-Path: <not an address>\nDelivered-To: anna@firma.de\nFrom: x@remote.example\nSubject: broken return path\nMessage-ID: <brp@remote.example>\n\nbody\n"), ["anna"])
+add("31-local-sender.eml", (b"Return-Path: <ben@firma.de>\nDelivered-To: anna@firma.de\nFrom: ben@firma.de\nSubject: local sender\nMessage-ID: <ls@remote.example>\n\nbody\n"), ["anna"])
 add("32-upper-case.eml", simple("DELIVERED-TO: ANNA@FIRMA.DE\n", "upper case"), ["anna"])
 add("33-comment-in-address.eml", (H + "To: anna@firma.de (Anna Example)\nSubject: comment\nMessage-ID: <cm@remote.example>\n\nbody\n").encode(), ["anna"])
 add("34-resent-to.eml", (H + "Resent-To: ben@firma.de\nTo: anna@firma.de\nSubject: resent\nMessage-ID: <rs@remote.example>\n\nbody\n").encode(), ["ben"])

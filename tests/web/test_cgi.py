@@ -156,6 +156,12 @@ def test_cgi_is_executable_and_uses_dsm_python() -> None:
     app = config[".url"]["SYNO.SDS._ThirdParty.App.SmartPop"]
     assert app["url"] == "/webman/3rdparty/SmartPop/index.cgi"
     assert app["allUsers"] is False
+    # Title and description come from ui/texts/<lang>/strings (German and English).
+    assert app["title"] == "app:title" and app["desc"] == "app:desc"
+    for lang in ("enu", "ger"):
+        strings = (ROOT / "ui" / "texts" / lang / "strings").read_text(encoding="utf-8")
+        assert strings.startswith("[app]\n") and 'title="SmartPop"' in strings and "desc=" in strings
+    assert "Holt Provider-Mails" in (ROOT / "ui" / "texts" / "ger" / "strings").read_text(encoding="utf-8")
 
 
 def test_dev_mode_prints_a_token_and_requires_it(tmp_path: Path) -> None:

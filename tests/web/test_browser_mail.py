@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Dict, Iterator
 
@@ -10,6 +11,7 @@ from browser import Browser, have_browser
 from selenium.webdriver.support.ui import Select
 from webrig import Rig
 
+from smartpop.log import setup_logging
 from support.collect import message
 from support.mailstack import MailStack, have_mail_servers
 
@@ -48,7 +50,17 @@ def mail_rig(stack: MailStack, people: People) -> Iterator[Rig]:
                                 "aliases": {}, "fallback_recipient": people.fallback,
                                 "delivery": {"host": "127.0.0.1", "port": stack.smtp_port}}
     environment = Rig(document)
+    # Log like `smartpop serve` does (rotated file, redaction), so the Logs page shows real events.
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    setup_logging(environment.paths.log_file, stderr=False)
     yield environment
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
     environment.stop()
 
 
@@ -128,9 +140,18 @@ def test_add_account_test_connection_fetch_and_watch_dashboard(stack: MailStack,
     browser.wait(lambda: browser.text("#routing-recipients") == people.fallback, what="fallback shown")
     browser.shot("routing-tester", show="#routing-result")
 
+    # Logs: the collector's decisions for this account, filterable.
+    browser.open(mail_rig, "/logs/?account=sammel&level=INFO")
+    table = browser.text("#log-table")
+    assert "rule Delivered-To" in table and people.anna in table
+    assert "sammel: 3 collected" in table
+    browser.shot("logs-after-fetch")
+
     for body in mail_rig.host.bodies:
         assert people.password.encode() not in body
-    assert people.password not in mail_rig.paths.log_file.read_text() if mail_rig.paths.log_file.exists() else True
+    log_text = mail_rig.paths.log_file.read_text()
+    assert "account sammel created by admin" in log_text
+    assert people.password not in log_text and "wrong-password" not in log_text
 
 
 def test_fetch_shows_an_account_error_on_the_dashboard(stack: MailStack, people: People, mail_rig: Rig,

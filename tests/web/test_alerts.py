@@ -195,3 +195,22 @@ def test_alerts_page_saves_and_hides_the_webhook(rig: Rig, admin: Browserless, h
     assert rig.config_document()["alerts"]["webhook_url"] == ""
     for body in admin.bodies:
         assert WEBHOOK_TOKEN not in body
+
+
+def test_watcher_reads_the_status_report(tmp_path: Path, hook: Hook, sink: Sink, notify_stub: Path) -> None:
+    paths = Paths(tmp_path)
+    old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 7200))
+    doc = {"schema_version": 1, "accounts": [{"name": "sammel", "protocol": "pop3", "host": "pop.provider.invalid",
+                                              "security": "ssl", "username": "s@firma.de", "password": "Pw-123456"}],
+           "local_domains": ["firma.de"], "fallback_recipient": "postmaster@firma.de",
+           "delivery": {"host": "127.0.0.1", "port": sink.port},
+           "alerts": {"webhook_url": hook.url, "dsm_notify": False}}
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    (tmp_path / "status.json").write_text(json.dumps(
+        {"accounts": {"sammel": {"last_error": "login refused", "last_success": old, "fallback": 0}}}))
+    watcher = alerts.AlertWatcher(paths, interval=3600)
+    assert watcher.run_once() == ["account_failing:sammel"]
+    assert len(hook.received) == 1 and b"sammel" in hook.received[0]["body"]
+    assert not notify_stub.exists()  # DSM notifications switched off
+    watcher.start()
+    watcher.stop()

@@ -148,5 +148,7 @@
       }).catch(function () { fetchButton.disabled = false; text.textContent = t("js.request_failed"); });
     });
     if (fetchButton.getAttribute("data-running")) { fetchButton.disabled = true; poll(); }
+    // The daemon also collects on its own schedule: keep the rows current while the page is open.
+    window.setInterval(function () { if (!fetchButton.disabled && !document.hidden) { refreshRows(); } }, 15000);
   }
 })();

@@ -10,6 +10,7 @@ went to the fallback, and relay drift.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from smartpop import fsutil
 from smartpop.config.schema import Config
@@ -36,7 +37,16 @@ CHANNELS = ["dsm", "email", "webhook"]
 KINDS = ["account_failing", "fallback", "relay_drift", "test"]
 NOT_AVAILABLE = "not available on this system"
 NOT_CONFIGURED = "not configured"
-_state_lock = threading.Lock()
+_thread_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _state_lock(paths: Paths) -> Iterator[None]:
+    """Serialise alert-state updates between threads and between processes (daemon, `fetch`)."""
+    with _thread_lock:
+        paths.data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with fsutil.locked(paths.data / "alerts-state.lock", timeout=30):
+            yield
 
 
 def _state_file(paths: Paths) -> Path:
@@ -148,7 +158,7 @@ def notify(paths: Paths, config: Config, kind: str, subject: str, text: str, key
     """Send an alert on every enabled channel unless the same (kind, key) went out recently."""
     slot = f"{kind}:{key}"
     now = time.time()
-    with _state_lock:
+    with _state_lock(paths):
         state = _read_state(paths)
         sent = state.setdefault("sent", {})
         last = sent.get(slot)
@@ -184,7 +194,7 @@ def check(paths: Paths, config: Config, report: Dict[str, Any], relay_state: Opt
     """Raise the standing alerts found in a status report; return the (kind:key) slots raised."""
     now = time.time() if now is None else now
     raised: List[str] = []
-    with _state_lock:
+    with _state_lock(paths):
         state = _read_state(paths)
     failing = state.setdefault("failing_since", {})
     fallback_seen = state.setdefault("fallback_seen", {})
@@ -216,7 +226,7 @@ def check(paths: Paths, config: Config, report: Dict[str, Any], relay_state: Opt
                "MailPlus rewrote its Postfix settings; the SmartPop relay is no longer in place. "
                "The root task in DSM Task Scheduler re-applies it.")
         raised.append("relay_drift:")
-    with _state_lock:
+    with _state_lock(paths):
         fresh = _read_state(paths)
         fresh["failing_since"] = failing
         fresh["fallback_seen"] = fallback_seen

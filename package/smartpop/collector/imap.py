@@ -132,9 +132,13 @@ class ImapSource(Source):
         offset = 0
         while True:
             chunk = None
+            partial = True
             for item in self._call("FETCH", ref, f"(BODY.PEEK[]<{offset}.{SLICE}>)"):
                 if isinstance(item, tuple) and b"BODY[]" in item[0]:
                     chunk = item[1]
+                    # A server that ignores the <offset.length> part sends the whole message
+                    # without the "<offset>" origin; asking again would repeat it.
+                    partial = b"BODY[]<" in item[0]
             if chunk is None:
                 if offset == 0:
                     raise ProtocolError(f"message UID {ref} vanished from {self.folder!r}")
@@ -142,7 +146,7 @@ class ImapSource(Source):
             if chunk:
                 sink(chunk)
             offset += len(chunk)
-            if len(chunk) < SLICE:
+            if len(chunk) < SLICE or not partial:
                 return
 
     def delete(self, ref: str) -> None:

@@ -28,7 +28,7 @@ from smartpop.collector import delivery, headers, recipients, spool
 from smartpop.collector.source import RemoteMessage, Source, open_source
 from smartpop.collector.state import Key, Store, lock_path
 from smartpop.config.schema import Account, Config
-from smartpop.errors import LockBusy, ProtocolError, SmartPopError, TemporaryError
+from smartpop.errors import AuthError, ConnectError, LockBusy, ProtocolError, SmartPopError, TemporaryError
 from smartpop.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class AccountRun:
                 waiting += 1
                 continue
             self._progress("fetch", index - 1, total)
-            if not self._process(source, message, key):
+            if not self._process_safely(source, message, key):
                 waiting += 1
         self._progress("commit", total, total)
         self.store.prune(account.name, folder, source.uidvalidity, {m.uid for m in messages})
@@ -177,6 +177,23 @@ class AccountRun:
             return True
         days = self.account.delete_after_days
         return days is not None and done_at is not None and time.time() - done_at >= days * 86400
+
+    def _process_safely(self, source: Source, message: RemoteMessage, key: Key) -> bool:
+        """Like _process, but a problem with this one message never stops the run."""
+        try:
+            return self._process(source, message, key)
+        except (ConnectError, AuthError, LockBusy):
+            raise  # the session or MailPlus is gone: end the run
+        except ProtocolError as exc:
+            # e.g. the message vanished or RETR was refused: the session itself still works.
+            log.warning("%s: uid %s skipped this run: %s", self.account.name, message.uid, exc)
+            self.result.problems.append(str(exc))
+            return False
+        except Exception as exc:
+            log.exception("%s: uid %s could not be handled; it stays on the server", self.account.name, message.uid)
+            self.store.note_attempt(key, "", "", message.size, f"{exc.__class__.__name__}: {exc}", UNPLACEABLE_RETRY)
+            self.result.problems.append(f"uid {message.uid}: {exc.__class__.__name__}: {exc}")
+            return False
 
     def _process(self, source: Source, message: RemoteMessage, key: Key) -> bool:
         """Handle one message; True when it is fully placed."""
@@ -284,7 +301,7 @@ class AccountRun:
                                    timeout=NETWORK_TIMEOUT, helo=self.hostname)
         if outcome.unreachable:
             # No point fetching the rest of the mailbox: end the run, everything stays on the server.
-            raise TemporaryError(f"cannot hand mail to {target.host}:{target.port}: {outcome.reply}")
+            raise ConnectError(f"cannot hand mail to {target.host}:{target.port}: {outcome.reply}")
         if outcome.doubt:
             log.warning("%s: connection to %s:%d lost after the end of a message (%s); it is sent again next "
                         "run (a duplicate is possible, a loss is not)", self.account.name, target.host, target.port,

@@ -37,9 +37,10 @@ def loadavg() -> str:
 
 
 def git_state() -> str:
-    """HEAD of this checkout, and whether package/ has uncommitted changes (others work in it)."""
+    """The last commit touching package/, and whether package/ has uncommitted changes (others work in it)."""
     try:
-        head = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"], capture_output=True,
+        head = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", "--", "package"],
+                              capture_output=True,
                               text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "package"],
                                capture_output=True, text=True, timeout=10).stdout.strip()

@@ -53,8 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = sub.add_parser("fetch", help="one collection pass for all enabled accounts, then exit")
     fetch.add_argument("--account", metavar="NAME", help="collect only this account")
     relay = sub.add_parser("relay", help="show, apply, verify or roll back the MailPlus relay settings")
-    relay.add_argument("action", choices=["plan", "apply", "verify", "rollback"])
+    relay.add_argument("action", choices=["plan", "apply", "verify", "rollback", "status", "task",
+                                          "request-rollback"])
     relay.add_argument("--postfix-dir", metavar="DIR", help="Postfix config dir (default: MailPlus's)")
+    relay.add_argument("--postfix-bin", metavar="DIR", help="directory of postconf/postmap/postfix")
+    relay.add_argument("--force", action="store_true", help="rollback: restore even files changed since apply")
+    relay.add_argument("--json", action="store_true", help="status: machine-readable output")
     sub.add_parser("check", help="validate the config and test every account and the delivery target")
     status = sub.add_parser("status", help="per-account last run, counts, errors; relay state")
     status.add_argument("--json", action="store_true", help="machine-readable output")

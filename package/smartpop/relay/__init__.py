@@ -1,0 +1,1 @@
+"""Smart relay: patch MailPlus's Postfix for authenticated TLS relaying, reversibly."""

@@ -1,0 +1,158 @@
+"""Pure: the relay config -> desired Postfix parameters, map files and master.cf services.
+
+This is the root entry point's trust boundary: every value from config.json is validated
+again here (the package user can write that file), and only whitelisted parameters appear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Tuple
+
+from smartpop.config import validators as v
+from smartpop.errors import ConfigError
+
+SASL_MAP = "smartpop_sasl_passwd"
+SENDER_RELAY_MAP = "smartpop_sender_relay"
+SENDER_TRANSPORT_MAP = "smartpop_sender_transport"
+MAP_NAMES = (SASL_MAP, SENDER_RELAY_MAP, SENDER_TRANSPORT_MAP)
+TRANSPORT_SSL = "smartpop-ssl"
+TRANSPORT_TLS = "smartpop-tls"
+
+# The only main.cf parameters SmartPop ever writes.
+WHITELIST = frozenset({
+    "relayhost",
+    "smtp_sasl_auth_enable",
+    "smtp_sasl_password_maps",
+    "smtp_sasl_security_options",
+    "smtp_sasl_tls_security_options",
+    "smtp_sasl_mechanism_filter",
+    "smtp_tls_security_level",
+    "smtp_tls_wrappermode",
+    "smtp_sender_dependent_authentication",
+    "sender_dependent_relayhost_maps",
+    "sender_dependent_default_transport_maps",
+})
+SECURITIES = ["starttls", "ssl"]
+
+
+@dataclass
+class Desired:
+    """What the Postfix dir should contain (params empty = relay off, block removed)."""
+
+    params: Dict[str, str] = field(default_factory=dict)
+    maps: Dict[str, str] = field(default_factory=dict)  # file name -> source text
+    master_lines: List[str] = field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        """A stable hash of the desired state (lets the unprivileged side see 'pending')."""
+        blob = json.dumps([self.params, self.maps, self.master_lines], sort_keys=True)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _username(key: str, value: Any) -> str:
+    text = v.as_text(key, value, max_len=320)
+    # The password map value is 'user:password': the first ':' splits it, whitespace ends a key.
+    if ":" in text or any(ch.isspace() for ch in text):
+        raise v.fail(key, "must not contain ':' or spaces", f"enter {key} without ':' and spaces")
+    return text
+
+
+def _password(key: str, value: Any) -> str:
+    text = v.as_secret_text(key, value)
+    if not text:
+        raise v.fail(key, "is empty", f"enter {key}")
+    if text != text.strip():
+        # Postfix strips whitespace around map values, so the provider would see another password.
+        raise v.fail(key, "starts or ends with a space", f"enter {key} without surrounding spaces")
+    return text
+
+
+def _nexthop(host: str, port: int) -> str:
+    # Brackets: no MX lookup. IPv6 literals need the ipv6: prefix inside the brackets.
+    inner = f"ipv6:{host}" if ":" in host else host
+    return f"[{inner}]:{port}"
+
+
+def _relay_fields(key: str, raw: Any) -> Tuple[str, int, str, str, str]:
+    """Re-validate one relay's (host, port, security, username, password)."""
+    host = v.as_hostname(f"{key}.host", getattr(raw, "host", None))
+    port = v.as_port(f"{key}.port", getattr(raw, "port", None))
+    security = v.as_choice(f"{key}.security", getattr(raw, "security", None), SECURITIES)
+    username = _username(f"{key}.username", getattr(raw, "username", None))
+    secret: Any = getattr(raw, "password", None)
+    reveal = getattr(secret, "reveal", None)
+    password = _password(f"{key}.password", reveal() if callable(reveal) else secret)
+    return host, port, security, username, password
+
+
+def desired_from_relay(relay: Any, postfix_dir: str, map_type: str) -> Desired:
+    """Build the desired state from a schema Relay (re-validated, never trusted)."""
+    if not v.as_bool("relay.enabled", getattr(relay, "enabled", False)):
+        return Desired()
+    if map_type not in ("hash", "btree", "lmdb", "cdb", "texthash"):
+        raise ConfigError(f"unsupported map type {map_type!r}")
+    host, port, security, username, password = _relay_fields("relay", relay)
+    default_hop = _nexthop(host, port)
+
+    def table(name: str) -> str:
+        return f"{map_type}:{postfix_dir.rstrip('/')}/{name}"
+
+    params = {
+        "relayhost": default_hop,
+        "smtp_sasl_auth_enable": "yes",
+        "smtp_sasl_password_maps": table(SASL_MAP),
+        # PLAIN/LOGIN only, and only inside TLS (the level below is 'encrypt').
+        "smtp_sasl_security_options": "noanonymous, noplaintext",
+        "smtp_sasl_tls_security_options": "noanonymous",
+        "smtp_sasl_mechanism_filter": "plain, login",
+        "smtp_tls_security_level": "encrypt",
+        # Wrapper mode follows `security`, never the port number.
+        "smtp_tls_wrappermode": "yes" if security == "ssl" else "no",
+    }
+    sasl_lines = [f"{default_hop} {username}:{password}"]
+    senders = getattr(relay, "sender_relays", None) or []
+    if not isinstance(senders, list):
+        raise v.fail("relay.sender_relays", "must be a list", "make relay.sender_relays a list")
+    maps: Dict[str, str] = {}
+    if senders:
+        relay_lines: List[str] = []
+        transport_lines: List[str] = []
+        seen = set()
+        for i, item in enumerate(senders):
+            key = f"relay.sender_relays[{i}]"
+            sender = v.as_sender_pattern(f"{key}.sender", getattr(item, "sender", None))
+            if sender in seen:
+                raise v.fail(f"{key}.sender", f"{sender} is listed twice", "keep one entry per sender")
+            seen.add(sender)
+            s_host, s_port, s_security, s_user, s_password = _relay_fields(key, item)
+            relay_lines.append(f"{sender} {_nexthop(s_host, s_port)}")
+            transport_lines.append(f"{sender} {TRANSPORT_SSL if s_security == 'ssl' else TRANSPORT_TLS}")
+            # Keyed by sender, as smtp_sender_dependent_authentication looks it up first.
+            sasl_lines.append(f"{sender} {s_user}:{s_password}")
+        params["smtp_sender_dependent_authentication"] = "yes"
+        params["sender_dependent_relayhost_maps"] = table(SENDER_RELAY_MAP)
+        params["sender_dependent_default_transport_maps"] = table(SENDER_TRANSPORT_MAP)
+        maps[SENDER_RELAY_MAP] = "".join(line + "\n" for line in relay_lines)
+        maps[SENDER_TRANSPORT_MAP] = "".join(line + "\n" for line in transport_lines)
+        master_lines = [
+            # Per-sender TLS mode needs its own smtp transport (smtp_tls_wrappermode is global).
+            f"{TRANSPORT_SSL} unix  -       -       n       -       -       smtp",
+            "  -o smtp_tls_wrappermode=yes",
+            "  -o smtp_tls_security_level=encrypt",
+            f"{TRANSPORT_TLS} unix  -       -       n       -       -       smtp",
+            "  -o smtp_tls_wrappermode=no",
+            "  -o smtp_tls_security_level=encrypt",
+        ]
+    else:
+        master_lines = []
+    maps[SASL_MAP] = "".join(line + "\n" for line in sasl_lines)
+    assert set(params) <= WHITELIST
+    return Desired(params=params, maps=maps, master_lines=master_lines)
+
+
+def main_block_lines(desired: Desired) -> List[str]:
+    """main.cf block body for the desired parameters (fixed order, whitelisted names only)."""
+    return [f"{name} = {desired.params[name]}" for name in sorted(desired.params) if name in WHITELIST]

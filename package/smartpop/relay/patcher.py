@@ -1,0 +1,299 @@
+"""apply / verify / rollback / recover of the relay settings in one Postfix config dir.
+
+Order of an apply: lock, recover a leftover transaction, validate, `postfix check`, take a
+transaction checkpoint, atomic writes, postmap, `postfix check`, reload, commit. Any failure
+or signal in between puts the transaction checkpoint back, so Postfix is never left half-done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Dict, Iterator, List, Optional
+
+from smartpop.errors import RollbackRequired, StateError
+from smartpop.fsutil import atomic_write, locked
+from smartpop.relay import checkpoint, maincf
+from smartpop.relay import postfix as pf
+from smartpop.relay.desired import MAP_NAMES, Desired, main_block_lines
+
+MAIN_CF = "main.cf"
+MASTER_CF = "master.cf"
+_INDEX_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "texthash": ""}
+
+
+class Interrupted(BaseException):
+    """A signal arrived during apply (BaseException: nothing may swallow it)."""
+
+
+@dataclass
+class Outcome:
+    """What a command did, for the CLI and the status file."""
+
+    changed: bool
+    messages: List[str] = field(default_factory=list)
+
+
+def _relay_paths(relay_dir: Path) -> Dict[str, Path]:
+    return {"lock": relay_dir / "relay.lock", "txn": relay_dir / "txn", "base": relay_dir / "checkpoint",
+            "status": relay_dir / "status.json"}
+
+
+def touched_names(map_type: str) -> List[str]:
+    """Every file an apply may create or change in the Postfix dir."""
+    suffix = _INDEX_SUFFIX.get(map_type, ".db")
+    result = [MAIN_CF, MASTER_CF]
+    for name in MAP_NAMES:
+        result.append(name)
+        if suffix:
+            result.append(name + suffix)
+    return result
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def planned_files(desired: Desired, postfix_dir: Path) -> Dict[str, Optional[bytes]]:
+    """New content per file (None = delete); pure apart from reading the current files."""
+    plan: Dict[str, Optional[bytes]] = {}
+    main_now = _read(postfix_dir / MAIN_CF)
+    main_new = maincf.encode_bytes(maincf.with_block(maincf.decode(main_now), main_block_lines(desired)))
+    if main_new != main_now:
+        plan[MAIN_CF] = main_new
+    master_path = postfix_dir / MASTER_CF
+    if master_path.exists():
+        master_now = master_path.read_bytes()
+        master_new = maincf.encode_bytes(maincf.with_block(maincf.decode(master_now), desired.master_lines))
+        if master_new != master_now:
+            plan[MASTER_CF] = master_new
+    elif desired.master_lines:
+        raise StateError(f"{master_path} does not exist; cannot add the per-sender transports")
+    for name in MAP_NAMES:
+        path = postfix_dir / name
+        content = desired.maps.get(name)
+        if content is None:
+            if path.exists():
+                plan[name] = None
+        elif not path.exists() or path.read_bytes() != content.encode("utf-8"):
+            plan[name] = content.encode("utf-8")
+    return plan
+
+
+def _index_stale(desired: Desired, postfix_dir: Path, map_type: str) -> List[str]:
+    suffix = _INDEX_SUFFIX.get(map_type, ".db")
+    stale = []
+    for name in desired.maps:
+        index = postfix_dir / (name + suffix)
+        if suffix and (not index.exists() or index.stat().st_mtime < (postfix_dir / name).stat().st_mtime):
+            stale.append(name)
+    return stale
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP/SIGINT into Interrupted so the rollback path runs."""
+    def handler(signum: int, frame: Optional[FrameType]) -> None:
+        raise Interrupted(f"signal {signum}")
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def recover(relay_dir: Path, postfix_dir: Path, tools: Optional[pf.Tools]) -> Optional[str]:
+    """Put back a transaction an interrupted apply left behind; returns a message or None."""
+    store = _relay_paths(relay_dir)["txn"]
+    manifest = checkpoint.load(store)
+    if manifest is None:
+        if store.exists():
+            checkpoint.discard(store)  # incomplete: taken before any write happened
+        return None
+    checkpoint.restore(store, manifest, Path(str(manifest.get("postfix_dir", postfix_dir))))
+    checkpoint.discard(store)
+    if tools is not None:
+        pf.reload(tools, str(postfix_dir))
+    return "recovered: an interrupted apply was rolled back to the files before it"
+
+
+def write_status(relay_dir: Path, state: str, detail: str, fingerprint: Optional[str], postfix_dir: Path) -> None:
+    """Leave the outcome for the unprivileged side (status, UI); no secrets in it."""
+    data = {"state": state, "detail": detail, "fingerprint": fingerprint, "postfix_dir": str(postfix_dir),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write(_relay_paths(relay_dir)["status"], json.dumps(data, indent=1).encode(), 0o644)
+
+
+def apply(relay_dir: Path, postfix_dir: Path, tools: pf.Tools, desired: Desired, map_type: str,
+          hook: Optional[Any] = None) -> Outcome:
+    """Make the Postfix dir match `desired`; roll back on any failure or signal."""
+    relay_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = _relay_paths(relay_dir)
+    outcome = Outcome(changed=False)
+    with locked(paths["lock"], timeout=30):
+        message = recover(relay_dir, postfix_dir, tools)
+        if message:
+            outcome.messages.append(message)
+        plan = planned_files(desired, postfix_dir)
+        stale = _index_stale(desired, postfix_dir, map_type)
+        if not plan and not stale:
+            outcome.messages.append("nothing to change: the relay settings are in place")
+            return outcome
+        pf.check(tools, str(postfix_dir))
+        names = touched_names(map_type)
+        checkpoint.take(paths["txn"], postfix_dir, names)
+        try:
+            with _signals_raise():
+                for name, content in sorted(plan.items()):
+                    target = postfix_dir / name
+                    if content is None:
+                        target.unlink()
+                        for suffix in set(_INDEX_SUFFIX.values()) - {""}:
+                            if (postfix_dir / (name + suffix)).exists():
+                                (postfix_dir / (name + suffix)).unlink()
+                    else:
+                        # Maps hold secrets: 0600. main.cf/master.cf keep their mode.
+                        mode = 0o600 if name in MAP_NAMES else _mode(target, 0o644)
+                        atomic_write(target, content, mode)
+                    if hook:
+                        hook(name)
+                for name in desired.maps:
+                    pf.postmap(tools, str(postfix_dir), f"{map_type}:{postfix_dir / name}")
+                    index = postfix_dir / (name + _INDEX_SUFFIX.get(map_type, ".db"))
+                    if index.exists():
+                        index.chmod(0o600)
+                pf.check(tools, str(postfix_dir))
+                pf.reload(tools, str(postfix_dir))
+                _commit(paths, postfix_dir, names)
+        except BaseException as exc:
+            manifest = checkpoint.load(paths["txn"])
+            if manifest is not None:
+                checkpoint.restore(paths["txn"], manifest, postfix_dir)
+                checkpoint.discard(paths["txn"])
+                with contextlib.suppress(Exception):  # the restore succeeded; report the first cause
+                    pf.reload(tools, str(postfix_dir))
+            raise RollbackRequired(f"apply failed and was rolled back: {exc}") from exc
+        checkpoint.discard(paths["txn"])
+        outcome.changed = True
+        outcome.messages.append("applied: " + ", ".join(sorted(plan) or ["map indexes"]))
+    return outcome
+
+
+def _mode(path: Path, default: int) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return default
+
+
+def _commit(paths: Dict[str, Path], postfix_dir: Path, names: List[str]) -> None:
+    """Record the pre-SmartPop originals and what we wrote, for rollback and drift checks."""
+    txn = checkpoint.load(paths["txn"])
+    assert txn is not None
+    base = checkpoint.load(paths["base"])
+    applied = {name: checkpoint.sha256_file(postfix_dir / name) for name in names}
+    if base is None:
+        # First apply: the transaction's copies are the pre-SmartPop originals.
+        checkpoint.take(paths["base"], postfix_dir, [], extra={})
+        _copy_checkpoint(paths["txn"], paths["base"], txn, applied)
+        return
+    # Keep the first originals, except for files that changed under us (MailPlus regenerated
+    # them): then the regenerated version, without our block, is what a rollback restores.
+    before = base.get("extra", {}).get("applied", {})
+    merged_files = dict(base["files"])
+    for name, info in txn["files"].items():
+        if info.get("sha256") != before.get(name) or name not in merged_files:
+            merged_files[name] = dict(info, source="txn")
+    _rewrite_base(paths, txn, merged_files, applied)
+
+
+def _copy_checkpoint(txn_dir: Path, base_dir: Path, txn: Dict[str, Any], applied: Dict[str, Optional[str]]) -> None:
+    files = {name: dict(info, source="txn") for name, info in txn["files"].items()}
+    _rewrite_base({"txn": txn_dir, "base": base_dir}, txn, files, applied)
+
+
+def _rewrite_base(paths: Dict[str, Path], txn: Dict[str, Any], files: Dict[str, Any],
+                  applied: Dict[str, Optional[str]]) -> None:
+    staging = paths["base"].with_name("checkpoint.new")
+    if staging.exists():
+        checkpoint.discard(staging)
+    staging.mkdir(mode=0o700)
+    clean: Dict[str, Any] = {}
+    for name, recorded in files.items():
+        info = dict(recorded)
+        source = paths["txn"] if info.pop("source", None) == "txn" else paths["base"]
+        if info.get("present"):
+            atomic_write(staging / name, (source / name).read_bytes(), 0o600)
+        clean[name] = info
+    manifest = {"postfix_dir": txn.get("postfix_dir"), "files": clean, "extra": {"applied": applied}}
+    atomic_write(staging / checkpoint.MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode(), 0o600)
+    if paths["base"].exists():
+        checkpoint.discard(paths["base"])
+    staging.rename(paths["base"])
+
+
+def changed_since_apply(relay_dir: Path, postfix_dir: Path) -> List[str]:
+    """Files whose bytes differ from what the last apply left (drift); [] if no checkpoint."""
+    base = checkpoint.load(_relay_paths(relay_dir)["base"])
+    if base is None:
+        return []
+    applied = base.get("extra", {}).get("applied", {})
+    return sorted(name for name, digest in applied.items()
+                  if checkpoint.sha256_file(postfix_dir / name) != digest)
+
+
+def rollback(relay_dir: Path, postfix_dir: Path, tools: pf.Tools, force: bool = False) -> Outcome:
+    """Restore every touched file byte-identical to before the first apply, then reload."""
+    paths = _relay_paths(relay_dir)
+    relay_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    outcome = Outcome(changed=False)
+    with locked(paths["lock"], timeout=30):
+        message = recover(relay_dir, postfix_dir, tools)
+        if message:
+            outcome.messages.append(message)
+        base = checkpoint.load(paths["base"])
+        if base is None:
+            outcome.messages.append("nothing to roll back: no SmartPop checkpoint")
+            return outcome
+        drifted = changed_since_apply(relay_dir, postfix_dir)
+        if drifted and not force:
+            raise StateError("refusing to roll back: " + ", ".join(drifted) + " changed since SmartPop applied "
+                             "its settings (MailPlus may have rewritten them); restoring would discard those "
+                             "changes. Run `smartpop relay apply` then rollback, or pass --force")
+        checkpoint.restore(paths["base"], base, postfix_dir)
+        checkpoint.discard(paths["base"])
+        pf.reload(tools, str(postfix_dir))
+        outcome.changed = True
+        outcome.messages.append("rolled back: " + ", ".join(checkpoint.names(base)))
+    return outcome
+
+
+def verify(postfix_dir: Path, tools: pf.Tools, desired: Desired) -> List[str]:
+    """Differences between the live config and the desired one ([] = in place)."""
+    live = pf.postconf_n(tools, str(postfix_dir))
+    problems = [f"{name}: live {live.get(name)!r}, want {value!r}"
+                for name, value in sorted(desired.params.items()) if live.get(name) != value]
+    main_text = maincf.decode(_read(postfix_dir / MAIN_CF))
+    if not desired.params and maincf.split_blocks(main_text)[1]:
+        problems.append("main.cf still has a SmartPop block although the relay is disabled")
+    if maincf.block_body(main_text) != main_block_lines(desired):
+        if desired.params:
+            problems.append("main.cf: the SmartPop block is missing or differs")
+    for name, content in desired.maps.items():
+        if _read(postfix_dir / name) != content.encode("utf-8"):
+            problems.append(f"{name}: missing or different")
+    master = maincf.decode(_read(postfix_dir / MASTER_CF))
+    if maincf.block_body(master) != desired.master_lines:
+        problems.append("master.cf: the SmartPop transports are missing or differ")
+    return problems

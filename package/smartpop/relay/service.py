@@ -1,0 +1,121 @@
+"""Relay functions other components call (status for UI/CLI, test mail, rollback request)."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import socket
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from smartpop.config import validators as v
+from smartpop.errors import ConfigError, TemporaryError
+from smartpop.paths import Paths
+from smartpop.relay import maincf
+from smartpop.relay.desired import Desired, desired_from_relay, main_block_lines
+
+PACKAGE = "SmartPop"
+REQUEST = "rollback.request"
+
+
+def task_command(paths: Paths) -> str:
+    """The exact line for DSM Task Scheduler (user: root, e.g. every 10 minutes)."""
+    return f"/var/packages/{PACKAGE}/target/bin/smartpop --data {paths.data} relay task"
+
+
+def request_file(paths: Paths) -> Path:
+    """Where a pending rollback request is left for the root task."""
+    return paths.relay_dir / REQUEST
+
+
+def request_rollback(paths: Paths) -> None:
+    """Leave a rollback request the root task carries out on its next run (preuninst)."""
+    from smartpop.fsutil import atomic_write
+
+    paths.relay_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    atomic_write(request_file(paths), b"rollback\n", 0o600)
+
+
+def _read_status(paths: Paths) -> Dict[str, Any]:
+    try:
+        data = json.loads((paths.relay_dir / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None) -> Dict[str, Any]:
+    """applied / pending / drift / disabled / unknown, read-only (works as the package user)."""
+    from smartpop.relay.postfix import default_postfix_dir
+
+    command = task_command(paths)
+    last = _read_status(paths)
+    directory = postfix_dir or str(last.get("postfix_dir") or default_postfix_dir())
+    result: Dict[str, Any] = {"state": "unknown", "detail": "", "task_command": command,
+                              "last_run": last.get("time"), "postfix_dir": directory}
+    if request_file(paths).exists():
+        result.update(state="pending", detail="a rollback is requested; the root task carries it out on its next run")
+        return result
+    try:
+        # The map type only changes the table prefix; the fingerprint uses the one last applied.
+        desired = desired_from_relay(config.relay, directory, str(last.get("map_type") or "hash"))
+    except ConfigError as exc:
+        result.update(state="unknown", detail=f"relay settings are invalid: {exc}")
+        return result
+    enabled = bool(desired.params)
+    if last.get("fingerprint") != desired.fingerprint():
+        if not enabled and not last:
+            result.update(state="disabled", detail="the relay is off and SmartPop never changed Postfix")
+        else:
+            result.update(state="pending", detail="the settings changed; run the root task (Task Scheduler) "
+                                                  "to apply them: " + command)
+        return result
+    if last.get("state") == "drift":
+        result.update(state="drift", detail=str(last.get("detail") or "Postfix files changed under SmartPop"))
+        return result
+    live = _live_block_matches(Path(directory), desired)
+    if live is False:
+        result.update(state="drift", detail="main.cf no longer holds SmartPop's settings (MailPlus may have "
+                                            "rewritten it); the root task re-applies them")
+    elif not enabled:
+        result.update(state="disabled", detail="the relay is off; MailPlus's own settings are in place")
+    else:
+        result.update(state="applied", detail="the relay settings are in place"
+                      + ("" if live else " (according to the root task's last run)"))
+    return result
+
+
+def _live_block_matches(postfix_dir: Path, desired: Desired) -> Optional[bool]:
+    try:
+        text = maincf.decode((postfix_dir / "main.cf").read_bytes())
+    except OSError:
+        return None
+    return maincf.block_body(text) == main_block_lines(desired)
+
+
+def send_test_mail(config: Any, to_address: str) -> str:
+    """Submit a short test message to MailPlus for `to_address`; return the server's answer."""
+    recipient = v.as_address("to_address", to_address)
+    host, port = config.delivery.host, int(config.delivery.port)
+    message = EmailMessage()
+    sender = recipient
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = "SmartPop relay test"
+    message.set_content("This test message was sent by SmartPop to check the outgoing relay.\n")
+    try:
+        with smtplib.SMTP(host, port, timeout=30) as smtp:
+            smtp.ehlo_or_helo_if_needed()
+            refused = smtp.send_message(message, from_addr=sender, to_addrs=[recipient])
+            if refused:
+                raise TemporaryError(f"MailPlus refused {recipient}: {refused[recipient]}")
+            code, text = smtp.noop()
+            return f"accepted by {host}:{port} for {recipient} ({code} {text.decode('utf-8', 'replace')})"
+    except smtplib.SMTPResponseException as exc:
+        answer = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        raise TemporaryError(f"MailPlus at {host}:{port} refused the test mail: {exc.smtp_code} {answer}") from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise TemporaryError(f"MailPlus at {host}:{port} refused {recipient}: {exc.recipients}") from None
+    except (OSError, smtplib.SMTPException, socket.timeout) as exc:
+        raise TemporaryError(f"cannot send the test mail via {host}:{port}: {exc}") from None

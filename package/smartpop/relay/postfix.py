@@ -54,7 +54,7 @@ def default_postfix_dir() -> str:
     return MAILPLUS_ETC if os.path.isfile(os.path.join(MAILPLUS_ETC, "main.cf")) else "/etc/postfix"
 
 
-def run(argv: List[str], check: bool = True) -> "subprocess.CompletedProcess[bytes]":
+def run(argv: List[str], check: bool = True) -> subprocess.CompletedProcess[bytes]:
     """Run a tool; raise TemporaryError with its message when it fails or hangs."""
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,

@@ -47,11 +47,9 @@ def build_status(paths: Paths) -> Dict[str, Any]:
             entry[key] = seen.get(key)
         accounts.append(entry)
     report["accounts"] = accounts
-    relay_runtime = runtime.get("relay", {})
-    report["relay"] = {
-        "enabled": config.relay.enabled,
-        "state": relay_runtime.get("state", "not applied" if config.relay.enabled else "disabled"),
-    }
+    from smartpop.relay.service import relay_status
+
+    report["relay"] = dict(relay_status(paths, config), enabled=config.relay.enabled)
     return report
 
 
@@ -71,5 +69,7 @@ def format_status(report: Dict[str, Any]) -> str:
                      f"waiting {entry['waiting'] if entry['waiting'] is not None else 'unknown'}, "
                      f"last error {entry['last_error'] or 'none'}")
     relay = report["relay"]
-    lines.append(f"relay: {relay['state']}")
+    lines.append(f"relay: {relay['state']}: {relay.get('detail', '')}")
+    if relay.get("task_command"):
+        lines.append(f"relay root task: {relay['task_command']}")
     return "\n".join(lines)

@@ -275,10 +275,8 @@ class AlertWatcher:
             return []
         config = store.load(self.paths)
         relay_state = None
-        try:
+        if config.relay.enabled:
             from smartpop.relay.service import relay_status
-        except ImportError:
-            relay_status = None
-        if relay_status is not None and config.relay.enabled:
+
             relay_state = relay_status(self.paths, config).get("state")
         return check(self.paths, config, report, relay_state)

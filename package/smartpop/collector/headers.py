@@ -10,7 +10,7 @@ import base64
 import binascii
 import quopri
 import re
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, Match, NamedTuple, Optional, Sequence, Tuple
 
 # A header field starts with a printable-ASCII name (no colon), optional obsolete WSP, then ':'.
 _FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:")
@@ -134,7 +134,7 @@ def first(fields: Sequence[Field], name: str) -> Optional[str]:
     return found[0] if found else None
 
 
-def _decode_word(match: re.Match[str]) -> str:
+def _decode_word(match: Match[str]) -> str:
     charset, encoding, payload = match.group(1), match.group(2).upper(), match.group(3)
     charset = charset.split("*", 1)[0]  # RFC 2231 language suffix
     try:

@@ -11,7 +11,6 @@ from typing import Any, Dict
 
 import pytest
 
-from conftest import sample_document
 from smartpop.config import store
 from smartpop.config.migrate import migrate
 from smartpop.config.schema import parse_config, render_config
@@ -19,6 +18,7 @@ from smartpop.config.wizard import document_from_wizard
 from smartpop.errors import ConfigError
 from smartpop.log import RedactingFilter
 from smartpop.paths import Paths
+from support.samples import sample_document
 
 
 def error_for(document: Dict[str, Any]) -> ConfigError:

@@ -188,6 +188,16 @@ class FakeDSM:
         self.runs.append(run)
         return run
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the installed target/bin/smartpop as the package user (the way the UI's backend does)."""
+        assert self.installed is not None
+        env = self.env(self.installed, "", {})
+        argv = [str(self.target / "bin" / "smartpop"), "--data", str(self.var), *args]
+        if self.user is not None:
+            argv = ["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}", "--clear-groups",
+                    "--", *argv]
+        return subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, timeout=60)
+
     def _unpack_target(self, spk: Spk) -> None:
         self.target.mkdir(parents=True)
         with tarfile.open(spk.root / "package.tgz", "r:gz") as archive:
@@ -260,13 +270,21 @@ class FakeDSM:
         return runs
 
     def uninstall(self, wizard: Mapping[str, str]) -> List[ScriptRun]:
-        """prestop → stop → preuninst → (target removed) → postuninst."""
+        """prestop → stop → preuninst → (target removed) → postuninst.
+
+        A failing preuninst aborts the uninstall; DSM then starts the package again.
+        """
         spk = self.installed
         assert spk is not None
         runs = []
-        if self.status() == 0:
+        was_running = self.status() == 0
+        if was_running:
             runs += self.stop("UNINSTALL")
         runs.append(self.run(self.scripts, "preuninst", spk, "UNINSTALL", wizard=wizard))
+        if runs[-1].rc != 0:
+            if was_running:
+                runs += self.start()
+            return runs
         shutil.rmtree(self.target)
         runs.append(self.run(self.scripts, "postuninst", spk, "UNINSTALL", wizard=wizard))
         shutil.rmtree(self.scripts)

@@ -82,11 +82,14 @@ T: Dict[str, Dict[str, str]] = {
                "ger": "Alle SmartPop-Daten löschen, auch die gespeicherten Passwörter (nicht rückgängig zu machen)"},
     "relay_restore_intro": {
         "enu": "If SmartPop changed MailPlus's outgoing mail settings, it can restore them exactly as "
-               "they were. The DSM Task Scheduler task you created for SmartPop carries this out on its "
-               "next run; delete that task afterwards.",
-        "ger": "Falls SmartPop die Versandeinstellungen von MailPlus geändert hat, kann es sie exakt "
-               "wiederherstellen. Die für SmartPop angelegte Aufgabe in der DSM-Aufgabenplanung erledigt "
-               "das bei ihrem nächsten Lauf; löschen Sie die Aufgabe danach.",
+               "they were. This needs your SmartPop task in DSM Task Scheduler (it runs as root): when "
+               "the settings are still active, the uninstallation stops and asks you to run that task "
+               "once (Task Scheduler > select the task > Run), then to uninstall again.",
+        "ger": "Falls SmartPop die Einstellungen von MailPlus für ausgehende Mails geändert hat, kann es "
+               "sie exakt wiederherstellen. Dazu dient Ihre SmartPop-Aufgabe in der DSM-Aufgabenplanung "
+               "(sie läuft als root): Sind die Einstellungen noch aktiv, hält die Deinstallation an und "
+               "bittet Sie, diese Aufgabe einmal auszuführen (Aufgabenplanung > Aufgabe wählen > "
+               "Ausführen) und dann erneut zu deinstallieren.",
     },
     "relay_restore": {"enu": "Restore MailPlus's original relay settings",
                       "ger": "Ursprüngliche Relay-Einstellungen von MailPlus wiederherstellen"},

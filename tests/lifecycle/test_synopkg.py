@@ -91,11 +91,14 @@ def assert_all_ok(runs: List[ScriptRun]) -> None:
     assert not failed, "\n".join(f"{r.script} {r.action}: rc={r.rc}\n{r.stderr}\n{r.dialog}" for r in failed)
 
 
-def get(port: int, secret: str = "") -> int:
-    """HTTP status of GET / on the backend."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/")
-    if secret:
-        request.add_header("X-SmartPop-Proof", secret)
+def cgi_headers(secret: str) -> Dict[str, str]:
+    """The headers index.cgi adds for an authenticated DSM administrator."""
+    return {"X-SmartPop-Proof": secret, "X-SmartPop-User": "admin", "X-SmartPop-Session": "lifecycle"}
+
+
+def get(port: int, secret: str = "", path: str = "/") -> int:
+    """HTTP status of GET path on the backend, with the CGI's headers when secret is given."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=cgi_headers(secret) if secret else {})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return int(response.status)
@@ -227,7 +230,7 @@ def test_upgrade_keeps_data_and_runs_new_version(dsm: FakeDSM, spk: Spk, spk_v2:
     wait_listening(port)
     secret = (dsm.var / "web.secret").read_text().strip()
     with urllib.request.urlopen(urllib.request.Request(
-            f"http://127.0.0.1:{port}/", headers={"X-SmartPop-Proof": secret}), timeout=5) as response:
+            f"http://127.0.0.1:{port}/api/status", headers=cgi_headers(secret)), timeout=5) as response:
         assert json.load(response)["version"] == "0.1.0-0002"
 
 
@@ -278,6 +281,53 @@ def test_uninstall_delete_removes_all_data(dsm: FakeDSM, spk: Spk) -> None:
                                  "wizard_relay_restore": "false"}))
     assert dsm.var.is_dir()
     assert list(dsm.var.iterdir()) == []
+
+
+def fake_relay_checkpoint(dsm: FakeDSM) -> Path:
+    """What the root task leaves in DATA once it has changed MailPlus's Postfix."""
+    store = dsm.var / "relay" / "checkpoint"
+    store.mkdir(parents=True)
+    (store / "manifest.json").write_text('{"files": {}}')
+    if dsm.user is not None:
+        for path in (dsm.var / "relay", store, store / "manifest.json"):
+            os.chown(path, dsm.user.pw_uid, dsm.user.pw_gid)
+    return store
+
+
+def test_uninstall_with_relay_restore_waits_for_the_root_task(dsm: FakeDSM, spk: Spk) -> None:
+    """Relay still patched + 'restore': preuninst leaves the request and stops the uninstall;
+    once the root task has rolled back, the uninstall goes through."""
+    port = free_ports(1)[0]
+    assert_all_ok(dsm.install(spk, wizard(port)))
+    store = fake_relay_checkpoint(dsm)
+    restore = {"wizard_keep_data": "true", "wizard_delete_data": "false", "wizard_relay_restore": "true"}
+    runs = dsm.uninstall(restore)
+    preuninst = next(r for r in runs if r.script == "preuninst")
+    assert preuninst.rc == 1, "the uninstall must stop while MailPlus still uses SmartPop's relay settings"
+    assert "Task Scheduler" in preuninst.dialog and "uninstall SmartPop again" in preuninst.dialog
+    assert (dsm.var / "relay" / "rollback.request").is_file()
+    assert (dsm.target / "bin" / "smartpop").is_file(), "the package code must survive an aborted uninstall"
+    assert dsm.status() == 0, "DSM starts the package again after an aborted uninstall"
+    result = dsm.cli("status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["relay"]["state"] == "pending"
+
+    # The root task rolled back (checkpoint gone, request consumed): now the uninstall passes.
+    shutil.rmtree(store)
+    (dsm.var / "relay" / "rollback.request").unlink()
+    assert_all_ok(dsm.uninstall(restore))
+    assert not dsm.target.exists()
+
+
+def test_uninstall_without_relay_restore_leaves_mailplus_as_is(dsm: FakeDSM, spk: Spk) -> None:
+    """Unticking 'restore' uninstalls at once and requests nothing."""
+    assert_all_ok(dsm.install(spk, wizard(free_ports(1)[0])))
+    fake_relay_checkpoint(dsm)
+    assert_all_ok(dsm.uninstall({"wizard_keep_data": "true", "wizard_delete_data": "false",
+                                 "wizard_relay_restore": "false"}))
+    assert not dsm.target.exists()
+    assert not (dsm.var / "relay" / "rollback.request").exists()
 
 
 @pytest.mark.parametrize(("language", "expected"), [

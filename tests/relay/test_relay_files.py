@@ -69,7 +69,7 @@ def test_apply_verify_idempotent_drift_rollback(tmp_path: Path, fixture: str) ->
     assert patcher.verify(directory, tools, desired) == []
     live = pf.postconf_n(tools, str(directory))
     assert live["relayhost"] == "[smtp.provider.test]:587"
-    assert live["smtp_tls_security_level"] == "encrypt"
+    assert live["smtp_tls_security_level"] == "secure"
     assert (directory / "smartpop_sasl_passwd").stat().st_mode & 0o777 == 0o600
     assert (directory / "smartpop_sasl_passwd.db").stat().st_mode & 0o777 == 0o600
     after = _tree(directory)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 from pathlib import Path
-from typing import Tuple
+from typing import Iterator, Tuple
 
 from smartpop.config import store
 from smartpop.errors import StateError
 from smartpop.paths import Paths
-from smartpop.relay import patcher
+from smartpop.relay import patcher, trust
 from smartpop.relay import postfix as pf
 from smartpop.relay.desired import Desired, desired_from_relay, main_block_lines
 from smartpop.relay.service import relay_status, request_file, request_rollback
@@ -28,10 +30,11 @@ def _postfix_dir(args: argparse.Namespace) -> Path:
     return directory
 
 
-def _desired(paths: Paths, directory: Path, tools: pf.Tools) -> Tuple[Desired, str]:
+def _desired(paths: Paths, directory: Path, tools: pf.Tools) -> Tuple[Desired, str, str]:
     config = store.load(paths)  # schema validation; desired_from_relay validates again
     map_type = pf.map_type(tools)
-    return desired_from_relay(config.relay, str(directory), map_type), map_type
+    ca_file = trust.find_ca_file()
+    return desired_from_relay(config.relay, str(directory), map_type, ca_file), map_type, ca_file
 
 
 def _plan_text(desired: Desired, directory: Path) -> str:
@@ -66,46 +69,55 @@ def cmd_relay(paths: Paths, args: argparse.Namespace) -> int:
         return EXIT_OK
     directory = _postfix_dir(args)
     tools = pf.locate(getattr(args, "postfix_bin", None))
-    relay_dir = paths.relay_dir
-    if action == "rollback" or (action == "task" and request_file(paths).exists()):
-        outcome = patcher.rollback(relay_dir, directory, tools, force=getattr(args, "force", False))
-        if action == "task" or request_file(paths).exists():
-            request_file(paths).unlink()
-        patcher.write_status(relay_dir, "rolled back", "; ".join(outcome.messages), None, directory)
-        print("\n".join(outcome.messages))
-        return EXIT_OK
-    desired, map_type = _desired(paths, directory, tools)
-    if action == "plan":
-        print(_plan_text(desired, directory))
-        return EXIT_OK
-    if action == "verify":
+    if action in ("plan", "verify"):
+        # Read-only: never create the state dir here (an unprivileged caller would own it).
+        desired, _, _ = _desired(paths, directory, tools)
+        if action == "plan":
+            print(_plan_text(desired, directory))
+            return EXIT_OK
         problems = patcher.verify(directory, tools, desired)
-        drifted = patcher.changed_since_apply(relay_dir, directory)
+        state = trust.state_dir_name(paths.relay_dir)
+        drifted = patcher.changed_since_apply(state, directory) if state.is_dir() else []
         if problems:
             print("drift:\n  " + "\n  ".join(problems + [f"changed since apply: {n}" for n in drifted]))
             return EXIT_DRIFT
         print("in place: the live Postfix config matches the relay settings")
         return EXIT_OK
-    # apply (and task without a rollback request)
-    problems_before = patcher.verify(directory, tools, desired) if action == "task" else []
-    outcome = patcher.apply(relay_dir, directory, tools, desired, map_type)
-    detail = "; ".join(outcome.messages)
-    if problems_before and outcome.changed:
-        detail = "re-applied after drift: " + detail
-    _write_status(relay_dir, directory, desired, map_type, detail)
+    if action == "rollback" or (action == "task" and request_file(paths).exists()):
+        with _state_dir(paths) as state:
+            return _rollback(paths, state, directory, tools, getattr(args, "force", False))
+    # apply (and task without a rollback request): validate everything before any write.
+    desired, map_type, ca_file = _desired(paths, directory, tools)
+    with _state_dir(paths) as state:
+        problems_before = patcher.verify(directory, tools, desired) if action == "task" else []
+        outcome = patcher.apply(state, directory, tools, desired, map_type, )
+        detail = "; ".join(outcome.messages)
+        if problems_before and outcome.changed:
+            detail = "re-applied after drift: " + detail
+        patcher.write_status(state, "applied" if desired.params else "disabled", detail, desired.fingerprint(),
+                             directory, {"map_type": map_type, "ca_file": ca_file})
     for message in outcome.messages:
         LOG.info("relay: %s", message)
     print(detail)
     return EXIT_OK
 
 
-def _write_status(relay_dir: Path, directory: Path, desired: Desired, map_type: str, detail: str) -> None:
-    patcher.write_status(relay_dir, "applied" if desired.params else "disabled", detail,
-                         desired.fingerprint(), directory)
-    # map_type lets the unprivileged status compute the same fingerprint.
-    status_path = relay_dir / "status.json"
-    data = json.loads(status_path.read_text(encoding="utf-8"))
-    data["map_type"] = map_type
-    from smartpop.fsutil import atomic_write
+@contextlib.contextmanager
+def _state_dir(paths: Paths) -> Iterator[Path]:
+    """Root's own checkpoint dir, bound by file descriptor for the whole command."""
+    fd, state = trust.open_state_dir(paths.relay_dir)
+    try:
+        yield state
+    finally:
+        os.close(fd)
 
-    atomic_write(status_path, json.dumps(data, indent=1).encode(), 0o644)
+
+def _rollback(paths: Paths, state: Path, directory: Path, tools: pf.Tools, force: bool) -> int:
+    outcome = patcher.rollback(state, directory, tools, force=force)
+    request = request_file(paths)
+    if os.path.lexists(request):
+        os.unlink(request)  # unlink never follows a symlink the package user may have put there
+    patcher.write_status(state, "rolled back", "; ".join(outcome.messages), None, directory)
+    print("\n".join(outcome.messages))
+    return EXIT_OK
+

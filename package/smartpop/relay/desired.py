@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from smartpop.config import validators as v
 from smartpop.errors import ConfigError
@@ -31,11 +32,16 @@ WHITELIST = frozenset({
     "smtp_sasl_mechanism_filter",
     "smtp_tls_security_level",
     "smtp_tls_wrappermode",
+    "smtp_tls_CAfile",
     "smtp_sender_dependent_authentication",
     "sender_dependent_relayhost_maps",
     "sender_dependent_default_transport_maps",
 })
 SECURITIES = ["starttls", "ssl"]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# 'secure' = TLS is mandatory (as with 'encrypt') and the certificate must chain to
+# smtp_tls_CAfile and match the relay's host name; 'encrypt' alone would accept any certificate.
+TLS_LEVEL = "secure"
 
 
 @dataclass
@@ -70,6 +76,16 @@ def _password(key: str, value: Any) -> str:
     return text
 
 
+def ca_file_value(path: str) -> str:
+    """A CA bundle path as it may appear in main.cf (absolute, no spaces, '$', ',' or controls)."""
+    # '$' would be expanded by Postfix, ',' and whitespace split lists: refuse rather than quote.
+    if (not path.startswith("/") or any(ch.isspace() or ch in "$,\\" for ch in path)
+            or _CONTROL.search(path) or "/../" in path + "/"):
+        raise ConfigError(f"CA bundle path {path!r} cannot be used in main.cf "
+                          "(needs an absolute path without spaces, '$', ',' or '..')")
+    return path
+
+
 def _nexthop(host: str, port: int) -> str:
     # Brackets: no MX lookup. IPv6 literals need the ipv6: prefix inside the brackets.
     inner = f"ipv6:{host}" if ":" in host else host
@@ -88,8 +104,11 @@ def _relay_fields(key: str, raw: Any) -> Tuple[str, int, str, str, str]:
     return host, port, security, username, password
 
 
-def desired_from_relay(relay: Any, postfix_dir: str, map_type: str) -> Desired:
-    """Build the desired state from a schema Relay (re-validated, never trusted)."""
+def desired_from_relay(relay: Any, postfix_dir: str, map_type: str, ca_file: Optional[str] = None) -> Desired:
+    """Build the desired state from a schema Relay (re-validated, never trusted).
+
+    `ca_file` is the CA bundle Postfix verifies the providers against (see trust.find_ca_file).
+    """
     if not v.as_bool("relay.enabled", getattr(relay, "enabled", False)):
         return Desired()
     if map_type not in ("hash", "btree", "lmdb", "cdb", "texthash"):
@@ -108,10 +127,12 @@ def desired_from_relay(relay: Any, postfix_dir: str, map_type: str) -> Desired:
         "smtp_sasl_security_options": "noanonymous, noplaintext",
         "smtp_sasl_tls_security_options": "noanonymous",
         "smtp_sasl_mechanism_filter": "plain, login",
-        "smtp_tls_security_level": "encrypt",
+        "smtp_tls_security_level": TLS_LEVEL,
         # Wrapper mode follows `security`, never the port number.
         "smtp_tls_wrappermode": "yes" if security == "ssl" else "no",
     }
+    if ca_file is not None:
+        params["smtp_tls_CAfile"] = ca_file_value(ca_file)
     sasl_lines = [f"{default_hop} {username}:{password}"]
     senders = getattr(relay, "sender_relays", None) or []
     if not isinstance(senders, list):
@@ -141,10 +162,10 @@ def desired_from_relay(relay: Any, postfix_dir: str, map_type: str) -> Desired:
             # Per-sender TLS mode needs its own smtp transport (smtp_tls_wrappermode is global).
             f"{TRANSPORT_SSL} unix  -       -       n       -       -       smtp",
             "  -o smtp_tls_wrappermode=yes",
-            "  -o smtp_tls_security_level=encrypt",
+            f"  -o smtp_tls_security_level={TLS_LEVEL}",
             f"{TRANSPORT_TLS} unix  -       -       n       -       -       smtp",
             "  -o smtp_tls_wrappermode=no",
-            "  -o smtp_tls_security_level=encrypt",
+            f"  -o smtp_tls_security_level={TLS_LEVEL}",
         ]
     else:
         master_lines = []

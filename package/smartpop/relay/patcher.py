@@ -117,6 +117,8 @@ def recover(relay_dir: Path, postfix_dir: Path, tools: Optional[pf.Tools]) -> Op
     """Put back a transaction an interrupted apply left behind; returns a message or None."""
     store = _relay_paths(relay_dir)["txn"]
     manifest = checkpoint.load(store)
+    if manifest is not None or store.exists():
+        _remove_temp_files(postfix_dir)
     if manifest is None:
         if store.exists():
             checkpoint.discard(store)  # incomplete: taken before any write happened
@@ -128,10 +130,22 @@ def recover(relay_dir: Path, postfix_dir: Path, tools: Optional[pf.Tools]) -> Op
     return "recovered: an interrupted apply was rolled back to the files before it"
 
 
-def write_status(relay_dir: Path, state: str, detail: str, fingerprint: Optional[str], postfix_dir: Path) -> None:
+def _remove_temp_files(postfix_dir: Path) -> None:
+    """Delete the temp files of an atomic write that a killed apply left in the Postfix dir."""
+    # atomic_write names them '.<name>.<random>.tmp'; only our own file names are considered.
+    for name in [MAIN_CF, MASTER_CF, *MAP_NAMES]:
+        for leftover in postfix_dir.glob(f".{name}.*.tmp"):
+            if leftover.is_file() and not leftover.is_symlink():
+                leftover.unlink()
+
+
+def write_status(relay_dir: Path, state: str, detail: str, fingerprint: Optional[str], postfix_dir: Path,
+                 extra: Optional[Dict[str, str]] = None) -> None:
     """Leave the outcome for the unprivileged side (status, UI); no secrets in it."""
-    data = {"state": state, "detail": detail, "fingerprint": fingerprint, "postfix_dir": str(postfix_dir),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    data: Dict[str, Any] = {"state": state, "detail": detail, "fingerprint": fingerprint,
+                            "postfix_dir": str(postfix_dir), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    # map_type and ca_file let the unprivileged status compute the same fingerprint.
+    data.update(extra or {})
     atomic_write(_relay_paths(relay_dir)["status"], json.dumps(data, indent=1).encode(), 0o644)
 
 
@@ -179,6 +193,7 @@ def apply(relay_dir: Path, postfix_dir: Path, tools: pf.Tools, desired: Desired,
         except BaseException as exc:
             manifest = checkpoint.load(paths["txn"])
             if manifest is not None:
+                _remove_temp_files(postfix_dir)
                 checkpoint.restore(paths["txn"], manifest, postfix_dir)
                 checkpoint.discard(paths["txn"])
                 with contextlib.suppress(Exception):  # the restore succeeded; report the first cause

@@ -38,8 +38,9 @@ def request_rollback(paths: Paths) -> None:
 
 
 def _read_status(paths: Paths) -> Dict[str, Any]:
+    # Root's task writes it into its own state dir (relay/trust.py); read-only here.
     try:
-        data = json.loads((paths.relay_dir / "status.json").read_text(encoding="utf-8"))
+        data = json.loads((paths.relay_dir / "state" / "status.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -59,7 +60,9 @@ def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None) -
         return result
     try:
         # The map type only changes the table prefix; the fingerprint uses the one last applied.
-        desired = desired_from_relay(config.relay, directory, str(last.get("map_type") or "hash"))
+        ca_file = last.get("ca_file")
+        desired = desired_from_relay(config.relay, directory, str(last.get("map_type") or "hash"),
+                                     str(ca_file) if ca_file else None)
     except ConfigError as exc:
         result.update(state="unknown", detail=f"relay settings are invalid: {exc}")
         return result

@@ -177,7 +177,8 @@ relayhost =
 def write_config(data_dir: Path, relay: Dict[str, object]) -> None:
     """A config.json with `relay` as its relay section (mode 0600, like the package writes it)."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    doc = {"accounts": [], "local_domains": ["firma.test"], "fallback_recipient": "postmaster@firma.test",
+    doc = {"schema_version": 1, "accounts": [], "local_domains": ["firma.test"],
+           "fallback_recipient": "postmaster@firma.test",
            "relay": relay}
     path = data_dir / "config.json"
     path.write_text(json.dumps(doc, indent=1))

@@ -92,6 +92,21 @@ def _nexthop(host: str, port: int) -> str:
     return f"[{inner}]:{port}"
 
 
+_SENDER_LOCAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+
+
+def _sender(key: str, value: Any) -> str:
+    """A per-sender key, stricter than RFC 5321: it becomes a lookup key in two map files."""
+    sender = v.as_sender_pattern(key, value)
+    local = sender.rpartition("@")[0]
+    # '#' would turn the map line into a comment; '$', '`', '|', '/' etc. are legal in an
+    # address but have no business in a root-written file, so refuse them outright.
+    if local and not _SENDER_LOCAL.match(local):
+        raise v.fail(key, f"{sender!r} has characters SmartPop does not accept in a relay sender",
+                     "use letters, digits and . _ + = - before the @, or '@domain'")
+    return sender
+
+
 def _relay_fields(key: str, raw: Any) -> Tuple[str, int, str, str, str]:
     """Re-validate one relay's (host, port, security, username, password)."""
     host = v.as_hostname(f"{key}.host", getattr(raw, "host", None))
@@ -144,7 +159,7 @@ def desired_from_relay(relay: Any, postfix_dir: str, map_type: str, ca_file: Opt
         seen = set()
         for i, item in enumerate(senders):
             key = f"relay.sender_relays[{i}]"
-            sender = v.as_sender_pattern(f"{key}.sender", getattr(item, "sender", None))
+            sender = _sender(f"{key}.sender", getattr(item, "sender", None))
             if sender in seen:
                 raise v.fail(f"{key}.sender", f"{sender} is listed twice", "keep one entry per sender")
             seen.add(sender)

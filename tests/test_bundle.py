@@ -21,7 +21,7 @@ def target(built_spk: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """package.tgz unpacked, as DSM's target dir."""
     root = tmp_path_factory.mktemp("target")
     with tarfile.open(built_spk, "r:") as spk:
-        spk.extract("package.tgz", root)
+        spk.extract("package.tgz", root, **SAFE_EXTRACT)
     with tarfile.open(root / "package.tgz", "r:gz") as payload:
         payload.extractall(root / "target", **SAFE_EXTRACT)
     return root / "target"

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 def target(built_spk: Path) -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="spt", dir="/tmp"))
     with tarfile.open(built_spk, "r:") as spk:
-        spk.extract("package.tgz", root)
+        spk.extract("package.tgz", root, **SAFE_EXTRACT)
     with tarfile.open(root / "package.tgz", "r:gz") as payload:
         payload.extractall(root / "target", **SAFE_EXTRACT)
     yield root / "target"

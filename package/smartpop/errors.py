@@ -10,17 +10,26 @@
 
 from __future__ import annotations
 
+from typing import Any, Dict, Optional
+
 
 class SmartPopError(Exception):
     """Base class of every error SmartPop raises on purpose."""
 
 
 class ConfigError(SmartPopError):
-    """The configuration is invalid; the message names the key and the fix."""
+    """The configuration is invalid; the message names the key and the fix.
 
-    def __init__(self, message: str, key: str = "") -> None:
+    `code` and `params` describe the problem once more in a structured form, so the web UI can
+    say it in the admin's language; str(exc) stays the English text the CLI and logs show.
+    """
+
+    def __init__(self, message: str, key: str = "", code: str = "",
+                 params: Optional[Dict[str, Any]] = None) -> None:
         super().__init__(message)
         self.key = key
+        self.code = code
+        self.params: Dict[str, Any] = dict(params or {})
 
 
 class UsageError(SmartPopError):

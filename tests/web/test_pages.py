@@ -34,7 +34,8 @@ def test_create_account_field_errors_then_success(rig: Rig, admin: Browserless) 
             "enabled": "on", "interval": "60", "folder": "INBOX"}
     response = admin.post("/accounts/new", data=form)
     assert response.status_code == 422
-    assert re.search(r'id="err-name"[^>]*>accounts\[1\]\.name: .*is not a valid name', response.text)
+    # The field's label names the setting, so the message at the field starts with the problem itself.
+    assert re.search(r'id="err-name"[^>]*>“Bad Name” is not a valid name\. Use lower-case letters, digits', response.text)
     assert NEW_PASSWORD not in response.text  # the password field is not echoed back
     form.update(name="anna", host="not a host")
     response = admin.post("/accounts/new", data=form)
@@ -88,7 +89,8 @@ def test_routing_save_and_field_errors(rig: Rig, admin: Browserless) -> None:
     response = admin.post("/routing/", data={"csrf_token": token, "local_domains": "firma.de",
                                              "aliases": "", "fallback_recipient": "kein-at"})
     assert response.status_code == 422
-    assert re.search(r'id="err-fallback_recipient"[^>]*>fallback_recipient: .*is not a mail address', response.text)
+    assert re.search(r'id="err-fallback_recipient"[^>]*>“kein-at” is not a mail address\. Enter an address like '
+                     r'anna@firma\.de\.<', response.text)
     assert rig.config_document()["fallback_recipient"] == "postmaster@firma.de"
 
 

@@ -120,7 +120,8 @@ class Config:
             if account.name == name:
                 return account
         known = ", ".join(a.name for a in self.accounts) or "none configured"
-        raise v.fail("accounts", f"there is no account named {name!r}", f"use one of: {known}")
+        raise v.fail("accounts", f"there is no account named {name!r}", f"use one of: {known}",
+                     code="no_such_account", name=name)
 
     def secrets(self) -> List[str]:
         """Every clear-text secret in the config (for redaction checks)."""
@@ -136,16 +137,18 @@ Parser = Callable[[str, Any], Any]
 def _check_keys(key: str, raw: Any, allowed: List[str], required: List[str]) -> Mapping[str, Any]:
     """Reject non-objects, unknown keys and missing required keys."""
     if not isinstance(raw, dict):
-        raise v.fail(key or "config", "must be a JSON object", f"make {key or 'the file'} a {{...}} object")
+        raise v.fail(key or "config", "must be a JSON object", f"make {key or 'the file'} a {{...}} object",
+                     code="not_an_object")
     for name in raw:
         if name not in allowed:
             where = f"{key}.{name}" if key else name
             raise v.fail(where, "is not a known setting",
-                         f"remove {where!r} (known here: {', '.join(sorted(allowed))})")
+                         f"remove {where!r} (known here: {', '.join(sorted(allowed))})",
+                         code="unknown_setting", known=", ".join(sorted(allowed)))
     for name in required:
         if name not in raw or raw[name] in (None, ""):
             where = f"{key}.{name}" if key else name
-            raise v.fail(where, "is missing", f"add {where}")
+            raise v.fail(where, "is missing", f"add {where}", code="missing")
     return raw
 
 
@@ -157,16 +160,19 @@ def _parse_account(key: str, raw: Any) -> Account:
     allow_insecure = v.as_bool(f"{key}.allow_insecure", data.get("allow_insecure", False))
     if security == "none" and not allow_insecure:
         raise v.fail(f"{key}.security", "'none' sends the password unencrypted",
-                     f"use ssl or starttls, or set {key}.allow_insecure to true if you accept that")
+                     f"use ssl or starttls, or set {key}.allow_insecure to true if you accept that",
+                     code="insecure_needs_consent")
     port = data.get("port")
     mode = v.as_choice(f"{key}.mode", data.get("mode", "multidrop"), MODES)
     deliver_to = v.as_optional(f"{key}.deliver_to", data.get("deliver_to"), v.as_address)
     if mode == "single" and deliver_to is None:
         raise v.fail(f"{key}.deliver_to", "is required when mode is 'single'",
-                     f"set {key}.deliver_to to the local mailbox, e.g. anna@firma.de")
+                     f"set {key}.deliver_to to the local mailbox, e.g. anna@firma.de",
+                     code="deliver_to_required")
     idle = v.as_bool(f"{key}.idle", data.get("idle", False))
     if idle and protocol != "imap":
-        raise v.fail(f"{key}.idle", "IDLE push works only with IMAP", f"set {key}.idle to false or use imap")
+        raise v.fail(f"{key}.idle", "IDLE push works only with IMAP", f"set {key}.idle to false or use imap",
+                     code="idle_needs_imap")
     return Account(
         name=v.as_name(f"{key}.name", data["name"]),
         enabled=v.as_bool(f"{key}.enabled", data.get("enabled", True)),
@@ -212,17 +218,19 @@ def _parse_relay(key: str, raw: Any) -> Relay:
     host = v.as_optional(f"{key}.host", data.get("host"), v.as_hostname)
     if enabled and host is None:
         raise v.fail(f"{key}.host", "is required when the relay is enabled",
-                     f"set {key}.host to the provider's SMTP server or set {key}.enabled to false")
+                     f"set {key}.host to the provider's SMTP server or set {key}.enabled to false",
+                     code="relay_host_required")
     port = data.get("port")
     raw_relays = data.get("sender_relays", [])
     if not isinstance(raw_relays, list):
-        raise v.fail(f"{key}.sender_relays", "must be a list", f"make {key}.sender_relays a [...] list")
+        raise v.fail(f"{key}.sender_relays", "must be a list", f"make {key}.sender_relays a [...] list",
+                     code="not_a_list")
     relays = [_parse_sender_relay(f"{key}.sender_relays[{i}]", item) for i, item in enumerate(raw_relays)]
     seen = set()
     for i, relay in enumerate(relays):
         if relay.sender in seen:
             raise v.fail(f"{key}.sender_relays[{i}].sender", f"{relay.sender} is listed twice",
-                         "keep one entry per sender")
+                         "keep one entry per sender", code="sender_twice", sender=relay.sender)
         seen.add(relay.sender)
     return Relay(
         enabled=enabled,
@@ -238,14 +246,15 @@ def _parse_relay(key: str, raw: Any) -> Relay:
 def _parse_aliases(key: str, raw: Any) -> Dict[str, List[str]]:
     if not isinstance(raw, dict):
         raise v.fail(key, "must be an object of address -> [addresses]",
-                     f'write {key} like {{"info@firma.de": ["anna@firma.de"]}}')
+                     f'write {key} like {{"info@firma.de": ["anna@firma.de"]}}', code="aliases_not_an_object")
     result: Dict[str, List[str]] = {}
     for alias, raw_targets in raw.items():
         alias_key = f"{key}[{alias!r}]"
         address = v.as_address(alias_key, alias).lower()
         targets = [raw_targets] if isinstance(raw_targets, str) else raw_targets
         if not isinstance(targets, list) or not targets:
-            raise v.fail(alias_key, "must list at least one target address", f"give {alias_key} a [...] of addresses")
+            raise v.fail(alias_key, "must list at least one target address", f"give {alias_key} a [...] of addresses",
+                         code="alias_without_targets", alias=address)
         result[address] = [v.as_address(f"{alias_key}[{i}]", t) for i, t in enumerate(targets)]
     return result
 
@@ -257,7 +266,8 @@ def _parse_alerts(key: str, raw: Any) -> Alerts:
     # The URL usually carries a token (e.g. Synology Chat), so it is kept like a password.
     if webhook and not webhook.lower().startswith(("https://", "http://")):
         raise v.fail(f"{key}.webhook_url", "is not an http(s) URL",
-                     f"set {key}.webhook_url to a URL starting with https://, or leave it empty")
+                     f"set {key}.webhook_url to a URL starting with https://, or leave it empty",
+                     code="not_a_web_url")
     return Alerts(
         failing_minutes=v.as_int(f"{key}.failing_minutes", data.get("failing_minutes", 30), 5, 10080),
         email_to=v.as_optional(f"{key}.email_to", data.get("email_to"), v.as_address),
@@ -269,7 +279,7 @@ def _parse_alerts(key: str, raw: Any) -> Alerts:
 
 def _parse_list(key: str, raw: Any, item: Parser) -> List[Any]:
     if not isinstance(raw, list):
-        raise v.fail(key, "must be a list", f"make {key} a [...] list")
+        raise v.fail(key, "must be a list", f"make {key} a [...] list", code="not_a_list")
     return [item(f"{key}[{i}]", x) for i, x in enumerate(raw)]
 
 
@@ -280,12 +290,14 @@ def parse_config(raw: Any) -> Config:
     version = data.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise v.fail("schema_version", f"is {version!r}, this SmartPop understands {SCHEMA_VERSION}",
-                     "upgrade SmartPop, or restore a config written by this version")
+                     "upgrade SmartPop, or restore a config written by this version",
+                     code="unknown_schema_version", version=repr(version), supported=SCHEMA_VERSION)
     accounts = _parse_list("accounts", data.get("accounts", []), _parse_account)
     names = set()
     for i, account in enumerate(accounts):
         if account.name in names:
-            raise v.fail(f"accounts[{i}].name", f"{account.name!r} is used twice", "give every account its own name")
+            raise v.fail(f"accounts[{i}].name", f"{account.name!r} is used twice", "give every account its own name",
+                         code="name_taken", value=account.name)
         names.add(account.name)
     delivery_raw = _check_keys("delivery", data.get("delivery", {}), ["host", "port"], [])
     web_raw = _check_keys("web", data.get("web", {}), ["port"], [])
@@ -305,10 +317,11 @@ def parse_config(raw: Any) -> Config:
     if any(a.mode == "multidrop" for a in accounts):
         if not config.local_domains:
             raise v.fail("local_domains", "is empty but a multidrop account needs it",
-                         "list the company's mail domains, e.g. [\"firma.de\"]")
+                         "list the company's mail domains, e.g. [\"firma.de\"]", code="local_domains_needed")
         if config.fallback_recipient is None:
             raise v.fail("fallback_recipient", "is missing but a multidrop account needs it",
-                         "set fallback_recipient to a local mailbox such as postmaster@firma.de")
+                         "set fallback_recipient to a local mailbox such as postmaster@firma.de",
+                         code="fallback_needed")
     return config
 
 

@@ -1,6 +1,8 @@
 """Pure value validators shared by the config schema and the relay's root entry point.
 
-Each returns the normalised value or raises ConfigError naming the key and the fix.
+Each returns the normalised value or raises ConfigError naming the key and the fix. Each error
+also carries a message id (`code`) and its parameters, which the web UI translates; the web
+catalogs hold the text of every id as "validation.<code>" (tests/web/test_field_errors.py checks).
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def fail(key: str, problem: str, fix: str) -> ConfigError:
-    """Build the one error shape: '<key>: <problem>. Fix: <fix>'."""
-    return ConfigError(f"{key}: {problem}. Fix: {fix}", key=key)
+def fail(key: str, problem: str, fix: str, code: str = "", **params: Any) -> ConfigError:
+    """Build the one error shape: '<key>: <problem>. Fix: <fix>' (plus message id and parameters)."""
+    # Without a code the UI shows the English text as is; every caller in config/ passes one.
+    return ConfigError(f"{key}: {problem}. Fix: {fix}", key=key, code=code, params=params)
 
 
 def as_bool(key: str, value: Any) -> bool:
     """Accept a JSON boolean only."""
     if isinstance(value, bool):
         return value
-    raise fail(key, f"must be true or false, got {value!r}", f"set {key} to true or false")
+    raise fail(key, f"must be true or false, got {value!r}", f"set {key} to true or false",
+               code="not_a_bool", value=_shown(value))
 
 
 def as_int(key: str, value: Any, low: int, high: int) -> int:
@@ -35,7 +39,8 @@ def as_int(key: str, value: Any, low: int, high: int) -> int:
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise fail(key, f"must be a whole number from {low} to {high}, got {value!r}",
-                   f"set {key} to a number between {low} and {high}")
+                   f"set {key} to a number between {low} and {high}",
+                   code="not_in_range", low=low, high=high, value=_shown(value))
     return value
 
 
@@ -48,33 +53,36 @@ def as_choice(key: str, value: Any, choices: List[str]) -> str:
     """Accept one of a fixed set of strings."""
     if value not in choices:
         raise fail(key, f"must be one of {', '.join(choices)}, got {value!r}",
-                   f"set {key} to one of: {', '.join(choices)}")
+                   f"set {key} to one of: {', '.join(choices)}",
+                   code="not_a_choice", choices=", ".join(choices), value=_shown(value))
     return str(value)
 
 
 def as_text(key: str, value: Any, max_len: int = 256, allow_empty: bool = False) -> str:
     """Accept a single-line string without control characters."""
     if not isinstance(value, str):
-        raise fail(key, f"must be text, got {type(value).__name__}", f"set {key} to a text value")
+        raise fail(key, f"must be text, got {type(value).__name__}", f"set {key} to a text value",
+                   code="not_text")
     if _CONTROL.search(value):
         raise fail(key, "contains a line break or control character",
-                   f"remove line breaks and control characters from {key}")
+                   f"remove line breaks and control characters from {key}", code="control_characters")
     if not value and not allow_empty:
-        raise fail(key, "is empty", f"fill in {key}")
+        raise fail(key, "is empty", f"fill in {key}", code="empty")
     if len(value) > max_len:
-        raise fail(key, f"is longer than {max_len} characters", f"shorten {key}")
+        raise fail(key, f"is longer than {max_len} characters", f"shorten {key}", code="too_long",
+                   max_len=max_len)
     return value
 
 
 def as_secret_text(key: str, value: Any) -> str:
     """Accept a password: one line, no control characters, never echoed in the error."""
     if not isinstance(value, str):
-        raise fail(key, "must be text", f"enter {key} again")
+        raise fail(key, "must be text", f"enter {key} again", code="secret_not_text")
     if _CONTROL.search(value):
         raise fail(key, "contains a line break or control character",
-                   f"enter {key} again without line breaks")
+                   f"enter {key} again without line breaks", code="secret_control_characters")
     if len(value) > 512:
-        raise fail(key, "is longer than 512 characters", f"shorten {key}")
+        raise fail(key, "is longer than 512 characters", f"shorten {key}", code="too_long", max_len=512)
     return value
 
 
@@ -88,7 +96,8 @@ def as_hostname(key: str, value: Any) -> str:
     labels = text.split(".")
     if not text or not all(_LABEL.match(label) for label in labels):
         raise fail(key, f"{value!r} is not a valid host name",
-                   f"set {key} to a name like mail.example.com or an IP address")
+                   f"set {key} to a name like mail.example.com or an IP address",
+                   code="not_a_host", value=_shown(value))
     return text
 
 
@@ -96,7 +105,8 @@ def as_domain(key: str, value: Any) -> str:
     """Accept a mail domain (a DNS name with at least one dot)."""
     domain = as_hostname(key, value)
     if "." not in domain or _is_ip(domain):
-        raise fail(key, f"{value!r} is not a mail domain", f"set {key} to a domain like firma.de")
+        raise fail(key, f"{value!r} is not a mail domain", f"set {key} to a domain like firma.de",
+                   code="not_a_domain", value=_shown(value))
     return domain
 
 
@@ -105,7 +115,8 @@ def as_address(key: str, value: Any) -> str:
     text = as_text(key, value, max_len=320).strip()
     local, sep, domain = text.rpartition("@")
     if not sep or not _LOCAL_PART.match(local) or local.startswith(".") or ".." in local:
-        raise fail(key, f"{value!r} is not a mail address", f"set {key} to an address like anna@firma.de")
+        raise fail(key, f"{value!r} is not a mail address", f"set {key} to an address like anna@firma.de",
+                   code="not_an_address", value=_shown(value))
     return local + "@" + as_domain(key, domain)
 
 
@@ -122,7 +133,8 @@ def as_name(key: str, value: Any) -> str:
     text = as_text(key, value, max_len=64)
     if not _NAME.match(text):
         raise fail(key, f"{value!r} is not a valid name",
-                   "use lower-case letters, digits, '.', '_' or '-' (max. 64), starting with a letter or digit")
+                   "use lower-case letters, digits, '.', '_' or '-' (max. 64), starting with a letter or digit",
+                   code="not_a_name", value=_shown(value))
     return text
 
 
@@ -137,8 +149,14 @@ def as_path(key: str, value: Any) -> str:
     """Accept an absolute file path."""
     text = as_text(key, value, max_len=4096)
     if not text.startswith("/"):
-        raise fail(key, f"{value!r} is not an absolute path", f"set {key} to a full path starting with /")
+        raise fail(key, f"{value!r} is not an absolute path", f"set {key} to a full path starting with /",
+                   code="not_an_absolute_path", value=_shown(value))
     return text
+
+
+def _shown(value: Any) -> str:
+    """The rejected value as the UI may quote it (never called with a secret)."""
+    return value if isinstance(value, str) else repr(value)
 
 
 def _is_ip(text: str) -> bool:

@@ -1,12 +1,13 @@
 """Turning posted forms into config documents, and config errors into per-field messages.
 
-Passwords are write-only: an empty password field keeps the stored value.
+Passwords are write-only: an empty password field keeps the stored value. Field messages come
+from the i18n catalogs ("validation.<code>"), in the page's language; str(exc) stays English.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
 
 from werkzeug.datastructures import MultiDict
 
@@ -14,32 +15,65 @@ from smartpop.config import store
 from smartpop.config.schema import Config, parse_config, render_config
 from smartpop.errors import ConfigError
 from smartpop.paths import Paths
+from smartpop.web import i18n
 
 Document = Dict[str, Any]
 FieldErrors = Dict[str, str]
+
+# The fields each form shows an error next to; an error about any other key goes to the page top.
+ACCOUNT_FIELDS = ("name", "enabled", "protocol", "security", "host", "port", "username", "password", "mode",
+                  "deliver_to", "interval", "folder", "ca_file", "keep_on_server", "idle", "allow_insecure")
+ROUTING_FIELDS = ("local_domains", "aliases", "fallback_recipient")
+RELAY_FIELDS = ("enabled", "host", "port", "security", "username", "password")
+SENDER_FIELDS = ("sender", "host", "port", "security", "username", "password")
+ALERT_FIELDS = ("failing_minutes", "repeat_minutes", "email_to", "dsm_notify", "webhook_url")
 
 
 class FormError(Exception):
     """A form value the UI itself rejects before the config validators see it."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, code: str = "", **params: Any) -> None:
         super().__init__(message)
         self.field = field
+        self.key = field
+        self.code = code
+        self.params: Dict[str, Any] = params
 
 
 def field_of(key: str) -> str:
     """The form field a ConfigError key points at ('accounts[2].port' -> 'port')."""
-    last = key.rsplit(".", 1)[-1]
-    return re.sub(r"\[.*\]$", "", last)
+    # Drop the [index] parts first: an alias key like aliases['info@firma.de'] holds dots itself.
+    return re.sub(r"\[[^\]]*\]", "", key).rsplit(".", 1)[-1]
 
 
-def errors_of(exc: Exception) -> FieldErrors:
-    """Map a ConfigError or FormError to {field: message}."""
+def field_message(exc: Exception, lang: str) -> str:
+    """The error in `lang` as shown next to its field (the field's label names the setting)."""
+    code = getattr(exc, "code", "")
+    if not code:
+        # Errors from outside config/ (e.g. the relay's checks) have no message id yet.
+        return i18n.translate(lang, "validation.untranslated", detail=str(exc))
+    return i18n.translate(lang, "validation." + code, **getattr(exc, "params", {}))
+
+
+def form_message(exc: Exception, lang: str) -> str:
+    """The error in `lang` as a sentence of its own that names the setting."""
+    key = getattr(exc, "key", "")
+    if not key or not getattr(exc, "code", ""):
+        return field_message(exc, lang)
+    return i18n.translate(lang, "validation.setting", setting=key, message=field_message(exc, lang))
+
+
+def errors_of(exc: Exception, lang: str = i18n.DEFAULT, fields: Optional[Collection[str]] = None) -> FieldErrors:
+    """Map a ConfigError or FormError to {field: message}; '_form' when the page has no such field."""
     if isinstance(exc, FormError):
-        return {exc.field: str(exc)}
-    if isinstance(exc, ConfigError):
-        return {field_of(exc.key) if exc.key else "_form": str(exc)}
-    return {"_form": str(exc)}
+        field = exc.field
+    elif isinstance(exc, ConfigError):
+        field = field_of(exc.key) if exc.key else ""
+    else:
+        return {"_form": str(exc)}
+    if field and (fields is None or field in fields):
+        return {field: field_message(exc, lang)}
+    return {"_form": form_message(exc, lang)}
 
 
 def change_document(paths: Paths, edit: Callable[[Document], None]) -> Config:
@@ -65,7 +99,8 @@ def account_document(form: MultiDict, existing: Optional[Document]) -> Document:
     password = form.get("password", "")
     if not password:
         if existing is None:
-            raise FormError("password", "password: is missing. Fix: enter the mailbox password")
+            raise FormError("password", "password: is missing. Fix: enter the mailbox password",
+                            code="password_missing")
         password = existing.get("password", "")
     doc: Document = dict(existing or {})
     doc.update({
@@ -104,7 +139,8 @@ def parse_aliases(text: str) -> Dict[str, List[str]]:
         alias, sep, targets = line.partition(":")
         if not sep or not alias.strip() or not parse_lines(targets):
             raise FormError("aliases", f"aliases: line {number} is not 'alias@domain: target@domain, ...'. "
-                                       "Fix: write one alias per line, a colon, then the target addresses")
+                                       "Fix: write one alias per line, a colon, then the target addresses",
+                            code="alias_line", line=number)
         aliases[alias.strip()] = parse_lines(targets)
     return aliases
 
@@ -132,7 +168,7 @@ def sender_relay_document(form: MultiDict, existing: List[Document]) -> Tuple[Do
     index = next((i for i, item in enumerate(existing) if item.get("sender") == sender), -1)
     password = form.get("password") or (existing[index].get("password", "") if index >= 0 else "")
     if not password:
-        raise FormError("password", "password: is missing. Fix: enter the SMTP password")
+        raise FormError("password", "password: is missing. Fix: enter the SMTP password", code="password_missing")
     return ({"sender": sender, "host": (form.get("host") or "").strip(), "port": _opt(form, "port"),
              "security": form.get("security", "starttls"), "username": (form.get("username") or "").strip(),
              "password": password}, index)

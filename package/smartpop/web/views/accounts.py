@@ -12,7 +12,7 @@ from smartpop.config.schema import DEFAULT_PORTS, MODES, PROTOCOLS, SECURITIES, 
 from smartpop.errors import AuthError, ConfigError, ConnectError, SmartPopError
 from smartpop.log import redact
 from smartpop.web import presets, services
-from smartpop.web.forms import FormError, account_document, change_document, errors_of
+from smartpop.web.forms import ACCOUNT_FIELDS, FormError, account_document, change_document, errors_of, form_message
 from smartpop.web.views.common import answer, load_config, page, paths, t
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ def _save(original: Optional[str]) -> Reply:
             accounts: List[Dict[str, Any]] = document["accounts"]
             if original is None:
                 if any(a["name"] == doc["name"] for a in accounts):
-                    raise FormError("name", f"name: {doc['name']!r} is used already. Fix: choose another name")
+                    raise FormError("name", f"name: {doc['name']!r} is used already. Fix: choose another name",
+                                    code="name_taken", value=doc["name"])
                 accounts.append(doc)
             else:
                 document["accounts"] = [doc if a["name"] == original else a for a in accounts]
@@ -95,7 +96,9 @@ def _save(original: Optional[str]) -> Reply:
         shown.update({k: v for k, v in request.form.items() if k not in ("password", "csrf_token")})
         for box in ("enabled", "allow_insecure", "keep_on_server", "idle"):
             shown[box] = box in request.form
-        return _form_page(shown, errors_of(exc), original is None, status=422)
+        # An existing account's name is not an input, so an error about it goes to the page top.
+        fields = ACCOUNT_FIELDS if original is None else [f for f in ACCOUNT_FIELDS if f != "name"]
+        return _form_page(shown, errors_of(exc, g.lang, fields), original is None, status=422)
     log.info("account %s %s by %s", doc["name"], "created" if original is None else "changed", g.caller.user)
     return redirect(url_for("accounts.index", done="created" if original is None else "saved"))
 
@@ -160,7 +163,7 @@ def test() -> Response:
         document["accounts"] = [a for a in document["accounts"] if a["name"] not in (doc["name"], original)] + [doc]
         account = parse_config(document).account(doc["name"])
     except (ConfigError, FormError) as exc:
-        return answer(False, str(exc), 422, fields=errors_of(exc))
+        return answer(False, form_message(exc, g.lang), 422, fields=errors_of(exc, g.lang, ACCOUNT_FIELDS))
     try:
         collector = services.collector()
     except services.ServiceUnavailable:

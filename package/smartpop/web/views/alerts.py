@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from smartpop import alerts as alert_service
 from smartpop.errors import ConfigError
-from smartpop.web.forms import FormError, change_document, errors_of
+from smartpop.web.forms import ALERT_FIELDS, FormError, change_document, errors_of
 from smartpop.web.views.common import answer, load_config, page, paths, t
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def save() -> Reply:
     except (ConfigError, FormError) as exc:
         values: Dict[str, Any] = {k: form.get(k, "") for k in ("failing_minutes", "repeat_minutes", "email_to")}
         values["dsm_notify"] = form.get("dsm_notify") == "on"
-        return _render(values, errors_of(exc), status=422)
+        return _render(values, errors_of(exc, g.lang, ALERT_FIELDS), status=422)
     log.info("alert settings changed by %s", g.caller.user)
     return redirect(url_for("alerts.index", done="saved"))
 
@@ -70,7 +70,7 @@ def save() -> Reply:
 def test(channel: str) -> Response:
     """Send a test alert through one channel now."""
     if channel not in alert_service.CHANNELS:
-        return answer(False, "unknown channel", 404)
+        return answer(False, t("alerts.unknown_channel"), 404)
     config, error = load_config()
     if config is None:
         return answer(False, error or "", 409)

@@ -12,6 +12,7 @@ from smartpop.errors import ConfigError
 from smartpop.log import redact, register_secrets
 from smartpop.paths import Paths
 from smartpop.web import i18n, security
+from smartpop.web.forms import form_message
 
 NAV = [("dashboard.index", "nav.dashboard"), ("accounts.index", "nav.accounts"), ("routing.index", "nav.routing"),
        ("relay.index", "nav.relay"), ("alerts.index", "nav.alerts"), ("logs.index", "nav.logs")]
@@ -39,7 +40,7 @@ def load_config() -> Tuple[Optional[Config], Optional[str]]:
     try:
         config = store.load(paths())
     except ConfigError as exc:
-        return None, str(exc)
+        return None, form_message(exc, getattr(g, "lang", i18n.DEFAULT))
     # Whatever the page shows later goes through redact(), which must know every secret.
     register_secrets(config.secrets())
     return config, None

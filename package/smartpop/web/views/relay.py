@@ -12,7 +12,16 @@ from smartpop.config.schema import RELAY_SECURITIES, Config
 from smartpop.config.validators import as_address
 from smartpop.errors import ConfigError
 from smartpop.web import presets, services
-from smartpop.web.forms import FormError, change_document, errors_of, relay_fields, sender_relay_document
+from smartpop.web.forms import (
+    RELAY_FIELDS,
+    SENDER_FIELDS,
+    FormError,
+    change_document,
+    errors_of,
+    field_message,
+    relay_fields,
+    sender_relay_document,
+)
 from smartpop.web.views.common import answer, load_config, page, paths, t
 from smartpop.web.views.dashboard import relay_state
 
@@ -63,7 +72,7 @@ def save() -> Reply:
     except (ConfigError, FormError) as exc:
         values: Dict[str, Any] = {k: form.get(k, "") for k in ("host", "port", "security", "username")}
         values["enabled"] = "enabled" in form
-        return _render(values, errors_of(exc), status=422)
+        return _render(values, errors_of(exc, g.lang, RELAY_FIELDS), status=422)
     log.info("relay settings changed by %s", g.caller.user)
     return redirect(url_for("relay.index", done="saved"))
 
@@ -83,7 +92,8 @@ def add_sender() -> Reply:
 
         change_document(paths(), edit)
     except (ConfigError, FormError) as exc:
-        errors = {"sr_" + k: v for k, v in errors_of(exc).items()}
+        # The sender form's fields share names with the main form; '_form' stays the page-top banner.
+        errors = {k if k == "_form" else "sr_" + k: v for k, v in errors_of(exc, g.lang, SENDER_FIELDS).items()}
         values = {"sr": {k: form.get(k, "") for k in ("sender", "host", "port", "security", "username")}}
         return _render(values, errors, status=422)
     log.info("sender relay %s saved by %s", form.get("sender"), g.caller.user)
@@ -112,7 +122,8 @@ def test_mail() -> Response:
     try:
         to = as_address("to", request.form.get("to", ""))
     except ConfigError as exc:
-        return answer(False, str(exc), 422, fields={"to": str(exc)})
+        message = field_message(exc, g.lang)
+        return answer(False, message, 422, fields={"to": message})
     try:
         relay = services.relay()
     except services.ServiceUnavailable:

@@ -13,7 +13,15 @@ from smartpop.config.secret import Secret
 from smartpop.errors import ConfigError
 from smartpop.log import redact
 from smartpop.web import services
-from smartpop.web.forms import FormError, aliases_text, change_document, errors_of, parse_aliases, parse_lines
+from smartpop.web.forms import (
+    ROUTING_FIELDS,
+    FormError,
+    aliases_text,
+    change_document,
+    errors_of,
+    parse_aliases,
+    parse_lines,
+)
 from smartpop.web.views.common import load_config, page, paths, t
 
 log = logging.getLogger(__name__)
@@ -61,7 +69,7 @@ def save() -> Reply:
         config, error = load_config()
         values = _values(config)
         values.update({k: form.get(k, "") for k in ("local_domains", "aliases", "fallback_recipient")})
-        return _render(config, error, values, errors_of(exc), status=422)
+        return _render(config, error, values, errors_of(exc, g.lang, ROUTING_FIELDS), status=422)
     log.info("routing settings changed by %s", g.caller.user)
     return redirect(url_for("routing.index", done="saved"))
 

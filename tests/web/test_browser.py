@@ -168,6 +168,19 @@ def test_german_ui(rig: Rig) -> None:
         german.open(rig, "/accounts/new")
         assert german.text("h1") == "Neues Konto"
         german.shot("account-form-de")
+        # A field error in German, at the field, without the English CLI text or the typed password.
+        german.fill("#f-name", "anna")
+        german.fill("#f-host", "pop.firma.de")
+        german.fill("#f-port", "70000")
+        german.fill("#f-username", "anna@firma.de")
+        german.fill("#f-password", "Dtsch-Geheim!")
+        german.el("#save-account").click()
+        german.wait(lambda: german.el("#err-port").is_displayed(), what="German field error")
+        assert german.text("#err-port") == "Bitte eine ganze Zahl von 1 bis 65535 eingeben."
+        assert "Fix:" not in german.text("main") and "whole number" not in german.text("main")
+        assert german.el("#f-password").get_attribute("value") == ""
+        german.shot("account-form-error-de", show="#err-port")
+        _assert_no_secrets(rig, ["Dtsch-Geheim!"])
     finally:
         german.quit()
 

@@ -35,7 +35,8 @@ def test_create_account_field_errors_then_success(rig: Rig, admin: Browserless) 
     response = admin.post("/accounts/new", data=form)
     assert response.status_code == 422
     # The field's label names the setting, so the message at the field starts with the problem itself.
-    assert re.search(r'id="err-name"[^>]*>“Bad Name” is not a valid name\. Use lower-case letters, digits', response.text)
+    assert re.search(r'id="err-name"[^>]*>“Bad Name” is not a valid name\. Use lower-case letters, digits',
+                     response.text)
     assert NEW_PASSWORD not in response.text  # the password field is not echoed back
     form.update(name="anna", host="not a host")
     response = admin.post("/accounts/new", data=form)

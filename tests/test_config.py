@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, Dict
@@ -38,7 +39,7 @@ def test_sample_document_round_trips() -> None:
     assert next(iter(rendered)) == "schema_version"
 
 
-@pytest.mark.parametrize(("mutate", "key", "fix"), [
+INVALID_VALUES = [
     (lambda d: d.update(colour="blue"), "colour", "remove 'colour'"),
     (lambda d: d["accounts"][0].update(passwort="x"), "accounts[0].passwort", "remove"),
     (lambda d: d["accounts"][0].update(port="abc"), "accounts[0].port", "number between 1 and 65535"),
@@ -59,7 +60,10 @@ def test_sample_document_round_trips() -> None:
     (lambda d: d["web"].update(port=80), "web.port", "1025"),
     (lambda d: d.update(accounts=[d["accounts"][0], dict(d["accounts"][0])]), "accounts[1].name", "own name"),
     (lambda d: d.update(schema_version=7), "schema_version", "upgrade SmartPop"),
-])
+]
+
+
+@pytest.mark.parametrize(("mutate", "key", "fix"), INVALID_VALUES)
 def test_invalid_values_name_the_key_and_the_fix(mutate: Any, key: str, fix: str) -> None:
     """Every rejection says which key is wrong and how to fix it."""
     doc = sample_document()
@@ -70,11 +74,24 @@ def test_invalid_values_name_the_key_and_the_fix(mutate: Any, key: str, fix: str
     assert fix in str(error)
 
 
+@pytest.mark.parametrize(("mutate", "key", "fix"), INVALID_VALUES)
+def test_invalid_values_carry_a_message_id_for_the_ui(mutate: Any, key: str, fix: str) -> None:
+    """Besides the English text, every rejection has a message id and parameters (the web UI translates them)."""
+    doc = sample_document()
+    mutate(doc)
+    error = error_for(doc)
+    assert re.fullmatch(r"[a-z_]+", error.code), str(error)
+    assert all(isinstance(value, (str, int)) for value in error.params.values())
+    assert doc["accounts"][0]["password"] not in json.dumps(error.params)
+
+
 def test_passwords_are_not_echoed_in_errors() -> None:
     """A rejected password is described, never quoted."""
     doc = sample_document()
     doc["accounts"][0]["password"] = "geheim\x07"
-    assert "geheim" not in str(error_for(doc))
+    error = error_for(doc)
+    assert "geheim" not in str(error)
+    assert error.code == "secret_control_characters" and error.params == {}
 
 
 def test_insecure_needs_explicit_opt_in() -> None:

@@ -8,6 +8,7 @@ config dir byte-identical (master.cf included).
 
 from __future__ import annotations
 
+import json
 import smtplib
 import subprocess
 from pathlib import Path
@@ -104,6 +105,9 @@ def test_relay_starttls_and_per_sender_wrapper_tls_then_rollback(
     assert live["smtp_tls_security_level"] == "secure"  # verified TLS, never 'may'
     assert live["smtp_tls_CAfile"] == str(certs.ca_cert.resolve())
     assert "smartpop-ssl unix" in (postfix.etc / "master.cf").read_text()
+    # What the UI and `smartpop status` show, computed without root and without SSL_CERT_FILE.
+    status = run_relay(data, "status", postfix.etc, "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["state"] == "applied", status.stdout
 
     postfix.submit(MAIN_USER, ["ext@far-away.test"], _message(MAIN_USER, "ext@far-away.test", "via main"))
     postfix.submit("carl@zweit.test", ["ext2@far-away.test"],
@@ -132,6 +136,7 @@ def test_relay_starttls_and_per_sender_wrapper_tls_then_rollback(
 
     rolled = run_relay(data, "rollback", postfix.etc)
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert json.loads(run_relay(data, "status", postfix.etc, "--json").stdout)["state"] == "pending"
     assert tree_digest(postfix.etc) == before  # main.cf, master.cf, maps: byte-identical, same modes
     code, _ = _probe_refused(postfix)
     assert code == 554

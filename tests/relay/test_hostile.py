@@ -8,6 +8,7 @@ Shell metacharacters that are legal in a password or user name are accepted and 
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import subprocess
@@ -148,3 +149,22 @@ def test_shell_metacharacters_in_secrets_stay_inert(tmp_path: Path) -> None:
 
 def _param_names(etc: Path) -> List[str]:
     return [line.partition(" = ")[0].strip() for line in _postconf_n(etc).splitlines()]
+
+
+@pytest.mark.parametrize("plant", ["symlink", "foreign_dir"])
+def test_planted_state_dir_is_not_trusted(tmp_path: Path, plant: str) -> None:
+    # The package user owns DATA/relay: a symlinked or foreign-owned 'state' must never be used.
+    root, etc, data = _setup(tmp_path)
+    write_config(data, _base())
+    relay_dir = data / "relay"
+    relay_dir.mkdir()
+    if plant == "symlink":
+        (relay_dir / "state").symlink_to(root / "outside")
+    else:
+        (relay_dir / "state").mkdir()
+        os.chown(relay_dir / "state", 65534, 65534)
+    before = tree_digest(root)
+    for action in ("apply", "rollback", "task"):
+        proc = run_relay(data, action, etc)
+        assert proc.returncode != 0 and "state" in proc.stderr, (action, proc.stdout, proc.stderr)
+    assert _changed(before, tree_digest(root)) == []

@@ -40,11 +40,11 @@ def find_ca_file() -> str:
                      + ", ".join(candidates) + "); set SSL_CERT_FILE=/path/to/ca-bundle.crt in the task")
 
 
-def _open_dir(name: str, parent_fd: Optional[int]) -> int:
+def _open_dir(name: str, parent_fd: Optional[int], shown: Path) -> int:
     try:
         return os.open(name, _OPEN_DIR, dir_fd=parent_fd)
     except OSError as exc:
-        raise StateError(f"cannot open {name} safely ({exc.strerror}); it must be a real directory, "
+        raise StateError(f"cannot open {shown} safely ({exc.strerror}); it must be a real directory, "
                          "not a symlink") from None
 
 
@@ -58,10 +58,10 @@ def _mkdir(name: str, parent_fd: Optional[int], mode: int) -> bool:
 
 def open_state_dir(relay_dir: Path) -> Tuple[int, Path]:
     """Open (creating) root's state dir DATA/relay/state; returns (fd, path that stays bound to it)."""
-    data_fd = _open_dir(str(relay_dir.parent), None)
+    data_fd = _open_dir(str(relay_dir.parent), None, relay_dir.parent)
     try:
         created = _mkdir(relay_dir.name, data_fd, 0o755)
-        relay_fd = _open_dir(relay_dir.name, data_fd)
+        relay_fd = _open_dir(relay_dir.name, data_fd, relay_dir)
         owner = os.fstat(data_fd).st_uid
     finally:
         os.close(data_fd)
@@ -70,7 +70,7 @@ def open_state_dir(relay_dir: Path) -> Tuple[int, Path]:
             # The package user leaves rollback requests in DATA/relay: give it to DATA's owner.
             os.fchown(relay_fd, owner, -1)
         _mkdir(STATE, relay_fd, 0o755)
-        state_fd = _open_dir(STATE, relay_fd)
+        state_fd = _open_dir(STATE, relay_fd, relay_dir / STATE)
     finally:
         os.close(relay_fd)
     info = os.fstat(state_fd)

@@ -168,3 +168,17 @@ def test_planted_state_dir_is_not_trusted(tmp_path: Path, plant: str) -> None:
         proc = run_relay(data, action, etc)
         assert proc.returncode != 0 and "state" in proc.stderr, (action, proc.stdout, proc.stderr)
     assert _changed(before, tree_digest(root)) == []
+
+
+def test_dsm_symlinked_data_dir_still_works(tmp_path: Path) -> None:
+    # On DSM, /var/packages/SmartPop/var is a root-made symlink to /volumeN/@appdata/SmartPop.
+    root, etc, real = _setup(tmp_path)
+    write_config(real, _base())
+    data = root / "var"
+    data.symlink_to(real)
+    before = tree_digest(etc)
+    proc = run_relay(data, "apply", etc)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (real / "relay" / "state" / "checkpoint" / "manifest.json").is_file()
+    assert run_relay(data, "rollback", etc).returncode == 0
+    assert tree_digest(etc) == before

@@ -58,7 +58,10 @@ def _mkdir(name: str, parent_fd: Optional[int], mode: int) -> bool:
 
 def open_state_dir(relay_dir: Path) -> Tuple[int, Path]:
     """Open (creating) root's state dir DATA/relay/state; returns (fd, path that stays bound to it)."""
-    data_fd = _open_dir(str(relay_dir.parent), None, relay_dir.parent)
+    # DATA itself may be a symlink DSM made (/var/packages/P/var -> /volumeN/@appdata/P, in a
+    # root-owned dir): resolve it; below it, nothing is followed.
+    data = Path(os.path.realpath(str(relay_dir.parent)))
+    data_fd = _open_dir(str(data), None, data)
     try:
         created = _mkdir(relay_dir.name, data_fd, 0o755)
         relay_fd = _open_dir(relay_dir.name, data_fd, relay_dir)

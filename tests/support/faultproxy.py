@@ -141,7 +141,11 @@ class Rule:
 
 
 class SmtpFaultProxy(_Base):
-    """SMTP-aware proxy in lock-step (the collector does not pipeline)."""
+    """SMTP-aware proxy in lock-step (the collector does not pipeline commands).
+
+    The collector may hold several connections at once: the transaction state (MAIL FROM)
+    is kept per connection, so a rule aimed at one sender fires on that message only.
+    """
 
     def __init__(self, target_port: int, rules: Optional[List[Rule]] = None) -> None:
         super().__init__(target_port)
@@ -191,7 +195,7 @@ class SmtpFaultProxy(_Base):
             return
         client.sendall(greeting)
         ehlo_line = b""
-        self._mail = ""
+        mail = ""
         while True:
             line = cfile.readline()  # type: ignore[attr-defined]
             if not line:
@@ -202,9 +206,9 @@ class SmtpFaultProxy(_Base):
             if verb in ("EHLO", "HELO"):
                 ehlo_line = line
             if verb == "MAIL":
-                self._mail = text
+                mail = text
             stage = {"MAIL": "MAIL", "RCPT": "RCPT", "DATA": "DATA"}.get(verb)
-            rule = self._take(stage, self._mail if verb == "DATA" else text) if stage else None
+            rule = self._take(stage, mail if verb == "DATA" else text) if stage else None
             if rule:
                 client.sendall(rule.reply.encode() + b"\r\n")
                 if rule.close or rule.reply.startswith("421"):
@@ -218,13 +222,13 @@ class SmtpFaultProxy(_Base):
                 upstream.close()
                 return
             if verb == "DATA" and reply.startswith(b"354"):
-                upstream, ufile = self._body(client, cfile, upstream, ufile, ehlo_line)
+                upstream, ufile = self._body(client, cfile, upstream, ufile, ehlo_line, mail)
                 if upstream is None:
                     return
 
     def _body(self, client: socket.socket, cfile: object, upstream: socket.socket, ufile: object,
-              ehlo_line: bytes) -> Tuple[Optional[socket.socket], object]:
-        drop = self._take("BODY_DROP", self._mail)
+              ehlo_line: bytes, mail: str) -> Tuple[Optional[socket.socket], object]:
+        drop = self._take("BODY_DROP", mail)
         count = 0
         while True:
             line = cfile.readline()  # type: ignore[attr-defined]
@@ -232,7 +236,7 @@ class SmtpFaultProxy(_Base):
                 upstream.close()
                 return None, None
             if line == b".\r\n":
-                rule = self._take("DATA_END", self._mail)
+                rule = self._take("DATA_END", mail)
                 if rule is None:
                     upstream.sendall(line)
                     client.sendall(self._reply(ufile))

@@ -1,4 +1,4 @@
-"""SMTP hand-off to MailPlus: one transaction per message, per-recipient results, streamed DATA.
+"""SMTP hand-off to MailPlus: one transaction per message on a reused connection, streamed DATA.
 
 smtplib's sendmail() wants the whole message in memory, so MAIL/RCPT go through smtplib
 and the DATA body is streamed here (CRLF line ends, dot-stuffing). A hook runs right
@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional
 
-from smartpop.collector.transport import describe
+from smartpop.collector.transport import describe, nodelay
 from smartpop.errors import ConnectError
 
 log = logging.getLogger(__name__)
@@ -72,102 +72,220 @@ def _crlf(chunks: Iterable[bytes]) -> Iterable[bytes]:
         yield b"\r\n"
 
 
+class SmtpSession:
+    """One SMTP connection to MailPlus, reused for the transactions of a run.
+
+    A new connection per message cost a TCP handshake, a greeting and an EHLO each time
+    (2,001 connects for 2,000 messages in the 2026-11-28 profile). The connection is
+    opened on first use and re-opened transparently when the server closed it in between
+    (idle timeout, 421); a failure inside one transaction only affects that message.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float = 300.0, helo: str = "smartpop.localdomain") -> None:
+        self.host, self.port = host, port
+        self.timeout = timeout
+        self.helo = helo
+        self.connects = 0
+        self._smtp: Optional[smtplib.SMTP] = None
+        self._after_dot: Optional[Callable[[], None]] = None
+
+    def _open(self) -> smtplib.SMTP:
+        smtp = smtplib.SMTP(self.host, self.port, local_hostname=self.helo, timeout=self.timeout)
+        self.connects += 1
+        try:
+            assert smtp.sock is not None
+            nodelay(smtp.sock)
+            smtp.ehlo_or_helo_if_needed()
+        except BaseException:
+            smtp.close()
+            raise
+        self._smtp = smtp
+        return smtp
+
+    def _idle_connection(self) -> Optional[smtplib.SMTP]:
+        """The open connection if it is still fit for a new transaction, else None."""
+        smtp = self._smtp
+        if smtp is None or smtp.sock is None:
+            self._smtp = None
+            return None
+        try:
+            # Between transactions the server only speaks to say goodbye (421 on its idle
+            # timeout) or to close: anything readable means this connection is finished.
+            readable = bool(select.select([smtp.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            readable = True
+        if readable:
+            self.drop()
+            return None
+        return smtp
+
+    def drop(self) -> None:
+        """Close the connection without QUIT (after an error its state is unknown)."""
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
+
+    def close(self) -> None:
+        """QUIT and close; errors do not matter any more."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                pass
+            smtp.close()
+
+    def deliver(self, sender: str, recipients: List[str], chunks: Callable[[], Iterable[bytes]],
+                before_dot: Optional[Callable[[List[str]], None]] = None,
+                after_dot: Optional[Callable[[], None]] = None) -> DeliveryResult:
+        """Hand one message to the server for all `recipients` (one transaction).
+
+        `before_dot` runs right before the terminating dot is written; once it returned,
+        `after_dot` runs when that write is done (or failed).
+        """
+        self._after_dot = after_dot
+        smtp = self._idle_connection()
+        if smtp is not None:
+            result = self._transaction(smtp, sender, recipients, chunks, before_dot, reused=True)
+            if result is not None:
+                return result
+            # The reused connection died before the server answered MAIL: nothing of this
+            # message was handed over, so trying once on a fresh connection is safe.
+            self.drop()
+        try:
+            smtp = self._open()
+        except (OSError, smtplib.SMTPException) as exc:
+            text = describe(exc, self.host, self.port) if isinstance(exc, OSError) else str(exc)
+            self._smtp = None
+            return DeliveryResult(deferred={r: text for r in recipients}, reply=text, unreachable=True)
+        result = self._transaction(smtp, sender, recipients, chunks, before_dot, reused=False)
+        assert result is not None
+        return result
+
+    def _transaction(self, smtp: smtplib.SMTP, sender: str, recipients: List[str],
+                     chunks: Callable[[], Iterable[bytes]], before_dot: Optional[Callable[[List[str]], None]],
+                     reused: bool) -> Optional[DeliveryResult]:
+        """One MAIL..DATA transaction; None if a reused connection was found dead at MAIL."""
+        result = DeliveryResult()
+        dot_sent = False
+        mail_answered = False
+        try:
+            code, message = smtp.mail(sender)
+            mail_answered = True
+            if code >= 500 and sender:
+                # A sender MailPlus dislikes (e.g. a local address, "not logged in") must not
+                # block the message: the null sender can always be accepted and never bounces.
+                log.warning("MAIL FROM:<%s> refused (%s); using <>", sender, _reply(code, message))
+                smtp.rset()
+                code, message = smtp.mail("")
+            if code != 250:
+                return self._refused(result, recipients, code, message, reset=code != 421)
+            for rcpt in recipients:
+                code, message = smtp.rcpt(rcpt)
+                if code in (250, 251):
+                    result.accepted.append(rcpt)
+                elif code >= 500:
+                    result.rejected[rcpt] = _reply(code, message)
+                else:
+                    result.deferred[rcpt] = _reply(code, message)
+                if code == 421:
+                    raise smtplib.SMTPServerDisconnected(_reply(code, message))
+            if not result.accepted:
+                self._reset(smtp)
+                return result
+            code, message = smtp.docmd("DATA")
+            if code != 354:
+                accepted, result.accepted = result.accepted, []
+                return self._refused(result, accepted, code, message, reset=code != 421)
+            sock = smtp.sock
+            assert sock is not None
+            buffer = bytearray()
+            for piece in _crlf(chunks()):
+                buffer += piece
+                if len(buffer) >= SEND_BUFFER:
+                    sock.sendall(buffer)
+                    buffer.clear()
+            if buffer:
+                sock.sendall(buffer)
+            # Postfix says nothing during DATA unless it gives up: anything readable now (an
+            # error reply or EOF) means the dot must not be sent.
+            if select.select([sock], [], [], 0)[0]:
+                code, message = smtp.getreply()
+                text = _reply(code, message)
+                target = result.rejected if 500 <= code < 600 else result.deferred
+                target.update({r: text for r in result.accepted})
+                result.accepted, result.reply = [], text
+                self.drop()  # the server left DATA on its own: its state is unknown
+                return result
+            if before_dot is not None:
+                before_dot(list(result.accepted))
+            try:
+                dot_sent = True
+                # A write of its own, after the check above; TCP_NODELAY (set when the
+                # connection was opened) sends this small segment at once instead of
+                # holding it until the body's last segment is acknowledged.
+                sock.sendall(b".\r\n")
+            finally:
+                if self._after_dot is not None:
+                    self._after_dot()
+            code, message = smtp.getreply()
+            result.reply = _reply(code, message)
+            if code != 250:
+                target = result.rejected if code >= 500 else result.deferred
+                target.update({r: result.reply for r in result.accepted})
+                result.accepted = []
+                if code == 421:
+                    self.drop()
+            # After the reply to the dot the server is back in its initial state
+            # (RFC 5321 4.1.1.4), so the next MAIL needs no RSET.
+            return result
+        except (OSError, smtplib.SMTPException, socket.timeout) as exc:
+            self.drop()
+            if reused and not mail_answered:
+                return None
+            text = (describe(exc, self.host, self.port) if isinstance(exc, OSError)
+                    else f"SMTP session with {self.host}:{self.port} ended: {exc}")
+            result.doubt = dot_sent
+            result.deferred.update({r: text for r in result.accepted})
+            result.accepted = []
+            for rcpt in recipients:
+                if rcpt not in result.rejected:
+                    result.deferred.setdefault(rcpt, text)
+            result.reply = text
+            return result
+
+    def _refused(self, result: DeliveryResult, recipients: List[str], code: int, message: bytes,
+                 reset: bool) -> DeliveryResult:
+        text = _reply(code, message)
+        target = result.rejected if code >= 500 else result.deferred
+        target.update({r: text for r in recipients})
+        result.reply = text
+        if reset:
+            assert self._smtp is not None
+            self._reset(self._smtp)
+        else:
+            self.drop()  # 421: the server is closing this connection
+        return result
+
+    def _reset(self, smtp: smtplib.SMTP) -> None:
+        """RSET after a transaction that ended before its dot; a connection that fails it is dropped."""
+        try:
+            code, _ = smtp.rset()
+        except (OSError, smtplib.SMTPException):
+            code = 0
+        if code != 250:
+            self.drop()
+
+
 def deliver(host: str, port: int, sender: str, recipients: List[str], chunks: Callable[[], Iterable[bytes]],
             before_dot: Optional[Callable[[List[str]], None]] = None, timeout: float = 300.0,
             helo: str = "smartpop.localdomain") -> DeliveryResult:
-    """Hand one message to the SMTP server for all `recipients` (one transaction)."""
-    result = DeliveryResult()
-    dot_sent = False
+    """Hand one message over a connection of its own (one transaction, then QUIT)."""
+    session = SmtpSession(host, port, timeout, helo)
     try:
-        smtp = smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout)
-    except (OSError, smtplib.SMTPException) as exc:
-        text = describe(exc, host, port) if isinstance(exc, OSError) else str(exc)
-        result.deferred = {r: text for r in recipients}
-        result.reply = text
-        result.unreachable = True
-        return result
-    try:
-        smtp.ehlo_or_helo_if_needed()
-        code, message = smtp.mail(sender)
-        if code >= 500 and sender:
-            # A sender MailPlus dislikes (e.g. a local address, "not logged in") must not
-            # block the message: the null sender can always be accepted and never bounces.
-            log.warning("MAIL FROM:<%s> refused (%s); using <>", sender, _reply(code, message))
-            smtp.rset()
-            code, message = smtp.mail("")
-        if code != 250:
-            text = _reply(code, message)
-            target = result.rejected if code >= 500 else result.deferred
-            target.update({r: text for r in recipients})
-            result.reply = text
-            return result
-        for rcpt in recipients:
-            code, message = smtp.rcpt(rcpt)
-            if code in (250, 251):
-                result.accepted.append(rcpt)
-            elif code >= 500:
-                result.rejected[rcpt] = _reply(code, message)
-            else:
-                result.deferred[rcpt] = _reply(code, message)
-            if code == 421:
-                raise smtplib.SMTPServerDisconnected(_reply(code, message))
-        if not result.accepted:
-            smtp.rset()
-            return result
-        code, message = smtp.docmd("DATA")
-        if code != 354:
-            text = _reply(code, message)
-            target = result.rejected if code >= 500 else result.deferred
-            target.update({r: text for r in result.accepted})
-            result.accepted, result.reply = [], text
-            return result
-        buffer = bytearray()
-        sock = smtp.sock
-        assert sock is not None
-        for piece in _crlf(chunks()):
-            buffer += piece
-            if len(buffer) >= SEND_BUFFER:
-                sock.sendall(bytes(buffer))
-                buffer.clear()
-        if buffer:
-            sock.sendall(bytes(buffer))
-        # Postfix says nothing during DATA unless it gives up: anything readable now (an
-        # error reply or EOF) means the dot must not be sent.
-        if select.select([sock], [], [], 0)[0]:
-            code, message = smtp.getreply()
-            text = _reply(code, message)
-            target = result.rejected if 500 <= code < 600 else result.deferred
-            target.update({r: text for r in result.accepted})
-            result.accepted, result.reply = [], text
-            return result
-        if before_dot is not None:
-            before_dot(list(result.accepted))
-        dot_sent = True
-        sock.sendall(b".\r\n")
-        code, message = smtp.getreply()
-        result.reply = _reply(code, message)
-        if code != 250:
-            target = result.rejected if code >= 500 else result.deferred
-            target.update({r: result.reply for r in result.accepted})
-            result.accepted = []
-        try:
-            smtp.quit()
-        except (OSError, smtplib.SMTPException):
-            pass
-        return result
-    except (OSError, smtplib.SMTPException, socket.timeout) as exc:
-        text = (describe(exc, host, port) if isinstance(exc, OSError)
-                else f"SMTP session with {host}:{port} ended: {exc}")
-        result.doubt = dot_sent
-        result.deferred.update({r: text for r in result.accepted})
-        result.accepted = []
-        for rcpt in recipients:
-            if rcpt not in result.accepted and rcpt not in result.rejected:
-                result.deferred.setdefault(rcpt, text)
-        result.reply = text
-        return result
+        return session.deliver(sender, recipients, chunks, before_dot)
     finally:
-        smtp.close()
+        session.close()
 
 
 def probe(host: str, port: int, timeout: float = 15.0) -> str:

@@ -2,7 +2,7 @@
 
 imaplib has no idle() before Python 3.14, so the command is sent by hand. The session is
 only used for waiting: when the wait ends (news, timeout or stop) it is simply closed, and
-the normal collection run follows. A stop request closes the socket from a watcher thread,
+the normal collection run follows. A stop request shuts the socket down from a watcher thread,
 which wakes the blocked read at once (a read timeout would leave imaplib's buffered
 socket file unusable, so timeouts only ever end the wait).
 """
@@ -51,7 +51,15 @@ def wait_for_mail(account: Account, timeout: float, stop: threading.Event, known
     def watch() -> None:
         while not finished.wait(1.0):
             if stop.is_set():
-                source.abort()
+                # Shut the socket down, do not close it: closing imaplib's buffered file here
+                # would wait for the lock the blocked reader holds. The shutdown wakes the
+                # reader, whose `finally` then closes everything.
+                sock = imap.sock
+                if sock is not None:
+                    try:
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                    except OSError:
+                        pass
                 return
 
     threading.Thread(target=watch, name=f"smartpop-idle-{account.name}", daemon=True).start()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, List, NamedTuple
+from typing import Callable, List, NamedTuple, Sequence
 
 from smartpop.config.schema import Account
 
@@ -28,6 +28,9 @@ class Source:
     def list(self) -> List[RemoteMessage]:
         """Every message currently in the mailbox."""
         raise NotImplementedError
+
+    def fetch_ahead(self, upcoming: Sequence[RemoteMessage]) -> None:
+        """Hint: these messages are fetched next, in this order (the protocol may ask for them early)."""
 
     def fetch(self, ref: str, sink: Sink) -> None:
         """Stream the message's bytes (as the server stores them) into `sink`, in pieces."""

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator, List
 
-from smartpop.collector.headers import Field, HeaderScan, first, lines, parse_fields
+from smartpop.collector.headers import Field, HeaderScan, first, parse_fields
 
 # Headers beyond this are treated as body: still delivered byte for byte, just not parsed.
 MAX_HEADER = 1024 * 1024
@@ -41,21 +41,26 @@ class SpoolWriter:
         if self._scan.done:
             self._body_hash.update(piece.replace(b"\r", b""))
             return
-        data = self._partial + piece
+        data = self._partial + piece if self._partial else piece
         self._partial = b""
-        pieces = lines(data)
-        for index, line in enumerate(pieces):
-            if not line.endswith(b"\n") and index == len(pieces) - 1 and self._header_len + len(line) < MAX_HEADER:
+        # Line by line only while in the header; the rest of the piece is hashed in one go.
+        pos, end = 0, len(data)
+        while pos < end:
+            nl = data.find(b"\n", pos)
+            stop = end if nl < 0 else nl + 1
+            line = data[pos:stop]
+            if nl < 0 and self._header_len + len(line) < MAX_HEADER:
                 self._partial = line  # an incomplete last line: decide when its end arrives
                 return
             if self._header_len + len(line) > MAX_HEADER or not self._scan.feed_line(line):
                 self._scan.done = True
-                self._body_hash.update(b"".join(pieces[index:]).replace(b"\r", b""))
+                self._body_hash.update(data[pos:].replace(b"\r", b""))
                 return
             self._header.append(line)
             self._header_len += len(line)
+            pos = stop
             if self._scan.done:
-                self._body_hash.update(b"".join(pieces[index + 1:]).replace(b"\r", b""))
+                self._body_hash.update(data[pos:].replace(b"\r", b""))
                 return
 
     def close(self) -> Spooled:
@@ -111,7 +116,8 @@ class Spooled:
         with open(self.path, "rb") as handle:
             handle.seek(self.header_len)
             while True:
-                piece = handle.readline(READ_CHUNK)
+                # Blocks, not lines: the SMTP side normalises line ends across any split.
+                piece = handle.read(READ_CHUNK)
                 if not piece:
                     return
                 yield piece

@@ -1,7 +1,17 @@
 """The collection state in SQLite (DATA/state.sqlite3): what was seen, delivered, and the status.
 
-Every write that precedes an irreversible step (the SMTP dot, DELE/EXPUNGE) is its own
-committed transaction with synchronous=FULL, so it is on disk before the step happens.
+Every write that precedes an irreversible step is committed with synchronous=FULL before
+that step happens: the 'sending' journal entry before the SMTP dot, the 'done' record
+before DELE / \\Deleted. Writes that guard nothing irreversible yet (a delivered copy, the
+ledger, 'done') are queued and ride along with the next commit, which is at the latest
+the one made before their message's deletion (runner: sync() before DELE). Concurrent
+threads share commits (group commit): one fsync covers every write queued before it.
+
+Why a queued write may be lost in a crash without harm: a delivered copy left at
+'sending' is recovered as 'doubt' (treated as delivered, put in the ledger), which is what
+it was; a lost 'done' only means the message is looked at again and found placed. A copy
+that MailPlus refused or deferred is NOT queued: clearing its 'sending' entry is committed
+at once, else a crash would turn it into 'doubt' and lose it.
 
 Tables:
 - messages: one row per server message (account, folder, uidvalidity, uid); state
@@ -18,9 +28,10 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from smartpop.errors import StateError
 from smartpop.paths import Paths
@@ -46,6 +57,10 @@ CREATE TABLE IF NOT EXISTS account_status (
 
 LEDGER_DAYS = 180
 VANISHED_DAYS = 30
+# The age-based clean-up (ledger, long-gone messages) runs at most this often per account
+# and process when nothing vanished from the server: a quiet poll then writes nothing.
+PRUNE_EVERY = 3600.0
+_last_prune: Dict[Tuple[str, str], float] = {}
 
 
 class Key(NamedTuple):
@@ -70,7 +85,8 @@ class MessageRow(NamedTuple):
 def connect(path: Path) -> sqlite3.Connection:
     """Open (and create) the store with durable settings."""
     try:
-        conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+        # Shared by the threads of one run; Store serialises every use with a lock.
+        conn = sqlite3.connect(str(path), timeout=60, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: every commit is fsynced, also in WAL mode (NORMAL would not be).
         conn.execute("PRAGMA synchronous=FULL")
@@ -84,59 +100,178 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+Statement = Tuple[str, Any, bool]  # sql, parameters, executemany?
+
+# Digests with ledger rows queued (not yet committed) in some Store of this process: a
+# duplicate check elsewhere must commit them first, or it would miss them.
+_queued_digests: Dict[str, Set[Store]] = {}
+_queued_lock = threading.Lock()
+
+
 class Store:
-    """Typed access to the state tables for one thread."""
+    """Typed access to the state tables, shared by the threads of one run."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = connect(path)
+        self._conn_lock = threading.RLock()  # one user of the connection at a time
+        # Reads use a second connection: in WAL mode they then never wait for a commit's fsync.
+        self._reader = sqlite3.connect(str(path), timeout=60, isolation_level=None, check_same_thread=False)
+        self._reader_lock = threading.Lock()
+        self._cv = threading.Condition()  # guards the queue and the commit sequence below
+        self._queue: List[Statement] = []
+        # The last write sequence number touching a message / a ledger digest, so a read that
+        # depends on them commits exactly when it has to.
+        self._key_seq: Dict[Key, int] = {}
+        self._digest_seq: Dict[str, int] = {}
+        self._seq = 0  # writes queued so far
+        self._committed = 0  # writes on disk so far
+        self._committing = False
+        self._broken: Optional[BaseException] = None
+        self.commits = 0
 
     def close(self) -> None:
-        """Close the connection."""
-        self.conn.close()
+        """Commit what is queued and close the connection."""
+        try:
+            self.sync()
+        finally:
+            self._forget_digests()
+            self._reader.close()
+            self.conn.close()
+
+    def _forget_digests(self) -> None:
+        with _queued_lock:
+            for digest in self._digest_seq:
+                holders = _queued_digests.get(digest)
+                if holders is not None:
+                    holders.discard(self)
+                    if not holders:
+                        del _queued_digests[digest]
+        self._digest_seq = {}
+
+    def _enqueue(self, statements: Iterable[Statement], durable: bool, key: Optional[Key] = None,
+                 digest: str = "") -> None:
+        """Queue writes; with `durable`, return only once they (and all before them) are committed."""
+        with self._cv:
+            if self._broken is not None:
+                raise StateError(f"state store {self.path} failed: {self._broken}")
+            self._queue.extend(statements)
+            self._seq += 1
+            mine = self._seq
+            if key is not None:
+                self._key_seq[key] = mine
+            if digest:
+                if digest not in self._digest_seq:
+                    with _queued_lock:
+                        _queued_digests.setdefault(digest, set()).add(self)
+                self._digest_seq[digest] = mine
+        if durable:
+            self._wait_committed(mine)
+
+    def sync(self) -> None:
+        """Commit every queued write now (before an irreversible step that relies on them)."""
+        with self._cv:
+            if self._broken is not None:
+                raise StateError(f"state store {self.path} failed: {self._broken}")
+            target = self._seq
+        self._wait_committed(target)
+
+    def _wait_committed(self, target: int) -> None:
+        """Group commit: one thread commits the whole queue, the others wait for its fsync."""
+        with self._cv:
+            while self._committed < target:
+                if self._broken is not None:
+                    raise StateError(f"state store {self.path} failed: {self._broken}")
+                if self._committing:
+                    self._cv.wait()
+                    continue
+                self._committing = True
+                batch, self._queue = self._queue, []
+                upto = self._seq
+                self._cv.release()
+                error: Optional[BaseException] = None
+                try:
+                    self._commit(batch)
+                except BaseException as exc:  # recorded for every waiter, then re-raised below
+                    error = exc
+                finally:
+                    self._cv.acquire()
+                    self._committing = False
+                    if error is None:
+                        self._committed = upto
+                    else:
+                        self._broken = error
+                    self._cv.notify_all()
+                if error is not None:
+                    raise StateError(f"state store {self.path} failed: {error}") from error
+
+    def _sync_upto(self, seq: int) -> None:
+        if seq > self._committed:
+            self._wait_committed(seq)
+
+    def _commit(self, batch: List[Statement]) -> None:
+        if not batch:
+            return
+        with self._conn_lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                for sql, args, many in batch:
+                    if many:
+                        self.conn.executemany(sql, args)
+                    else:
+                        self.conn.execute(sql, args)
+                self.conn.execute("COMMIT")
+                self.commits += 1
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, args: Sequence[Any]) -> List[Any]:
+        with self._reader_lock:
+            try:
+                return self._reader.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StateError(f"state store {self.path} cannot be read: {exc}") from exc
 
     def _write(self, sql: str, args: Sequence[Any]) -> None:
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute(sql, args)
+        self._enqueue([(sql, args, False)], durable=True)
 
     # --- messages -----------------------------------------------------------------------
     def message(self, key: Key) -> Optional[MessageRow]:
         """The row of `key`, or None if never seen."""
-        row = self.conn.execute(
-            "SELECT state, first_seen, done_at, next_try, attempts FROM messages "
-            "WHERE account=? AND folder=? AND uidvalidity=? AND uid=?", key).fetchone()
-        return MessageRow(*row) if row else None
+        self._sync_upto(self._key_seq.get(key, 0))
+        rows = self._read("SELECT state, first_seen, done_at, next_try, attempts FROM messages "
+                          "WHERE account=? AND folder=? AND uidvalidity=? AND uid=?", key)
+        return MessageRow(*rows[0]) if rows else None
 
     def messages_of(self, account: str, folder: str, uidvalidity: str) -> Dict[str, MessageRow]:
         """All rows of one mailbox generation, by uid (one query instead of one per message)."""
-        rows = self.conn.execute(
-            "SELECT uid, state, first_seen, done_at, next_try, attempts FROM messages "
-            "WHERE account=? AND folder=? AND uidvalidity=?", (account, folder, uidvalidity)).fetchall()
+        self.sync()
+        rows = self._read("SELECT uid, state, first_seen, done_at, next_try, attempts FROM messages "
+                          "WHERE account=? AND folder=? AND uidvalidity=?", (account, folder, uidvalidity))
         return {r[0]: MessageRow(*r[1:]) for r in rows}
 
     def note_attempt(self, key: Key, message_id: str, digest: str, size: int, error: Optional[str],
                      retry_after: float) -> None:
         """Record a retrieval whose message is not (yet) fully placed."""
         now = time.time()
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute(
-                "INSERT INTO messages (account, folder, uidvalidity, uid, state, first_seen, message_id, digest, size,"
-                " attempts, next_try, last_error) VALUES (?,?,?,?, 'pending', ?, ?, ?, ?, 1, ?, ?) "
-                "ON CONFLICT (account, folder, uidvalidity, uid) DO UPDATE SET attempts=attempts+1,"
-                " next_try=excluded.next_try, last_error=excluded.last_error, message_id=excluded.message_id,"
-                " digest=excluded.digest, size=excluded.size",
-                (*key, now, message_id, digest, size, now + retry_after, error))
+        self._enqueue([(
+            "INSERT INTO messages (account, folder, uidvalidity, uid, state, first_seen, message_id, digest, size,"
+            " attempts, next_try, last_error) VALUES (?,?,?,?, 'pending', ?, ?, ?, ?, 1, ?, ?) "
+            "ON CONFLICT (account, folder, uidvalidity, uid) DO UPDATE SET attempts=attempts+1,"
+            " next_try=excluded.next_try, last_error=excluded.last_error, message_id=excluded.message_id,"
+            " digest=excluded.digest, size=excluded.size",
+            (*key, now, message_id, digest, size, now + retry_after, error), False)], durable=True, key=key)
 
     def mark_done(self, key: Key, message_id: str, digest: str, size: int) -> None:
-        """Every recipient is placed: the message may now be deleted on the server."""
+        """Every recipient is placed: queued; sync() before deleting the message on the server."""
         now = time.time()
-        self._write(
+        self._enqueue([(
             "INSERT INTO messages (account, folder, uidvalidity, uid, state, first_seen, done_at, message_id, digest,"
             " size) VALUES (?,?,?,?, 'done', ?, ?, ?, ?, ?) ON CONFLICT (account, folder, uidvalidity, uid) DO UPDATE"
             " SET state='done', done_at=excluded.done_at, last_error=NULL, next_try=NULL",
-            (*key, now, now, message_id, digest, size))
+            (*key, now, now, message_id, digest, size), False)], durable=False, key=key)
 
     def backdate_done(self, account: str, seconds: float) -> None:
         """Move every done_at of `account` into the past (for tests of delete_after_days)."""
@@ -146,90 +281,102 @@ class Store:
     def prune(self, account: str, folder: str, uidvalidity: str, present: Set[str]) -> None:
         """Forget rows of messages gone from the server for a while, and old ledger entries."""
         now = time.time()
-        rows = self.conn.execute("SELECT uid, on_server FROM messages WHERE account=? AND folder=? AND uidvalidity=?",
-                                 (account, folder, uidvalidity)).fetchall()
+        self.sync()
+        rows = self._read("SELECT uid, on_server FROM messages WHERE account=? AND folder=? AND uidvalidity=?",
+                          (account, folder, uidvalidity))
         gone = [uid for uid, on_server in rows if uid not in present and on_server]
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany("UPDATE messages SET on_server=0, done_at=COALESCE(done_at, ?) "
-                                  "WHERE account=? AND folder=? AND uidvalidity=? AND uid=?",
-                                  [(now, account, folder, uidvalidity, uid) for uid in gone])
-            self.conn.execute("DELETE FROM messages WHERE account=? AND on_server=0 AND state='done' AND done_at < ?",
-                              (account, now - VANISHED_DAYS * 86400))
-            self.conn.execute("DELETE FROM copies WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE"
-                              " m.account=copies.account AND m.folder=copies.folder AND"
-                              " m.uidvalidity=copies.uidvalidity AND m.uid=copies.uid) AND at < ?",
-                              (now - VANISHED_DAYS * 86400,))
-            self.conn.execute("DELETE FROM ledger WHERE at < ?", (now - LEDGER_DAYS * 86400,))
+        if not gone and self._pruned_recently(account, now):
+            return  # nothing vanished, and the age-based clean-up ran less than an hour ago
+        self._enqueue([
+            ("UPDATE messages SET on_server=0, done_at=COALESCE(done_at, ?) "
+             "WHERE account=? AND folder=? AND uidvalidity=? AND uid=?",
+             [(now, account, folder, uidvalidity, uid) for uid in gone], True),
+            ("DELETE FROM messages WHERE account=? AND on_server=0 AND state='done' AND done_at < ?",
+             (account, now - VANISHED_DAYS * 86400), False),
+            ("DELETE FROM copies WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE"
+             " m.account=copies.account AND m.folder=copies.folder AND"
+             " m.uidvalidity=copies.uidvalidity AND m.uid=copies.uid) AND at < ?",
+             (now - VANISHED_DAYS * 86400,), False),
+            ("DELETE FROM ledger WHERE at < ?", (now - LEDGER_DAYS * 86400,), False),
+        ], durable=True)
+        _last_prune[(str(self.path), account)] = now
+
+    def _pruned_recently(self, account: str, now: float) -> bool:
+        last = _last_prune.get((str(self.path), account))
+        return last is not None and now - last < PRUNE_EVERY
 
     # --- copies and the ledger ----------------------------------------------------------
     def placed(self, key: Key) -> Dict[str, str]:
         """Recipients of `key` already handed over: rcpt -> status."""
-        rows = self.conn.execute("SELECT rcpt, status FROM copies WHERE account=? AND folder=? AND uidvalidity=?"
-                                 " AND uid=? AND status IN ('delivered', 'doubt')", key).fetchall()
+        self._sync_upto(self._key_seq.get(key, 0))
+        rows = self._read("SELECT rcpt, status FROM copies WHERE account=? AND folder=? AND uidvalidity=?"
+                          " AND uid=? AND status IN ('delivered', 'doubt')", key)
         return dict(rows)
 
     def in_ledger(self, digest: str, rcpts: Sequence[str]) -> Set[str]:
-        """Which of `rcpts` already received the message with `digest` (any account)."""
+        """Which of `rcpts` already received the message with `digest` (any account of this process)."""
+        with _queued_lock:
+            holders = list(_queued_digests.get(digest, ()))
+        for store in holders:  # ledger rows of this digest still queued somewhere: commit them first
+            store._sync_upto(store._digest_seq.get(digest, 0))
         found = set()
         for rcpt in rcpts:
-            if self.conn.execute("SELECT 1 FROM ledger WHERE digest=? AND rcpt=?", (digest, rcpt)).fetchone():
+            if self._read("SELECT 1 FROM ledger WHERE digest=? AND rcpt=?", (digest, rcpt)):
                 found.add(rcpt)
         return found
 
     def begin_sending(self, key: Key, rcpts: Sequence[str], via: str, spool: str, digest: str) -> None:
         """Durably note, right before the DATA dot, which copies are about to be handed over."""
         now = time.time()
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO copies (account, folder, uidvalidity, uid, rcpt, status, via, at, spool,"
-                " digest) VALUES (?,?,?,?,?, 'sending', ?, ?, ?, ?)",
-                [(*key, r, via, now, spool, digest) for r in rcpts])
+        self._enqueue([(
+            "INSERT OR REPLACE INTO copies (account, folder, uidvalidity, uid, rcpt, status, via, at, spool,"
+            " digest) VALUES (?,?,?,?,?, 'sending', ?, ?, ?, ?)",
+            [(*key, r, via, now, spool, digest) for r in rcpts], True)], durable=True, key=key)
 
     def finish_sending(self, key: Key, delivered: Dict[str, str], failed: Sequence[str], digest: str,
                        ledger_rcpts: Sequence[str], status: str = "delivered") -> None:
-        """After the DATA reply: record delivered copies (and the ledger); clear the failed intents."""
+        """After the DATA reply: record delivered copies (and the ledger); clear the failed intents.
+
+        Only clearing a failed copy must be on disk at once (a crash would otherwise count it
+        as delivered); delivered copies are already safe as 'sending' and ride along later.
+        """
         now = time.time()
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            for rcpt, reply in delivered.items():
-                self.conn.execute("UPDATE copies SET status=?, reply=?, at=? WHERE account=? AND folder=? AND"
-                                  " uidvalidity=? AND uid=? AND rcpt=?", (status, reply, now, *key, rcpt))
-            for rcpt in failed:
-                self.conn.execute("DELETE FROM copies WHERE account=? AND folder=? AND uidvalidity=? AND uid=?"
-                                  " AND rcpt=? AND status='sending'", (*key, rcpt))
-            self.conn.executemany("INSERT OR IGNORE INTO ledger (digest, rcpt, at) VALUES (?,?,?)",
-                                  [(digest, r, now) for r in ledger_rcpts])
+        statements: List[Statement] = [
+            ("UPDATE copies SET status=?, reply=?, at=? WHERE account=? AND folder=? AND uidvalidity=? AND uid=?"
+             " AND rcpt=?", [(status, reply, now, *key, rcpt) for rcpt, reply in delivered.items()], True),
+            ("DELETE FROM copies WHERE account=? AND folder=? AND uidvalidity=? AND uid=?"
+             " AND rcpt=? AND status='sending'", [(*key, rcpt) for rcpt in failed], True),
+            ("INSERT OR IGNORE INTO ledger (digest, rcpt, at) VALUES (?,?,?)",
+             [(digest, r, now) for r in ledger_rcpts], True),
+        ]
+        self._enqueue(statements, durable=bool(failed), key=key, digest=digest if ledger_rcpts else "")
 
     def record_duplicate(self, key: Key, rcpts: Sequence[str]) -> None:
         """Note recipients skipped because another copy of the message already reached them."""
         now = time.time()
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO copies (account, folder, uidvalidity, uid, rcpt, status, via, at)"
-                " VALUES (?,?,?,?,?, 'delivered', 'duplicate', ?)", [(*key, r, now) for r in rcpts])
+        # Queued: if lost, the next run finds the same ledger rows again and decides the same.
+        self._enqueue([(
+            "INSERT OR REPLACE INTO copies (account, folder, uidvalidity, uid, rcpt, status, via, at)"
+            " VALUES (?,?,?,?,?, 'delivered', 'duplicate', ?)", [(*key, r, now) for r in rcpts], True)],
+            durable=False, key=key)
 
     def in_flight(self, account: str) -> List[Dict[str, Any]]:
         """Copies left in 'sending' by a process that died between the dot and the record."""
-        rows = self.conn.execute("SELECT folder, uidvalidity, uid, rcpt, spool, digest FROM copies WHERE account=?"
-                                 " AND status='sending'", (account,)).fetchall()
+        self.sync()
+        rows = self._read("SELECT folder, uidvalidity, uid, rcpt, spool, digest FROM copies WHERE account=?"
+                          " AND status='sending'", (account,))
         return [dict(zip(("folder", "uidvalidity", "uid", "rcpt", "spool", "digest"), r)) for r in rows]
 
     def resolve_in_flight(self, account: str) -> None:
         """Treat every 'sending' copy as handed over (status 'doubt', kept in the ledger)."""
         now = time.time()
         rows = self.in_flight(account)
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            for row in rows:
-                self.conn.execute("UPDATE copies SET status='doubt', at=? WHERE account=? AND folder=? AND"
-                                  " uidvalidity=? AND uid=? AND rcpt=?",
-                                  (now, account, row["folder"], row["uidvalidity"], row["uid"], row["rcpt"]))
-                if row["digest"]:
-                    self.conn.execute("INSERT OR IGNORE INTO ledger (digest, rcpt, at) VALUES (?,?,?)",
-                                      (row["digest"], row["rcpt"], now))
+        self._enqueue([
+            ("UPDATE copies SET status='doubt', at=? WHERE account=? AND folder=? AND uidvalidity=? AND uid=?"
+             " AND rcpt=?", [(now, account, r["folder"], r["uidvalidity"], r["uid"], r["rcpt"]) for r in rows], True),
+            ("INSERT OR IGNORE INTO ledger (digest, rcpt, at) VALUES (?,?,?)",
+             [(r["digest"], r["rcpt"], now) for r in rows if r["digest"]], True),
+        ], durable=True)
 
     # --- status -------------------------------------------------------------------------
     def run_started(self, account: str) -> None:

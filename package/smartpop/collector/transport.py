@@ -54,10 +54,19 @@ def network_errors(host: str, port: int) -> Iterator[None]:
         raise ConnectError(describe(exc, host, port)) from exc
 
 
+def nodelay(sock: socket.socket) -> None:
+    """TCP_NODELAY: commands and the final dot are small writes that must not wait for an ACK."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not TCP or not supported: only slower
+
+
 def open_socket(host: str, port: int, timeout: float, context: Optional[ssl.SSLContext]) -> socket.socket:
     """Connect (and wrap in TLS when `context` is given); errors become ConnectError."""
     with network_errors(host, port):
         sock = socket.create_connection((host, port), timeout=timeout)
+        nodelay(sock)
         if context is None:
             return sock
         try:

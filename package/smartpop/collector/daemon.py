@@ -4,7 +4,8 @@ IMAP accounts with `idle` wait in IMAP IDLE between runs and collect as soon as 
 announces new mail (at the latest after the interval).
 
 One scheduler thread starts one worker per due account (never two for one account; the
-file lock also keeps a concurrent `smartpop fetch` out). The config is re-read when
+file lock also keeps a concurrent `smartpop fetch` out); at most ACCOUNT_CONCURRENCY of
+them collect at the same time. The config is re-read when
 config.json changes, so accounts edited in the UI take effect without a restart.
 Stopping lets a worker finish the message in hand, then QUIT, so nothing is left half done.
 """
@@ -16,6 +17,7 @@ import threading
 import time
 from typing import Dict, Optional
 
+from smartpop.collector import runner
 from smartpop.collector.idle import wait_for_mail
 from smartpop.collector.runner import run_account
 from smartpop.config import store
@@ -47,6 +49,8 @@ class DaemonHandle:
         self._due: Dict[str, float] = {}
         self._failures: Dict[str, int] = {}
         self._lock = threading.Lock()
+        # Bounds how many accounts collect at once (a worker waiting in IDLE does not count).
+        self._slots = threading.BoundedSemaphore(runner.ACCOUNT_CONCURRENCY)
         self._config_mtime = self._mtime()
         self._thread = threading.Thread(target=self._loop, name="smartpop-scheduler", daemon=True)
 
@@ -92,7 +96,10 @@ class DaemonHandle:
         failures = self._failures.get(account.name, 0)
         remaining = -1
         try:
-            result = run_account(self.paths, config, account, stop=self._stop, lock_timeout=0)
+            with self._slots:
+                if self._stop.is_set():
+                    return
+                result = run_account(self.paths, config, account, stop=self._stop, lock_timeout=0)
             failures = 0 if (result.ok or result.skipped) else failures + 1
             remaining = result.remaining
         except Exception:

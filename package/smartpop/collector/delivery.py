@@ -170,18 +170,20 @@ class SmtpSession:
         dot_sent = False
         mail_answered = False
         try:
-            code, message = smtp.mail(sender)
+            # docmd, not smtp.mail()/rcpt(): those run every address through email.utils'
+            # parser (0.1 ms each in the profile); ours are normalised bare addresses already.
+            code, message = smtp.docmd("MAIL", f"FROM:<{sender}>")
             mail_answered = True
             if code >= 500 and sender:
                 # A sender MailPlus dislikes (e.g. a local address, "not logged in") must not
                 # block the message: the null sender can always be accepted and never bounces.
                 log.warning("MAIL FROM:<%s> refused (%s); using <>", sender, _reply(code, message))
                 smtp.rset()
-                code, message = smtp.mail("")
+                code, message = smtp.docmd("MAIL", "FROM:<>")
             if code != 250:
                 return self._refused(result, recipients, code, message, reset=code != 421)
             for rcpt in recipients:
-                code, message = smtp.rcpt(rcpt)
+                code, message = smtp.docmd("RCPT", f"TO:<{rcpt}>")
                 if code in (250, 251):
                     result.accepted.append(rcpt)
                 elif code >= 500:

@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 STATUS_LINE_MAX = 8192
 CHUNK = 64 * 1024
-RECV = 256 * 1024
+# Below malloc's mmap threshold: a bigger recv() buffer was mmap'ed and unmapped on every
+# call (one TLS record is at most 16 KB anyway).
+RECV = 32 * 1024
 # RETRs in flight at once with PIPELINING: enough to hide a round trip, few enough that the
 # kernel's socket buffers (not our memory) hold what has not been read yet.
 WINDOW = 4

@@ -94,6 +94,10 @@ NETWORK_TIMEOUT = 120.0
 # Postfix did 1,000 x 10 KB in 1.93 s over one connection and 1.24 s over four (bench/README.md):
 # its per-message work, fsync of the queue file included, runs in parallel across connections.
 DELIVERY_CONNECTIONS = 3
+# Accounts polled at once by one fetch pass or the daemon. Most polls are waits on the
+# network (TLS handshake, login, UIDL), so a few in parallel make 200 accounts fast while
+# a 2-core NAS stays responsive; each account still has its own file lock.
+ACCOUNT_CONCURRENCY = 4
 # Messages the provider thread tells the source about in advance; the protocol decides how
 # many it asks for early (POP3 PIPELINING: pop3.WINDOW; IMAP: one batched UID FETCH).
 FETCH_AHEAD = 32
@@ -192,9 +196,12 @@ class AccountRun:
         # gethostname, not getfqdn: a reverse DNS lookup can hang on a NAS with broken DNS.
         self.hostname = socket.gethostname() or "localhost"
         self._lock = threading.Lock()  # guards result, _ready and _sessions across worker threads
-        self._ready: List[RemoteMessage] = []  # placed; 'done' queued, DELE not sent yet
+        # Placed messages whose DELE is not sent yet, with the number of their queued 'done' record.
+        self._ready: List[Tuple[RemoteMessage, int]] = []
+        self._journalled: Set[str] = set()  # uids with journal entries from earlier runs
         self._sessions: List[delivery.SmtpSession] = []
         self._local = threading.local()
+        self._slots = spool.SpoolSlots(paths.spool, spool.tempfile_prefix(account.name))
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._lock:
@@ -216,7 +223,8 @@ class AccountRun:
         return session
 
     def close_sessions(self) -> None:
-        """QUIT every SMTP connection of this run."""
+        """QUIT every SMTP connection of this run and remove its spool files."""
+        self._slots.remove_all()
         with self._lock:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
@@ -264,6 +272,8 @@ class AccountRun:
                 waiting += 1
             else:
                 todo.append(message)
+        if todo:
+            self._journalled = self.store.uids_with_copies(account.name, folder, source.uidvalidity)
         workers = max(1, min(DELIVERY_CONNECTIONS, len(todo)))
         pool = ThreadPoolExecutor(workers, thread_name_prefix=f"smartpop-deliver-{account.name}") \
             if workers > 1 else None
@@ -298,7 +308,7 @@ class AccountRun:
                 # Let every worker finish its message (a hand-over is never cut off half-way).
                 pool.shutdown(wait=True)
         waiting += self._settle(busy)
-        self._delete_ready(source)
+        self._delete_ready(source, final=True)
         self._progress("commit", total, total)
         self.store.prune(account.name, folder, source.uidvalidity, {m.uid for m in messages})
         self.result.waiting = waiting
@@ -312,13 +322,18 @@ class AccountRun:
                 left += 1
         return left
 
-    def _delete_ready(self, source: Source) -> None:
-        """Commit the queued records of placed messages (one fsync), then delete them on the server."""
+    def _delete_ready(self, source: Source, final: bool = False) -> None:
+        """Delete placed messages on the server whose 'done' record is on disk.
+
+        Records normally reach the disk with the next message's durable 'sending' note
+        (group commit), so waiting for that costs no fsync of its own; at the end of the
+        run (`final`) whatever is left is committed here.
+        """
         with self._lock:
-            ready, self._ready = self._ready, []
-        if not ready:
-            return
-        self.store.sync()
+            if final and self._ready:
+                self.store.sync_upto(max(seq for _, seq in self._ready))
+            ready = [m for m, seq in self._ready if self.store.is_durable(seq)]
+            self._ready = [(m, seq) for m, seq in self._ready if not self.store.is_durable(seq)]
         for message in ready:
             checkpoint("after_record")
             if not self.account.keep_on_server:
@@ -334,7 +349,7 @@ class AccountRun:
 
     def _retrieve(self, source: Source, message: RemoteMessage, key: Key) -> Optional[spool.Spooled]:
         """RETR/FETCH into a spool file; None when this one message could not be retrieved."""
-        writer = spool.SpoolWriter(self.paths.spool, spool.tempfile_prefix(self.account.name))
+        writer = spool.SpoolWriter(self.paths.spool, spool.tempfile_prefix(self.account.name), self._slots)
         try:
             source.fetch(message.ref, writer.write)
         except _FATAL:
@@ -377,18 +392,19 @@ class AccountRun:
             return False
         finally:
             spooled.remove()
-        if placed:
+        if placed is not None:
             with self._lock:
-                self._ready.append(message)
-        return placed
+                self._ready.append((message, placed))
+        return placed is not None
 
-    def _place(self, message: RemoteMessage, key: Key, spooled: spool.Spooled) -> bool:
+    def _place(self, message: RemoteMessage, key: Key, spooled: spool.Spooled) -> Optional[int]:
+        """Route and hand over one message; the number of its queued 'done' record, None if not placed."""
         decision = recipients.decide(spooled.fields, self.policy)
         with _one_at_a_time(spooled.dedup_digest()):
             return self._place_routed(message, key, spooled, decision)
 
     def _place_routed(self, message: RemoteMessage, key: Key, spooled: spool.Spooled,
-                      decision: recipients.RoutingDecision) -> bool:
+                      decision: recipients.RoutingDecision) -> Optional[int]:
         name = self.account.name
         msgid = spooled.message_id or "(no Message-ID)"
         log.info("%s: message %s uid %s: rule %s -> %s; %s", name, msgid, message.uid, decision.rule,
@@ -399,8 +415,9 @@ class AccountRun:
             log.error("%s: message %s uid %s kept on the server: %s", name, msgid, message.uid, error)
             self.store.note_attempt(key, spooled.message_id, digest, spooled.size, error, UNPLACEABLE_RETRY)
             self._problem(error)
-            return False
-        placed = self.store.placed(key)
+            return None
+        # A message without journal entries from an earlier run has nothing placed yet.
+        placed = self.store.placed(key) if message.uid in self._journalled else {}
         todo = [r for r in decision.recipients if r not in placed]
         dupes = self.store.in_ledger(digest, todo)
         if dupes:
@@ -445,13 +462,13 @@ class AccountRun:
             self.store.note_attempt(key, spooled.message_id, digest, spooled.size, error, retry)
             self._count("deferred")
             self._problem(error)
-            return False
+            return None
         # Queued, not committed: the provider thread commits it before the DELE (_delete_ready).
-        self.store.mark_done(key, spooled.message_id, digest, spooled.size)
+        done = self.store.mark_done(key, spooled.message_id, digest, spooled.size)
         self._count("collected")
         if used_fallback:
             self._count("fallback")
-        return True
+        return done
 
     def _send(self, key: Key, spooled: spool.Spooled, sender: str, rcpts: List[str],
               decision: recipients.RoutingDecision, via: str,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from smartpop.collector import headers, recipients
+from smartpop.collector import headers, recipients, runner
 from smartpop.collector.daemon import DaemonHandle, start
 from smartpop.collector.runner import AccountResult, policy_for, run_account
 from smartpop.collector.source import open_source
@@ -53,10 +54,21 @@ def fetch_all(paths: Paths, config: Config, account: Optional[str] = None,
     """One collection pass over every enabled account (or just `account`, enabled or not)."""
     accounts = [config.account(account)] if account else [a for a in config.accounts if a.enabled]
     summary = FetchSummary()
-    for item in accounts:
+
+    def one(item: Account) -> Optional[AccountResult]:
         if stop is not None and stop.is_set():
-            break
-        summary.results[item.name] = run_account(paths, config, item, progress, stop, lock_timeout)
+            return None  # stopping: accounts not started yet are left for the next pass
+        return run_account(paths, config, item, progress, stop, lock_timeout)
+
+    workers = max(1, min(runner.ACCOUNT_CONCURRENCY, len(accounts)))
+    if workers == 1:
+        results = [one(item) for item in accounts]
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="smartpop-account") as pool:
+            results = list(pool.map(one, accounts))  # in config order, whatever finished first
+    for item, result in zip(accounts, results):
+        if result is not None:
+            summary.results[item.name] = result
     return summary
 
 

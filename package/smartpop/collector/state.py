@@ -150,7 +150,7 @@ class Store:
         self._digest_seq = {}
 
     def _enqueue(self, statements: Iterable[Statement], durable: bool, key: Optional[Key] = None,
-                 digest: str = "") -> None:
+                 digest: str = "") -> int:
         """Queue writes; with `durable`, return only once they (and all before them) are committed."""
         with self._cv:
             if self._broken is not None:
@@ -167,6 +167,7 @@ class Store:
                 self._digest_seq[digest] = mine
         if durable:
             self._wait_committed(mine)
+        return mine
 
     def sync(self) -> None:
         """Commit every queued write now (before an irreversible step that relies on them)."""
@@ -205,7 +206,8 @@ class Store:
                 if error is not None:
                     raise StateError(f"state store {self.path} failed: {error}") from error
 
-    def _sync_upto(self, seq: int) -> None:
+    def sync_upto(self, seq: int) -> None:
+        """Commit at least up to the write numbered `seq`."""
         if seq > self._committed:
             self._wait_committed(seq)
 
@@ -240,7 +242,7 @@ class Store:
     # --- messages -----------------------------------------------------------------------
     def message(self, key: Key) -> Optional[MessageRow]:
         """The row of `key`, or None if never seen."""
-        self._sync_upto(self._key_seq.get(key, 0))
+        self.sync_upto(self._key_seq.get(key, 0))
         rows = self._read("SELECT state, first_seen, done_at, next_try, attempts FROM messages "
                           "WHERE account=? AND folder=? AND uidvalidity=? AND uid=?", key)
         return MessageRow(*rows[0]) if rows else None
@@ -264,10 +266,10 @@ class Store:
             " digest=excluded.digest, size=excluded.size",
             (*key, now, message_id, digest, size, now + retry_after, error), False)], durable=True, key=key)
 
-    def mark_done(self, key: Key, message_id: str, digest: str, size: int) -> None:
-        """Every recipient is placed: queued; sync() before deleting the message on the server."""
+    def mark_done(self, key: Key, message_id: str, digest: str, size: int) -> int:
+        """Every recipient is placed: queued; returns its number for is_durable() / sync_upto()."""
         now = time.time()
-        self._enqueue([(
+        return self._enqueue([(
             "INSERT INTO messages (account, folder, uidvalidity, uid, state, first_seen, done_at, message_id, digest,"
             " size) VALUES (?,?,?,?, 'done', ?, ?, ?, ?, ?) ON CONFLICT (account, folder, uidvalidity, uid) DO UPDATE"
             " SET state='done', done_at=excluded.done_at, last_error=NULL, next_try=NULL",
@@ -308,7 +310,7 @@ class Store:
     # --- copies and the ledger ----------------------------------------------------------
     def placed(self, key: Key) -> Dict[str, str]:
         """Recipients of `key` already handed over: rcpt -> status."""
-        self._sync_upto(self._key_seq.get(key, 0))
+        self.sync_upto(self._key_seq.get(key, 0))
         rows = self._read("SELECT rcpt, status FROM copies WHERE account=? AND folder=? AND uidvalidity=?"
                           " AND uid=? AND status IN ('delivered', 'doubt')", key)
         return dict(rows)
@@ -318,12 +320,22 @@ class Store:
         with _queued_lock:
             holders = list(_queued_digests.get(digest, ()))
         for store in holders:  # ledger rows of this digest still queued somewhere: commit them first
-            store._sync_upto(store._digest_seq.get(digest, 0))
-        found = set()
-        for rcpt in rcpts:
-            if self._read("SELECT 1 FROM ledger WHERE digest=? AND rcpt=?", (digest, rcpt)):
-                found.add(rcpt)
-        return found
+            store.sync_upto(store._digest_seq.get(digest, 0))
+        if not rcpts:
+            return set()
+        known = {row[0] for row in self._read("SELECT rcpt FROM ledger WHERE digest=?", (digest,))}
+        return {rcpt for rcpt in rcpts if rcpt in known}
+
+    def uids_with_copies(self, account: str, folder: str, uidvalidity: str) -> Set[str]:
+        """Messages of one mailbox generation with any journal entry (the others have nothing placed)."""
+        self.sync()
+        rows = self._read("SELECT DISTINCT uid FROM copies WHERE account=? AND folder=? AND uidvalidity=?",
+                          (account, folder, uidvalidity))
+        return {row[0] for row in rows}
+
+    def is_durable(self, seq: int) -> bool:
+        """True once the write numbered `seq` (as returned by mark_done) is committed."""
+        return seq <= self._committed
 
     def begin_sending(self, key: Key, rcpts: Sequence[str], via: str, spool: str, digest: str) -> None:
         """Durably note, right before the DATA dot, which copies are about to be handed over."""

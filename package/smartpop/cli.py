@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from smartpop import __version__
@@ -136,6 +137,14 @@ COMMANDS: Dict[str, Command] = {
 }
 
 
+def _owned_by_other(directory: Path) -> bool:
+    """Whether the data dir exists and belongs to someone other than us (root running for DSM)."""
+    try:
+        return os.stat(directory).st_uid != os.geteuid()
+    except OSError:
+        return False
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command and return its exit code."""
     parser = build_parser()
@@ -145,13 +154,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.print_help()
             return EXIT_CONFIG
         paths = Paths(resolve_data_dir(args.data))
-        ensure_data_dir(paths)
+        # Root (the relay task) writes nothing into DATA, which the package user owns: a
+        # root-owned lock or log there would lock the package out, and a planted symlink
+        # would redirect root's writes. Its output goes to Task Scheduler instead.
+        as_root = os.geteuid() == 0 and args.command == "relay" and _owned_by_other(paths.data)
+        if not as_root:
+            ensure_data_dir(paths)
         level = logging.DEBUG if args.verbose else logging.INFO
         daemon = args.command == "serve"
         # The daemon logs to its rotated file only: its stderr (smartpop.out) is not rotated
         # and should hold nothing but start-up failures.
-        setup_logging(paths.log_file if daemon or args.command in ("fetch", "relay") else None, level,
-                      stderr=not daemon)
+        to_file = (daemon or args.command in ("fetch", "relay")) and not as_root
+        setup_logging(paths.log_file if to_file else None, level, stderr=not daemon)
         return COMMANDS[args.command](paths, args)
     except (ConfigError, UsageError, NotYetAvailable) as exc:
         print(f"smartpop: {redact(str(exc))}", file=sys.stderr)

@@ -283,15 +283,17 @@ def test_uninstall_delete_removes_all_data(dsm: FakeDSM, spk: Spk) -> None:
     assert list(dsm.var.iterdir()) == []
 
 
-def fake_relay_checkpoint(dsm: FakeDSM) -> Path:
-    """What the root task leaves in DATA once it has changed MailPlus's Postfix."""
-    store = dsm.var / "relay" / "checkpoint"
-    store.mkdir(parents=True)
-    (store / "manifest.json").write_text('{"files": {}}')
-    if dsm.user is not None:
-        for path in (dsm.var / "relay", store, store / "manifest.json"):
-            os.chown(path, dsm.user.pw_uid, dsm.user.pw_gid)
-    return store
+def root_task_status(dsm: FakeDSM, state: str) -> None:
+    """What the root Task Scheduler job leaves in its own state dir (root-owned, world-readable)."""
+    state_dir = dsm.var / "relay" / "state"
+    state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    (state_dir / "status.json").write_text(json.dumps({"state": state, "detail": "", "fingerprint": None}))
+    (state_dir / "status.json").chmod(0o644)
+    if dsm.user is not None:  # DATA/relay belongs to the package user, state/ to root
+        os.chown(dsm.var / "relay", dsm.user.pw_uid, dsm.user.pw_gid)
+
+
+RESTORE = {"wizard_keep_data": "true", "wizard_delete_data": "false", "wizard_relay_restore": "true"}
 
 
 def test_uninstall_with_relay_restore_waits_for_the_root_task(dsm: FakeDSM, spk: Spk) -> None:
@@ -299,9 +301,8 @@ def test_uninstall_with_relay_restore_waits_for_the_root_task(dsm: FakeDSM, spk:
     once the root task has rolled back, the uninstall goes through."""
     port = free_ports(1)[0]
     assert_all_ok(dsm.install(spk, wizard(port)))
-    store = fake_relay_checkpoint(dsm)
-    restore = {"wizard_keep_data": "true", "wizard_delete_data": "false", "wizard_relay_restore": "true"}
-    runs = dsm.uninstall(restore)
+    root_task_status(dsm, "applied")
+    runs = dsm.uninstall(RESTORE)
     preuninst = next(r for r in runs if r.script == "preuninst")
     assert preuninst.rc == 1, "the uninstall must stop while MailPlus still uses SmartPop's relay settings"
     assert "Task Scheduler" in preuninst.dialog and "uninstall SmartPop again" in preuninst.dialog
@@ -310,20 +311,28 @@ def test_uninstall_with_relay_restore_waits_for_the_root_task(dsm: FakeDSM, spk:
     assert dsm.status() == 0, "DSM starts the package again after an aborted uninstall"
     result = dsm.cli("status", "--json")
     assert result.returncode == 0, result.stderr
-    status = json.loads(result.stdout)
-    assert status["relay"]["state"] == "pending"
+    assert json.loads(result.stdout)["relay"]["state"] == "pending"
 
-    # The root task rolled back (checkpoint gone, request consumed): now the uninstall passes.
-    shutil.rmtree(store)
+    # The root task rolled back (status says so, request consumed): now the uninstall passes.
+    root_task_status(dsm, "rolled back")
     (dsm.var / "relay" / "rollback.request").unlink()
-    assert_all_ok(dsm.uninstall(restore))
+    assert_all_ok(dsm.uninstall(RESTORE))
     assert not dsm.target.exists()
+    assert not (dsm.var / "relay" / "rollback.request").exists()
+
+
+def test_uninstall_with_relay_restore_but_relay_never_applied(dsm: FakeDSM, spk: Spk) -> None:
+    """'Restore' ticked, but the root task never touched Postfix: nothing to wait for."""
+    assert_all_ok(dsm.install(spk, wizard(free_ports(1)[0])))
+    assert_all_ok(dsm.uninstall(RESTORE))
+    assert not dsm.target.exists()
+    assert not (dsm.var / "relay" / "rollback.request").exists()
 
 
 def test_uninstall_without_relay_restore_leaves_mailplus_as_is(dsm: FakeDSM, spk: Spk) -> None:
     """Unticking 'restore' uninstalls at once and requests nothing."""
     assert_all_ok(dsm.install(spk, wizard(free_ports(1)[0])))
-    fake_relay_checkpoint(dsm)
+    root_task_status(dsm, "applied")
     assert_all_ok(dsm.uninstall({"wizard_keep_data": "true", "wizard_delete_data": "false",
                                  "wizard_relay_restore": "false"}))
     assert not dsm.target.exists()

@@ -182,3 +182,47 @@ def test_dsm_symlinked_data_dir_still_works(tmp_path: Path) -> None:
     assert (real / "relay" / "state" / "checkpoint" / "manifest.json").is_file()
     assert run_relay(data, "rollback", etc).returncode == 0
     assert tree_digest(etc) == before
+
+
+def _chown_tree(path: Path, uid: int) -> None:
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            os.lchown(name, uid, uid)
+
+
+def test_root_task_writes_nothing_into_the_package_users_data(tmp_path: Path) -> None:
+    # As on DSM: DATA belongs to the package user and root runs the task. A root-owned lock,
+    # log or spool there would lock the package out; only root's own state dir may appear.
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    package_uid = 65534
+    root, etc, data = _setup(tmp_path)
+    write_config(data, _base())
+    _chown_tree(data, package_uid)
+    for action in ("apply", "task", "rollback"):
+        proc = run_relay(data, action, etc)
+        assert proc.returncode == 0, (action, proc.stdout, proc.stderr)
+    root_owned = sorted(str(p.relative_to(data)) for p in data.rglob("*")
+                        if p.lstat().st_uid != package_uid and not str(p.relative_to(data)).startswith("relay/state"))
+    assert root_owned == [], f"root created or took over files in DATA: {root_owned}"
+    assert not (data / "smartpop.log").exists() and not (data / "config.json.lock").exists()
+
+
+def test_root_task_refuses_a_symlinked_config(tmp_path: Path) -> None:
+    # config.json pointing at a file only root may read: refused, and nothing of it is shown.
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    root, etc, data = _setup(tmp_path)
+    write_config(data, _base())
+    secret = root / "outside" / "root-only.txt"
+    secret.write_text("TOPSECRET-LINE\n")
+    secret.chmod(0o600)
+    (data / "config.json").unlink()
+    (data / "config.json").symlink_to(secret)
+    _chown_tree(data, 65534)
+    before = tree_digest(etc)
+    for action in ("apply", "task"):
+        proc = run_relay(data, action, etc)
+        assert proc.returncode == 2, (action, proc.stdout, proc.stderr)
+        assert "symlink" in proc.stderr and "TOPSECRET" not in proc.stdout + proc.stderr
+    assert tree_digest(etc) == before

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -34,6 +36,37 @@ def read_document(path: Path) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise v.fail("config", f"{path} is not valid JSON ({exc})", "correct the JSON syntax at that position") from exc
+
+
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def load_untrusted(paths: Paths) -> Config:
+    """Load config.json for root's task: no lock, no write, no symlink, bounded size.
+
+    DATA belongs to the package user; root must not create files there (a root-owned lock
+    would lock the package out) nor follow a link the package user planted.
+    """
+    try:
+        fd = os.open(str(paths.config), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise v.fail("config", f"{paths.config} does not exist", "set up SmartPop in its app first") from None
+    except OSError as exc:
+        raise v.fail("config", f"cannot open {paths.config} safely: {exc.strerror}",
+                     "config.json must be a regular file, not a symlink") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise v.fail("config", f"{paths.config} is not a regular file", "remove it and save the settings again")
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise v.fail("config", f"{paths.config} is larger than {MAX_CONFIG_BYTES} bytes", "save the settings again")
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except ValueError:
+        # No excerpt of the content: root may have been pointed at something that is not ours.
+        raise v.fail("config", f"{paths.config} is not valid JSON", "save the settings again in the app") from None
+    document, _ = migrate(raw)
+    return parse_config(document)
 
 
 def serialise(config: Config) -> bytes:

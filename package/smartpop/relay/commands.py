@@ -16,7 +16,7 @@ from smartpop.paths import Paths
 from smartpop.relay import patcher, trust
 from smartpop.relay import postfix as pf
 from smartpop.relay.desired import Desired, desired_from_relay, main_block_lines
-from smartpop.relay.service import relay_status, request_file, request_rollback
+from smartpop.relay.service import relay_status, request_file, request_rollback, settings_live
 
 LOG = logging.getLogger("smartpop.relay")
 EXIT_OK, EXIT_DRIFT = 0, 1
@@ -31,7 +31,7 @@ def _postfix_dir(args: argparse.Namespace) -> Path:
 
 
 def _desired(paths: Paths, directory: Path, tools: pf.Tools) -> Tuple[Desired, str, str]:
-    config = store.load(paths)  # schema validation; desired_from_relay validates again
+    config = store.load_untrusted(paths)  # schema validation; desired_from_relay validates again
     map_type = pf.map_type(tools)
     ca_file = trust.find_ca_file()
     return desired_from_relay(config.relay, str(directory), map_type, ca_file), map_type, ca_file
@@ -58,11 +58,15 @@ def cmd_relay(paths: Paths, args: argparse.Namespace) -> int:
     """Dispatch the relay actions."""
     action = args.action
     if action == "request-rollback":
+        if not settings_live(paths):
+            # preuninst relies on this: no request file means there is nothing to wait for.
+            print("nothing to restore: SmartPop's relay settings are not in MailPlus's Postfix")
+            return EXIT_OK
         request_rollback(paths)
         print("rollback requested; the root task carries it out on its next run")
         return EXIT_OK
     if action == "status":
-        config = store.load(paths)
+        config = store.load_untrusted(paths)
         report = relay_status(paths, config, getattr(args, "postfix_dir", None))
         print(json.dumps(report, indent=1) if getattr(args, "json", False)
               else f"relay: {report['state']}: {report['detail']}\nroot task: {report['task_command']}")

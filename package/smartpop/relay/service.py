@@ -37,6 +37,15 @@ def request_rollback(paths: Paths) -> None:
     atomic_write(request_file(paths), b"rollback\n", 0o600)
 
 
+def settings_live(paths: Paths) -> bool:
+    """Whether SmartPop's relay settings may still be in MailPlus's Postfix (per root's last run)."""
+    if not (paths.relay_dir / "state").exists():
+        return False  # the root task never ran: Postfix was never touched
+    last = _read_status(paths)
+    # An unreadable status after root ran means "cannot tell": assume live, never skip a restore.
+    return not last or last.get("state") not in ("disabled", "rolled back")
+
+
 def _read_status(paths: Paths) -> Dict[str, Any]:
     # Root's task writes it into its own state dir (relay/trust.py); read-only here.
     try:

@@ -80,8 +80,8 @@ def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None) -
         if not enabled and not last:
             result.update(state="disabled", detail="the relay is off and SmartPop never changed Postfix")
         else:
-            result.update(state="pending", detail="the settings changed; run the root task (Task Scheduler) "
-                                                  "to apply them: " + command)
+            result.update(state="pending", detail="the settings are saved but not applied yet: the root task "
+                                                  "(DSM Task Scheduler) applies them on its next run")
         return result
     if last.get("state") == "drift":
         result.update(state="drift", detail=str(last.get("detail") or "Postfix files changed under SmartPop"))

@@ -50,7 +50,8 @@ def test_provider_connection_dropped_mid_message(env: Env, protocol: str) -> Non
     _census(env, {"anna": [messages[0], messages[2]], "ben": [messages[1]]})
 
 
-def test_smtp_faults_421_451_452_550_552_and_drop(env: Env) -> None:
+@pytest.mark.parametrize("pipelining", [True, False], ids=["smtp-pipelining", "smtp-lock-step"])
+def test_smtp_faults_421_451_452_550_552_and_drop(env: Env, pipelining: bool) -> None:
     env.users("anna", "ben", "carl")
     anna, ben, carl = env.addr("anna"), env.addr("ben"), env.addr("carl")
     both = message(2, anna, extra=f"Delivered-To: {ben}\n")
@@ -64,7 +65,7 @@ def test_smtp_faults_421_451_452_550_552_and_drop(env: Env) -> None:
         Rule("DATA_END", "452 4.3.1 insufficient storage", match="sender4@"),  # msg 4: deferred at the dot
         Rule("DATA", "552 5.3.4 message too big", match="sender5@"),        # msg 5: refused -> fallback
         Rule("BODY_DROP", after_bytes=5000, match="sender6@"),              # msg 6: cut mid-body, deferred
-    ]).start()
+    ], hide=() if pipelining else ("PIPELINING",)).start()
     try:
         config = env.write_config(delivery={"host": "127.0.0.1", "port": proxy.port})
         first = service.fetch_all(env.paths, config)
@@ -124,11 +125,13 @@ def test_silent_server_times_out_with_one_line(env: Env, monkeypatch: pytest.Mon
     assert summary.results["sammel"].collected == 1 and len(env.local("anna")) == 1
 
 
-def test_refused_sender_is_retried_with_null_sender(env: Env) -> None:
+@pytest.mark.parametrize("pipelining", [True, False], ids=["smtp-pipelining", "smtp-lock-step"])
+def test_refused_sender_is_retried_with_null_sender(env: Env, pipelining: bool) -> None:
     env.users("anna")
     env.fill([message(1, env.addr("anna"))])
     proxy = SmtpFaultProxy(env.stack.smtp_port, [
-        Rule("MAIL", "553 5.7.1 Sender address rejected: not logged in", match="sender1@")]).start()
+        Rule("MAIL", "553 5.7.1 Sender address rejected: not logged in", match="sender1@")],
+        hide=() if pipelining else ("PIPELINING",)).start()
     try:
         config = env.write_config(delivery={"host": "127.0.0.1", "port": proxy.port})
         assert service.fetch_all(env.paths, config).ok

@@ -141,16 +141,26 @@ class Rule:
 
 
 class SmtpFaultProxy(_Base):
-    """SMTP-aware proxy in lock-step (the collector does not pipeline commands).
+    """SMTP-aware proxy, one command at a time (pipelined commands are answered in order).
 
     The collector may hold several connections at once: the transaction state (MAIL FROM)
     is kept per connection, so a rule aimed at one sender fires on that message only.
     """
 
-    def __init__(self, target_port: int, rules: Optional[List[Rule]] = None) -> None:
+    def __init__(self, target_port: int, rules: Optional[List[Rule]] = None, hide: Tuple[str, ...] = ()) -> None:
         super().__init__(target_port)
         self.rules: List[Rule] = list(rules or [])
         self.fired: List[Tuple[str, str]] = []
+        self.hide = tuple(h.upper() for h in hide)  # EHLO keywords not to pass on (e.g. PIPELINING)
+
+    def _ehlo_reply(self, reply: bytes) -> bytes:
+        """The EHLO reply without the hidden extensions."""
+        if not self.hide:
+            return reply
+        lines = [line for line in reply.splitlines() if not line[4:].decode("ascii", "replace").upper()
+                 .startswith(self.hide)]
+        return b"".join(line[:3] + (b"-" if i < len(lines) - 1 else b" ") + line[4:] + b"\r\n"
+                        for i, line in enumerate(lines))
 
     def _take(self, stage: str, line: str) -> Optional[Rule]:
         with self._lock:
@@ -217,7 +227,7 @@ class SmtpFaultProxy(_Base):
                 continue
             upstream.sendall(line)
             reply = self._reply(ufile)
-            client.sendall(reply)
+            client.sendall(self._ehlo_reply(reply) if verb == "EHLO" else reply)
             if verb == "QUIT":
                 upstream.close()
                 return

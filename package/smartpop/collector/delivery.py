@@ -170,35 +170,33 @@ class SmtpSession:
         dot_sent = False
         mail_answered = False
         try:
-            # docmd, not smtp.mail()/rcpt(): those run every address through email.utils'
-            # parser (0.1 ms each in the profile); ours are normalised bare addresses already.
-            code, message = smtp.docmd("MAIL", f"FROM:<{sender}>")
-            mail_answered = True
-            if code >= 500 and sender:
-                # A sender MailPlus dislikes (e.g. a local address, "not logged in") must not
-                # block the message: the null sender can always be accepted and never bounces.
-                log.warning("MAIL FROM:<%s> refused (%s); using <>", sender, _reply(code, message))
-                smtp.rset()
-                code, message = smtp.docmd("MAIL", "FROM:<>")
-            if code != 250:
-                return self._refused(result, recipients, code, message, reset=code != 421)
-            for rcpt in recipients:
-                code, message = smtp.docmd("RCPT", f"TO:<{rcpt}>")
-                if code in (250, 251):
-                    result.accepted.append(rcpt)
-                elif code >= 500:
-                    result.rejected[rcpt] = _reply(code, message)
-                else:
-                    result.deferred[rcpt] = _reply(code, message)
-                if code == 421:
-                    raise smtplib.SMTPServerDisconnected(_reply(code, message))
-            if not result.accepted:
-                self._reset(smtp)
-                return result
-            code, message = smtp.docmd("DATA")
-            if code != 354:
-                accepted, result.accepted = result.accepted, []
-                return self._refused(result, accepted, code, message, reset=code != 421)
+            if smtp.has_extn("pipelining"):
+                envelope = self._pipelined(smtp, sender, recipients, result)
+                mail_answered = True
+                if envelope is not None:
+                    return envelope
+            else:
+                # docmd, not smtp.mail()/rcpt(): those run every address through email.utils'
+                # parser (0.1 ms each in the profile); ours are normalised bare addresses already.
+                code, message = smtp.docmd("MAIL", f"FROM:<{sender}>")
+                mail_answered = True
+                if code >= 500 and sender:
+                    # A sender MailPlus dislikes (e.g. a local address, "not logged in") must not
+                    # block the message: the null sender can always be accepted and never bounces.
+                    log.warning("MAIL FROM:<%s> refused (%s); using <>", sender, _reply(code, message))
+                    smtp.rset()
+                    code, message = smtp.docmd("MAIL", "FROM:<>")
+                if code != 250:
+                    return self._refused(result, recipients, code, message, reset=code != 421)
+                for rcpt in recipients:
+                    self._rcpt_reply(result, rcpt, *smtp.docmd("RCPT", f"TO:<{rcpt}>"))
+                if not result.accepted:
+                    self._reset(smtp)
+                    return result
+                code, message = smtp.docmd("DATA")
+                if code != 354:
+                    accepted, result.accepted = result.accepted, []
+                    return self._refused(result, accepted, code, message, reset=code != 421)
             sock = smtp.sock
             assert sock is not None
             buffer = bytearray()
@@ -255,6 +253,59 @@ class SmtpSession:
                     result.deferred.setdefault(rcpt, text)
             result.reply = text
             return result
+
+    @staticmethod
+    def _rcpt_reply(result: DeliveryResult, rcpt: str, code: int, message: bytes) -> None:
+        if code in (250, 251):
+            result.accepted.append(rcpt)
+        elif code >= 500:
+            result.rejected[rcpt] = _reply(code, message)
+        else:
+            result.deferred[rcpt] = _reply(code, message)
+        if code == 421:
+            raise smtplib.SMTPServerDisconnected(_reply(code, message))
+
+    def _pipelined(self, smtp: smtplib.SMTP, sender: str, recipients: List[str],
+                   result: DeliveryResult) -> Optional[DeliveryResult]:
+        """MAIL, every RCPT and DATA in one write (RFC 2920); None once DATA got its 354.
+
+        Saves two round trips per message. The replies come back in order; a refused MAIL
+        makes the server refuse the rest too, and the transaction is reset.
+        """
+        for attempt in (sender, ""):
+            lines = [f"MAIL FROM:<{attempt}>"] + [f"RCPT TO:<{r}>" for r in recipients] + ["DATA"]
+            smtp.send("\r\n".join(lines) + "\r\n")
+            mail_code, mail_message = smtp.getreply()
+            if mail_code == 421:
+                return self._refused(result, recipients, mail_code, mail_message, reset=False)
+            replies = [smtp.getreply() for _ in recipients]
+            data_code, data_message = smtp.getreply()
+            if data_code == 354:
+                # Only a server ignoring RFC 2920 says 354 after refusing every recipient:
+                # end that empty transaction at once; it has nobody to deliver to.
+                if mail_code != 250 or not any(code in (250, 251) for code, _ in replies):
+                    smtp.send(".\r\n")
+                    smtp.getreply()
+                    data_code = 503
+            if mail_code == 250:
+                break
+            if mail_code >= 500 and attempt:
+                # As in the lock-step path: a refused sender must not block the message.
+                log.warning("MAIL FROM:<%s> refused (%s); using <>", attempt, _reply(mail_code, mail_message))
+                self._reset(smtp)
+                if self._smtp is None:
+                    raise smtplib.SMTPServerDisconnected("RSET failed")
+                continue
+            return self._refused(result, recipients, mail_code, mail_message, reset=True)
+        for rcpt, (code, message) in zip(recipients, replies):
+            self._rcpt_reply(result, rcpt, code, message)
+        if not result.accepted:
+            self._reset(smtp)
+            return result
+        if data_code != 354:
+            accepted, result.accepted = result.accepted, []
+            return self._refused(result, accepted, data_code, data_message, reset=data_code != 421)
+        return None
 
     def _refused(self, result: DeliveryResult, recipients: List[str], code: int, message: bytes,
                  reset: bool) -> DeliveryResult:

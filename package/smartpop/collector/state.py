@@ -25,13 +25,14 @@ Tables:
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Any, Deque, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from smartpop.errors import StateError
 from smartpop.paths import Paths
@@ -124,6 +125,9 @@ class Store:
         # depends on them commits exactly when it has to.
         self._key_seq: Dict[Key, int] = {}
         self._digest_seq: Dict[str, int] = {}
+        # (seq, key, digest) of queued writes, oldest first: trimmed after each commit so the
+        # maps above only hold what is not on disk yet (flat memory over 100,000 messages).
+        self._marks: Deque[Tuple[int, Optional[Key], str]] = collections.deque()
         self._seq = 0  # writes queued so far
         self._committed = 0  # writes on disk so far
         self._committing = False
@@ -165,6 +169,8 @@ class Store:
                     with _queued_lock:
                         _queued_digests.setdefault(digest, set()).add(self)
                 self._digest_seq[digest] = mine
+            if key is not None or digest:
+                self._marks.append((mine, key, digest))
         if durable:
             self._wait_committed(mine)
         return mine
@@ -200,11 +206,27 @@ class Store:
                     self._committing = False
                     if error is None:
                         self._committed = upto
+                        self._trim(upto)
                     else:
                         self._broken = error
                     self._cv.notify_all()
                 if error is not None:
                     raise StateError(f"state store {self.path} failed: {error}") from error
+
+    def _trim(self, upto: int) -> None:
+        """Forget the marks of writes now on disk (called with self._cv held)."""
+        while self._marks and self._marks[0][0] <= upto:
+            seq, key, digest = self._marks.popleft()
+            if key is not None and self._key_seq.get(key) == seq:
+                del self._key_seq[key]
+            if digest and self._digest_seq.get(digest) == seq:
+                del self._digest_seq[digest]
+                with _queued_lock:
+                    holders = _queued_digests.get(digest)
+                    if holders is not None:
+                        holders.discard(self)
+                        if not holders:
+                            del _queued_digests[digest]
 
     def sync_upto(self, seq: int) -> None:
         """Commit at least up to the write numbered `seq`."""

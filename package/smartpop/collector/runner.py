@@ -277,7 +277,7 @@ class AccountRun:
         workers = max(1, min(DELIVERY_CONNECTIONS, len(todo)))
         pool = ThreadPoolExecutor(workers, thread_name_prefix=f"smartpop-deliver-{account.name}") \
             if workers > 1 else None
-        busy: Set[Future[bool]] = set()
+        busy: Set[Future[bool]] = set()  # novermin (annotation only; never evaluated on 3.8)
         try:
             for index, message in enumerate(todo):
                 if self.stop is not None and self.stop.is_set():
@@ -314,7 +314,7 @@ class AccountRun:
         self.result.waiting = waiting
         self.result.remaining = total - self.result.deleted
 
-    def _settle(self, finished: Set[Future[bool]]) -> int:
+    def _settle(self, finished: Set[Future[bool]]) -> int:  # novermin
         """Collect finished deliveries: how many left their message waiting; re-raise a fatal error."""
         left = 0
         for future in finished:

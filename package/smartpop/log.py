@@ -44,6 +44,8 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Format the record once, redact it, and freeze the result."""
+        if getattr(record, "smartpop_redacted", False):
+            return True  # every handler has this filter: the first one did the work
         message = record.getMessage()
         if record.exc_info:
             formatter = logging.Formatter()
@@ -52,6 +54,7 @@ class RedactingFilter(logging.Filter):
             record.exc_text = None
         record.msg = redact(message)
         record.args = None
+        record.smartpop_redacted = True
         return True
 
 

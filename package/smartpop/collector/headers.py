@@ -16,6 +16,7 @@ from typing import List, Match, NamedTuple, Optional, Sequence, Tuple
 _FIELD_START = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
 _ENCODED_GAP = re.compile(r"(\?=)\s+(=\?)")
+_UNFOLD = re.compile(rb"\r?\n(?=[ \t])")
 
 # The header our Delivered-To lines become: Postfix's local/pipe(D) delivery bounces a
 # message whose Delivered-To already names the recipient ("mail forwarding loop").
@@ -95,14 +96,16 @@ def parse_fields(header: bytes) -> List[Field]:
     fields: List[Field] = []
     name: Optional[str] = None
     parts: List[bytes] = []
+    start = 0  # where the value begins in the field's first line
 
     def flush() -> None:
         if name is not None:
-            raw = b"".join(parts)
-            match = _FIELD_START.match(raw)
-            value = raw[match.end():] if match else b""
-            unfolded = re.sub(rb"\r?\n(?=[ \t])", b"", value).strip(b" \t\r\n")
-            fields.append(Field(name, raw, _text(unfolded)))
+            raw = b"".join(parts) if len(parts) > 1 else parts[0]
+            value = raw[start:]
+            # Most fields are one line: unfold (a per-field regex) only what is folded.
+            if len(parts) > 1:
+                value = _UNFOLD.sub(b"", value)
+            fields.append(Field(name, raw, _text(value.strip(b" \t\r\n"))))
 
     for line in lines(header):
         stripped = line.rstrip(b"\r\n")
@@ -116,6 +119,7 @@ def parse_fields(header: bytes) -> List[Field]:
         if match:
             name = match.group(1).decode("ascii").lower()
             parts = [line]
+            start = match.end()
         else:
             name, parts = None, []
     flush()
@@ -130,8 +134,11 @@ def values(fields: Sequence[Field], name: str) -> List[str]:
 
 def first(fields: Sequence[Field], name: str) -> Optional[str]:
     """The topmost value of header `name`, or None."""
-    found = values(fields, name)
-    return found[0] if found else None
+    wanted = name.lower()
+    for f in fields:
+        if f.name == wanted:
+            return f.value
+    return None
 
 
 def _decode_word(match: Match[str]) -> str:

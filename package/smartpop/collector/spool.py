@@ -156,6 +156,7 @@ class Spooled:
         self.size = size
         self.body_digest = body_digest
         self.fields: List[Field] = parse_fields(header)
+        self._dedup: Optional[str] = None
 
     @property
     def message_id(self) -> str:
@@ -164,9 +165,12 @@ class Spooled:
 
     def dedup_digest(self) -> str:
         """Identity of the message for multidrop de-duplication (same for every copy the provider made)."""
+        if self._dedup is not None:
+            return self._dedup  # asked for several times per message (lock, ledger, journal)
         parts = [self.message_id] + [(first(self.fields, n) or "").strip() for n in ("from", "date", "subject")]
         data = "\0".join(parts).encode("utf-8", "surrogateescape") + b"\0" + self.body_digest.encode()
-        return hashlib.sha256(data).hexdigest()
+        self._dedup = hashlib.sha256(data).hexdigest()
+        return self._dedup
 
     def body_chunks(self) -> Iterator[bytes]:
         """Everything after the header block, read in bounded pieces."""

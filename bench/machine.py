@@ -23,6 +23,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_set() -> str:
+    """Which CPUs the runs could use (bench/run --cpus pins them)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) == os.cpu_count():
+        return f"runs use all {len(allowed)} CPUs"
+    return "runs pinned to CPU " + ",".join(str(n) for n in allowed)
+
+
 def memory_gib() -> float:
     """Total RAM."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -56,8 +64,8 @@ def header(title: str, versions: dict[str, str], smartpop_python: str) -> str:
                            capture_output=True, text=True, timeout=30).stdout.strip()
     lines = [f"### {title}", "",
              f"- date: {now}",
-             f"- machine: {os.cpu_count()} CPU (`nproc`), {cpu_model()}, {memory_gib():.0f} GiB RAM, "
-             f"{platform.system()} {platform.release()}",
+             f"- machine: {os.cpu_count()} CPU, {cpu_model()}, {memory_gib():.0f} GiB RAM, "
+             f"{platform.system()} {platform.release()}; {cpu_set()}",
              f"- Python: harness and baseline {platform.python_version()}, SmartPop under {sp_py} ({smartpop_python})",
              f"- SmartPop: {git_state()}",
              "- peers: " + "; ".join(f"{k} {v}" for k, v in versions.items()),

@@ -36,6 +36,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="accounts bench: messages kept on the server (default 100000; 0 skips)")
     p.add_argument("--idle-messages", type=int, default=50, help="idle bench: messages injected (default 50)")
     p.add_argument("--no-slow", action="store_true", help="skip fetchmail over SMTP (~90 s for 2000 messages)")
+    p.add_argument("--pairs", type=int, default=3,
+                   help="throughput: SmartPop/baseline pairs, alternating; the verdict is their median (default 3)")
+    p.add_argument("--cpus", metavar="LIST",
+                   help="pin servers, tools and harness to these CPUs, e.g. 0 or 0,1 (default: all)")
     p.add_argument("--profile", action="store_true", help="throughput: one more SmartPop run under cProfile")
     p.add_argument("--smartpop-python", default=sys.executable,
                    help="interpreter for `python -m smartpop` (default: the harness's)")
@@ -56,6 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     if not stackmod.have_mail_servers():
         print("bench/run needs root and the dovecot-core dovecot-pop3d dovecot-imapd postfix openssl packages",
               file=sys.stderr)
+        return 2
+    if args.cpus:
+        allowed = os.sched_getaffinity(0)
+        try:
+            cpus = {int(x) for x in args.cpus.split(",") if x.strip()}
+        except ValueError:
+            cpus = set()
+        if not cpus or not cpus <= allowed:
+            print(f"bench/run: --cpus {args.cpus!r}: give CPU numbers from {sorted(allowed)}, comma-separated",
+                  file=sys.stderr)
+            return 2
+        # Before the stack starts: Dovecot, Postfix and every tool inherit the affinity.
+        os.sched_setaffinity(0, cpus)
+    if args.pairs < 1:
+        print("bench/run: --pairs must be at least 1", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
     selected = args.only or BENCHES
@@ -105,7 +124,7 @@ def _run_one(name: str, bench: Bench, args: argparse.Namespace) -> str:
     if name == "throughput":
         from bench import throughput
 
-        return throughput.run(bench, args.messages, profile=args.profile, slow=not args.no_slow)
+        return throughput.run(bench, args.messages, profile=args.profile, slow=not args.no_slow, pairs=args.pairs)
     if name == "memory":
         from bench import memory
 

@@ -36,6 +36,29 @@ class Measured:
     output: str
     started: float = 0.0
     timed_out: bool = False
+    # CPU-seconds every process used on the harness's CPUs during the run (servers included),
+    # and how busy those CPUs were (0..1): the machine, not just the tool.
+    machine_busy: float | None = None
+    machine_util: float | None = None
+
+
+def cpu_times() -> tuple[float, float] | None:
+    """(busy, idle) seconds so far of the CPUs this process may run on, from /proc/stat."""
+    wanted = {f"cpu{n}" for n in os.sched_getaffinity(0)}
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = idle = 0
+    try:
+        with open("/proc/stat") as stat:
+            for line in stat:
+                fields = line.split()
+                if fields and fields[0] in wanted:
+                    # user nice system idle iowait irq softirq steal
+                    values = [int(x) for x in fields[1:9]]
+                    busy += values[0] + values[1] + values[2] + values[5] + values[6] + values[7]
+                    idle += values[3] + values[4]
+    except (OSError, ValueError, IndexError):
+        return None
+    return busy / tick, idle / tick
 
 
 def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
@@ -47,6 +70,7 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | None = 
         cmd = [TIME, "-f", "%M %U %S", "-o", str(stat_path), *cmd]
     timed_out = threading.Event()
     with open(out_path, "wb") as out:
+        before = cpu_times()
         start = time.perf_counter()
         # A new session: the whole tree (fetchmail -> sendmail -> postdrop) can be killed at once.
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
@@ -60,9 +84,11 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | None = 
         timer = threading.Timer(timeout, expire)
         timer.start()
         reaped = False
+        after = None
         try:
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - start
+            after = cpu_times()
             reaped = True
         finally:
             timer.cancel()
@@ -81,7 +107,11 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | None = 
         if len(fields) == 3:
             rss, cpu = int(fields[0]) / 1024.0, float(fields[1]) + float(fields[2])
         stat_path.unlink()
-    return Measured(proc.returncode, wall, cpu, rss, text, start, timed_out.is_set())
+    busy = util = None
+    if before is not None and after is not None:
+        busy, idle = after[0] - before[0], after[1] - before[1]
+        util = busy / (busy + idle) if busy + idle > 0 else None
+    return Measured(proc.returncode, wall, cpu, rss, text, start, timed_out.is_set(), busy, util)
 
 
 def start(cmd: list[str], *, env: dict[str, str] | None = None, log: Path) -> subprocess.Popen[bytes]:

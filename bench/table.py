@@ -27,10 +27,3 @@ def mb(value: float | None) -> str:
 def ratio(value: float | None) -> str:
     """A ratio like 3.1x."""
     return NA if value is None else f"{value:.2f}x"
-
-
-def spread(a: float | None, b: float | None) -> str:
-    """How far two repeats of the same run differ, as a percentage of their mean."""
-    if not a or not b:
-        return NA
-    return f"{abs(a - b) / ((a + b) / 2) * 100:.0f} %"

@@ -14,7 +14,12 @@ ESTABLISHED = "01"
 
 
 def established(port: int) -> int:
-    """Server-side established connections on local `port` right now."""
+    """Client-side established connections to local `port` right now (the tool's own sockets).
+
+    The client side, not the server's: a client socket leaves ESTABLISHED the moment the
+    tool closes it, while the server's end may linger for a moment after QUIT and make a
+    tool that just moved on to its next account look one session busier than it is.
+    """
     want = f"{port:04X}"
     count = 0
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -24,7 +29,7 @@ def established(port: int) -> int:
             continue
         for line in lines:
             parts = line.split()
-            if len(parts) > 3 and parts[3] == ESTABLISHED and parts[1].rsplit(":", 1)[1] == want:
+            if len(parts) > 3 and parts[3] == ESTABLISHED and parts[2].rsplit(":", 1)[1] == want:
                 count += 1
     return count
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Iterator, List
 
 import pytest
-from webrig import Browserless, Rig, sample_document
+from webrig import Browserless, Rig
+
+from support.samples import sample_document
 
 
 @pytest.fixture

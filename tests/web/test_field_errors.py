@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Set, Tuple
 
 import pytest
-from webrig import Browserless, Rig, sample_document
+from webrig import Browserless, Rig
 
 from smartpop.config import validators as v
 from smartpop.config.schema import parse_config
 from smartpop.errors import ConfigError
 from smartpop.web import i18n
 from smartpop.web.forms import FormError, errors_of, field_message, form_message, parse_aliases
+from support.samples import sample_document
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "package" / "smartpop"

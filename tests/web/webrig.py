@@ -48,25 +48,6 @@ print(json.dumps({{"success": True, "SynoToken": entry["token"]}} if entry else 
 """
 
 
-def sample_document() -> Dict[str, Any]:
-    """A valid config.json with one account and a relay, each with a password the UI must never show."""
-    return {
-        "schema_version": 1,
-        "accounts": [{
-            "name": "sammelpostfach", "enabled": True, "protocol": "pop3", "host": "pop.provider.de",
-            "port": 995, "security": "ssl", "username": "sammel@firma.de", "password": "s3cret-Fetch!",
-            "mode": "multidrop", "keep_on_server": False,
-        }],
-        "local_domains": ["firma.de"],
-        "aliases": {"info@firma.de": ["anna@firma.de", "ben@firma.de"]},
-        "fallback_recipient": "postmaster@firma.de",
-        "delivery": {"host": "127.0.0.1", "port": 25},
-        "relay": {"enabled": False, "host": "smtp.provider.de", "port": 587, "security": "starttls",
-                  "username": "relay@firma.de", "password": "s3cret-Relay!", "sender_relays": []},
-        "web": {"port": 8765},
-    }
-
-
 class FakeDsm:
     """Sessions, tokens and the administrators group of a stand-in DSM."""
 

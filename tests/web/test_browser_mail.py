@@ -171,5 +171,19 @@ def test_fetch_shows_an_account_error_on_the_dashboard(stack: MailStack, people:
     assert "FAILED" in browser.text("#fetch-lines")
     assert browser.text("#fetch-text") == "Fetch finished with problems (see below)."
     browser.shot("dashboard-account-error")
+    # The outcome lines are worded by the page, so a German page shows German lines.
+    german = Browser(lang="de")
+    try:
+        german.login(mail_rig)
+        german.el("#fetch-now").click()
+        german.wait(lambda: german.el("#fetch-progress").get_attribute("data-state") in ("done", "failed"),
+                    timeout=90, what="fetch finished (de)")
+        lines = german.text("#fetch-lines")
+        assert lines.startswith("kaputt: FEHLGESCHLAGEN: "), lines
+        assert "FAILED" not in lines
+        assert german.text("#fetch-text") == "Abholung mit Problemen beendet (siehe unten)."
+        german.shot("dashboard-account-error-de")
+    finally:
+        german.quit()
     for body in mail_rig.host.bodies:
         assert b"Wrong-Pw-123" not in body

@@ -192,3 +192,8 @@ def test_fetch_now_reports_a_failed_account(rig: Rig, admin: Browserless) -> Non
     # .invalid never resolves: the pass ends with that account failed, and says so.
     assert job["ok"] is False
     assert any("sammelpostfach" in line for line in job["lines"])
+    # The same outcome as values, for the page to word in its language.
+    [result] = job["results"]
+    assert result["account"] == "sammelpostfach" and result["skipped"] is False
+    assert result["collected"] == 0 and result["fallback"] == 0
+    assert "pop.provider.invalid" in result["error"]

@@ -66,7 +66,9 @@ class FetchJobs:
             config = store.load(self.paths)
             summary = collector.fetch_all(self.paths, config, account,
                                           progress=lambda event: self._progress(job_id, event))
-            outcome = {"ok": bool(summary.ok), "lines": [redact(line) for line in summary.lines()]}
+            # "results" lets the page word each line in its own language; "lines" stays for API users.
+            outcome = {"ok": bool(summary.ok), "lines": [redact(line) for line in summary.lines()],
+                       "results": [_result(name, r) for name, r in summary.results.items()]}
         except services.ServiceUnavailable:
             outcome = {"ok": False, "error": "unavailable"}
         except Exception as exc:
@@ -77,3 +79,10 @@ class FetchJobs:
                 self._job.update(outcome)
                 self._job["running"] = False
                 self._job["finished"] = time.time()
+
+
+def _result(name: str, result: Any) -> Dict[str, Any]:
+    """One account's outcome as plain values (the error redacted) for the page to word."""
+    return {"account": name, "skipped": bool(result.skipped), "collected": result.collected,
+            "fallback": result.fallback, "waiting": result.waiting,
+            "error": redact(result.error) if result.error else None}

@@ -5,6 +5,19 @@
   var texts = {};
   try { texts = JSON.parse(document.getElementById("i18n").textContent); } catch (e) { texts = {}; }
   function t(key) { return texts[key] || key; }
+  // "{name}" placeholders of a catalog text filled from `values` (missing ones become "?").
+  function fill(text, values) {
+    return text.replace(/\{(\w+)\}/g, function (all, name) {
+      var value = values[name];
+      return value === null || value === undefined ? "?" : String(value);
+    });
+  }
+  // One account's fetch outcome in the page's language (the server's own lines are English).
+  function resultLine(r) {
+    if (r.skipped) { return fill(t("js.result_skipped"), r); }
+    if (r.error && !r.collected) { return fill(t("js.result_failed"), r); }
+    return fill(t("js.result_ok"), r) + (r.error ? fill(t("js.result_problem"), r) : "");
+  }
   var csrf = document.body.getAttribute("data-csrf") || "";
 
   function post(url, body) {
@@ -121,7 +134,7 @@
         text.textContent = job.ok ? t("js.fetch_done") : t("js.fetch_problems");
       }
       lines.innerHTML = "";
-      (job.lines || []).forEach(function (line) {
+      (job.results ? job.results.map(resultLine) : (job.lines || [])).forEach(function (line) {
         var li = document.createElement("li"); li.textContent = line; lines.appendChild(li);
       });
       box.setAttribute("data-state", job.running ? "running" : (job.ok ? "done" : "failed"));

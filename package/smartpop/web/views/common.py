@@ -21,7 +21,8 @@ NOTICES = {"saved", "deleted", "enabled", "disabled", "created"}
 # Texts the page script needs (progress phases, button feedback).
 JS_KEYS = ["js.working", "js.copied", "js.copy_failed", "js.confirm_delete", "js.fetch_running", "js.fetch_done",
            "js.fetch_problems", "js.fetch_failed", "js.unavailable", "js.request_failed", "phase.connect",
-           "phase.list", "phase.fetch", "phase.commit", "phase.done"]
+           "phase.list", "phase.fetch", "phase.commit", "phase.done", "js.result_ok", "js.result_problem",
+           "js.result_failed", "js.result_skipped"]
 
 
 def paths() -> Paths:

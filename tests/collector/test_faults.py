@@ -6,24 +6,19 @@ stop, a normal run must leave every message delivered exactly once and nothing o
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import List
 
 import pytest
 
 from smartpop.collector import service
 from smartpop.errors import ConnectError
 from smartpop.status import build_status
-from support.collect import Env, body_of, message
+from support.collect import Env, assert_census, message
 from support.faultproxy import Rule, SmtpFaultProxy, TcpProxy
 
 pytestmark = pytest.mark.mailstack
 
 
-def _census(env: Env, expected: Dict[str, List[bytes]]) -> None:
-    for name, messages in expected.items():
-        got = sorted(body_of(m) for m in env.local(name))
-        assert got == sorted(body_of(m) for m in messages), f"{name}: {len(got)} messages, expected {len(messages)}"
-    assert env.left_on_provider() == 0
 
 
 @pytest.mark.parametrize("protocol", ["pop3", "imap"])
@@ -47,7 +42,7 @@ def test_provider_connection_dropped_mid_message(env: Env, protocol: str) -> Non
         assert second.ok, second.lines()
     finally:
         proxy.stop()
-    _census(env, {"anna": [messages[0], messages[2]], "ben": [messages[1]]})
+    assert_census(env, {"anna": [messages[0], messages[2]], "ben": [messages[1]]})
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["smtp-pipelining", "smtp-lock-step"])
@@ -86,7 +81,7 @@ def test_smtp_faults_421_451_452_550_552_and_drop(env: Env, pipelining: bool) ->
     assert "sender non-delivery notification" not in env.stack.postfix_log()  # no bounce ever
     fallback = env.local("postmaster")
     assert all(b"X-SmartPop-Fallback: " + carl.encode() + b" refused: 55" in m for m in fallback)
-    _census(env, {"anna": [messages[0], both, messages[5]], "ben": [both, messages[3], messages[6]],
+    assert_census(env, {"anna": [messages[0], both, messages[5]], "ben": [both, messages[3], messages[6]],
                   "carl": [], "postmaster": [messages[2], messages[4]]})
 
 

@@ -11,23 +11,18 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import pytest
 
 from smartpop.collector import delivery, pop3, runner, service
 from smartpop.collector.runner import AccountResult
-from support.collect import Env, body_of, child_env, message
+from support.collect import Env, assert_census, body_of, child_env, message
 from support.faultproxy import Rule, SmtpFaultProxy
 
 pytestmark = pytest.mark.mailstack
 
 
-def _census(env: Env, expected: Dict[str, List[bytes]]) -> None:
-    for name, messages in expected.items():
-        got = sorted(body_of(m) for m in env.local(name))
-        assert got == sorted(body_of(m) for m in messages), f"{name}: {len(got)} messages, expected {len(messages)}"
-    assert env.left_on_provider() == 0
 
 
 def test_one_smtp_connection_carries_every_message(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,7 +37,7 @@ def test_one_smtp_connection_carries_every_message(env: Env, monkeypatch: pytest
     finally:
         proxy.stop()
     assert proxy.connections == 1  # 12 transactions, one connection
-    _census(env, {"anna": messages[1::2], "ben": messages[0::2]})
+    assert_census(env, {"anna": messages[1::2], "ben": messages[0::2]})
 
 
 def test_parallel_hand_over_uses_at_most_the_configured_connections(env: Env) -> None:
@@ -57,7 +52,7 @@ def test_parallel_hand_over_uses_at_most_the_configured_connections(env: Env) ->
         proxy.stop()
     assert result.ok and result.collected == 20
     assert 1 <= proxy.connections <= runner.DELIVERY_CONNECTIONS
-    _census(env, {"anna": messages})
+    assert_census(env, {"anna": messages})
 
 
 def test_421_defers_only_that_message_and_the_next_one_reconnects(env: Env,
@@ -80,7 +75,7 @@ def test_421_defers_only_that_message_and_the_next_one_reconnects(env: Env,
         assert second.ok, second.lines()
     finally:
         proxy.stop()
-    _census(env, {"anna": messages})
+    assert_census(env, {"anna": messages})
 
 
 def test_session_reconnects_when_the_server_closed_an_idle_connection(env: Env) -> None:
@@ -184,4 +179,4 @@ def test_sigkill_with_parallel_hand_over_and_batched_records(env: Env, step: str
     assert final.returncode == 0, final.stderr[-3000:]
     want_anna = [m for n, m in enumerate(originals, 1) if n % 3]
     want_ben = [m for n, m in enumerate(originals, 1) if not n % 3 or n % 5 == 0]
-    _census(env, {"anna": want_anna, "ben": want_ben})
+    assert_census(env, {"anna": want_anna, "ben": want_ben})

@@ -118,3 +118,11 @@ def body_of(data: bytes) -> bytes:
     """The body of a stored message (after the first blank line), line ends normalised to LF."""
     data = data.replace(b"\r\n", b"\n")
     return data.split(b"\n\n", 1)[1] if b"\n\n" in data else b""
+
+
+def assert_census(env: Env, expected: Dict[str, List[bytes]]) -> None:
+    """Each local user holds exactly `expected`'s bodies (no loss, no duplicate), and the provider is empty."""
+    for name, messages in expected.items():
+        got = sorted(body_of(m) for m in env.local(name))
+        assert got == sorted(body_of(m) for m in messages), f"{name}: {len(got)} messages, expected {len(messages)}"
+    assert env.left_on_provider() == 0

@@ -57,11 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from bench import stack as stackmod
 
-    if not stackmod.have_mail_servers():
-        print("bench/run needs root and the dovecot-core dovecot-pop3d dovecot-imapd postfix openssl packages",
-              file=sys.stderr)
+    if args.pairs < 1:
+        print("bench/run: --pairs must be at least 1", file=sys.stderr)
         return 2
-    if args.cpus:
+    if args.cpus is not None:  # "--cpus ''" is an error, not "all CPUs"
         allowed = os.sched_getaffinity(0)
         try:
             cpus = {int(x) for x in args.cpus.split(",") if x.strip()}
@@ -73,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         # Before the stack starts: Dovecot, Postfix and every tool inherit the affinity.
         os.sched_setaffinity(0, cpus)
-    if args.pairs < 1:
-        print("bench/run: --pairs must be at least 1", file=sys.stderr)
+    if not stackmod.have_mail_servers():
+        print("bench/run needs root and the dovecot-core dovecot-pop3d dovecot-imapd postfix openssl packages",
+              file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
     selected = args.only or BENCHES

@@ -19,6 +19,7 @@ import statistics
 from functools import partial
 from io import StringIO
 from pathlib import Path
+from typing import Callable
 
 from bench import corpus, peers
 from bench.contest import Bench, Outcome, attempt
@@ -35,7 +36,7 @@ def run(bench: Bench, messages: int, *, profile: bool = False, slow: bool = True
     bench.stack.add_users([(r, "x") for r in [*RECIPIENTS, peers.FALLBACK]])
     make = partial(_samples, messages=messages)
     py = bench.smartpop_python
-    plan = [
+    plan: list[tuple[str, Callable[[Job], peers.Command]]] = [
         (SMARTPOP, lambda job: peers.smartpop(job, py)),
         (BASELINE, peers.baseline),
         ("fetchmail (mda sendmail)", lambda job: peers.fetchmail(job, "mda")),
@@ -138,25 +139,27 @@ def _verdict(outcomes: list[Outcome]) -> str:
     line("SmartPop speed-up over fetchmail (mda)", "fetchmail (mda sendmail)", "target >= 3x", 3.0)
     line("SmartPop speed-up over getmail6", "getmail6 (sendmail)", "target >= 5x", 5.0)
     pairs = _pairs(outcomes)
-    ratios = []
-    for a, b in pairs:
-        ta, tb = _good_time(a), _good_time(b)
-        if ta and tb:
-            ratios.append(ta / tb)
+    # Only pairs where both runs delivered everything exactly once: a failed run's time means nothing.
+    ratios = [ta / tb for ta, tb in ((_good_time(a), _good_time(b)) for a, b in pairs) if ta and tb]
     if ratios:
         mid = statistics.median(ratios)
         each = ", ".join(f"{r:.2f}x" for r in ratios)
-        lines.append(f"- SmartPop time / baseline time: {mid:.2f}x, median of {len(ratios)} pair(s) ({each}) "
+        lines.append(f"- SmartPop time / baseline time: {mid:.2f}x median of {_n(len(ratios), 'pair')} ({each}) "
                      f"(target <= 0.8x) -> {'met' if mid <= 0.8 else 'NOT met'}")
     else:
         lines.append(f"- SmartPop time / baseline time: {NA} (no pair delivered every message exactly once)")
     sp_runs = [a for a, _ in pairs if _good_time(a)]
     base_runs = [b for _, b in pairs if _good_time(b)]
-    lines.append(f"- noise across the pairs: SmartPop {_range(sp_runs)}, baseline {_range(base_runs)}")
-    base_mid = statistics.median([_good_time(b) or 0.0 for b in base_runs]) if base_runs else None
-    lines.append("- CPU budget, SmartPop runs (medians): " + _budget(sp_runs, "SmartPop", base_mid))
-    lines.append("- CPU budget, baseline runs (medians): " + _budget(base_runs, "baseline", None))
+    lines.append(f"- done times across the pairs: SmartPop {_range(sp_runs)}, baseline {_range(base_runs)}")
+    base_times = [t for t in (_good_time(b) for b in base_runs) if t]
+    base_mid = statistics.median(base_times) if base_times else None
+    lines.append("- CPU budget (median of SmartPop runs): " + _budget(sp_runs, "SmartPop", base_mid))
+    lines.append("- CPU budget (median of baseline runs): " + _budget(base_runs, "baseline", None))
     return "\n".join(lines)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _range(runs: list[Outcome]) -> str:
@@ -164,21 +167,21 @@ def _range(runs: list[Outcome]) -> str:
     if not times:
         return NA
     mid = statistics.median(times)
-    return f"{min(times):.2f}-{max(times):.2f} s ({(max(times) - min(times)) / mid * 100:.0f} % of the median)"
+    return f"{min(times):.2f}-{max(times):.2f} s (spread {(max(times) - min(times)) / mid * 100:.0f} % of the median)"
 
 
 def _budget(runs: list[Outcome], who: str, baseline_time: float | None) -> str:
     """Why a run cannot be faster on this machine: every CPU-second it and the servers need."""
-    others = [x for x in (_others(o) for o in runs) if x is not None]
-    own = [o.measured.cpu for o in runs if o.measured is not None]
-    util = [o.measured.machine_util for o in runs if o.measured is not None and o.measured.machine_util is not None]
-    if not others or not own or not util:
+    # (others, own, busy share) of each run whose machine CPU was read: every median from the same runs.
+    cpu = [(max(0.0, m.machine_busy - m.cpu), m.cpu, m.machine_util) for o in runs if (m := o.measured) is not None
+           and m.machine_busy is not None and m.machine_util is not None]
+    if not cpu:
         return NA
     cpus = len(os.sched_getaffinity(0))
-    o_cpu, t_cpu, u = statistics.median(others), statistics.median(own), statistics.median(util)
+    o_cpu, t_cpu, u = (statistics.median(column) for column in zip(*cpu))
     total = o_cpu + t_cpu
-    text = (f"others {o_cpu:.2f} s + {who} {t_cpu:.2f} s = {total:.2f} CPU-s on {cpus} CPU(s), {u * 100:.0f} % busy "
-            f"-> at least {total / cpus:.2f} s even at 100 % busy")
+    text = (f"others {o_cpu:.2f} s + {who} {t_cpu:.2f} s = {total:.2f} CPU-s on {_n(cpus, 'CPU')}, "
+            f"{u * 100:.0f} % busy -> at least {total / cpus:.2f} s even at 100 % busy")
     if baseline_time:
         text += f"; 0.8x of the baseline's median ({baseline_time:.2f} s) is {0.8 * baseline_time:.2f} s"
     return text

@@ -262,16 +262,19 @@ class AccountRun:
         self._progress("list", 0, total)
         waiting = 0
         todo: List[RemoteMessage] = []
+        now = time.time()
         for message in messages:
-            row = known.get(message.uid)
-            if row is not None and row.state == "done":
-                if self._delete_due(row.done_at):
+            if message.uid in known.done:
+                if self._delete_due(known.done[message.uid]):
                     source.delete(message.ref)
                     self.result.deleted += 1
-            elif row is not None and row.next_try and row.next_try > time.time():
+                continue
+            row = known.open.get(message.uid)
+            if row is not None and row.next_try and row.next_try > now:
                 waiting += 1
             else:
                 todo.append(message)
+        del known  # up to 100,000 entries: not needed while messages are delivered
         if todo:
             self._journalled = self.store.uids_with_copies(account.name, folder, source.uidvalidity)
         workers = max(1, min(DELIVERY_CONNECTIONS, len(todo)))

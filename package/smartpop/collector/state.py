@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Deque, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from smartpop.errors import StateError
 from smartpop.paths import Paths
@@ -81,6 +81,17 @@ class MessageRow(NamedTuple):
     done_at: Optional[float]
     next_try: Optional[float]
     attempts: int
+
+
+class MailboxState(NamedTuple):
+    """The store's rows of one mailbox generation, by uid, kept small for 100,000 kept messages.
+
+    A done message is only asked when it was done (delete_after_days): a float per uid
+    instead of a row object is most of the memory of a poll that finds nothing new.
+    """
+
+    done: Dict[str, Optional[float]]  # uid -> done_at
+    open: Dict[str, MessageRow]  # uid -> row, for messages not placed yet
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -258,6 +269,15 @@ class Store:
             except sqlite3.Error as exc:
                 raise StateError(f"state store {self.path} cannot be read: {exc}") from exc
 
+    def _each(self, sql: str, args: Sequence[Any], take: Callable[[Any], None]) -> None:
+        """Hand every row of a query to `take`, one at a time (no list of all rows in memory)."""
+        with self._reader_lock:
+            try:
+                for row in self._reader.execute(sql, args):
+                    take(row)
+            except sqlite3.Error as exc:
+                raise StateError(f"state store {self.path} cannot be read: {exc}") from exc
+
     def _write(self, sql: str, args: Sequence[Any]) -> None:
         self._enqueue([(sql, args, False)], durable=True)
 
@@ -269,12 +289,20 @@ class Store:
                           "WHERE account=? AND folder=? AND uidvalidity=? AND uid=?", key)
         return MessageRow(*rows[0]) if rows else None
 
-    def messages_of(self, account: str, folder: str, uidvalidity: str) -> Dict[str, MessageRow]:
-        """All rows of one mailbox generation, by uid (one query instead of one per message)."""
+    def messages_of(self, account: str, folder: str, uidvalidity: str) -> MailboxState:
+        """What is known of one mailbox generation, by uid (one query instead of one per message)."""
         self.sync()
-        rows = self._read("SELECT uid, state, first_seen, done_at, next_try, attempts FROM messages "
-                          "WHERE account=? AND folder=? AND uidvalidity=?", (account, folder, uidvalidity))
-        return {r[0]: MessageRow(*r[1:]) for r in rows}
+        known = MailboxState({}, {})
+
+        def take(row: Any) -> None:
+            if row[1] == "done":
+                known.done[row[0]] = row[3]
+            else:
+                known.open[row[0]] = MessageRow(*row[1:])
+
+        self._each("SELECT uid, state, first_seen, done_at, next_try, attempts FROM messages "
+                   "WHERE account=? AND folder=? AND uidvalidity=?", (account, folder, uidvalidity), take)
+        return known
 
     def note_attempt(self, key: Key, message_id: str, digest: str, size: int, error: Optional[str],
                      retry_after: float) -> None:
@@ -306,9 +334,14 @@ class Store:
         """Forget rows of messages gone from the server for a while, and old ledger entries."""
         now = time.time()
         self.sync()
-        rows = self._read("SELECT uid, on_server FROM messages WHERE account=? AND folder=? AND uidvalidity=?",
-                          (account, folder, uidvalidity))
-        gone = [uid for uid, on_server in rows if uid not in present and on_server]
+        gone: List[str] = []
+
+        def take(row: Any) -> None:
+            if row[0] not in present:
+                gone.append(row[0])
+
+        self._each("SELECT uid FROM messages WHERE account=? AND folder=? AND uidvalidity=? AND on_server",
+                   (account, folder, uidvalidity), take)
         if not gone and self._pruned_recently(account, now):
             return  # nothing vanished, and the age-based clean-up ran less than an hour ago
         self._enqueue([

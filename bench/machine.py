@@ -60,8 +60,7 @@ def git_state() -> str:
 def header(title: str, versions: dict[str, str], smartpop_python: str) -> str:
     """Markdown lines: date, machine, Python, tool versions, load."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    sp_py = subprocess.run([smartpop_python, "-c", "import sys; print(sys.version.split()[0])"],
-                           capture_output=True, text=True, timeout=30).stdout.strip()
+    sp_py = interpreter_version(smartpop_python)
     lines = [f"### {title}", "",
              f"- date: {now}",
              f"- machine: {os.cpu_count()} CPU, {cpu_model()}, {memory_gib():.0f} GiB RAM, "
@@ -71,6 +70,12 @@ def header(title: str, versions: dict[str, str], smartpop_python: str) -> str:
              "- peers: " + "; ".join(f"{k} {v}" for k, v in versions.items()),
              f"- load average at start (shared machine): {loadavg()}", ""]
     return "\n".join(lines)
+
+
+def interpreter_version(python: str) -> str:
+    """The version of another Python interpreter, e.g. '3.8.18' ('' if it does not answer)."""
+    return subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
+                          capture_output=True, text=True, timeout=30).stdout.strip()
 
 
 def python_version() -> str:

@@ -103,7 +103,8 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | None = 
     cpu, rss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
     if TIME and stat_path.exists():
         # last line "MAXRSS_KB USER SYS"; a line before it says if the tool died of a signal
-        fields = stat_path.read_text().strip().splitlines()[-1].split()
+        lines = stat_path.read_text().strip().splitlines()  # empty when time(1) itself was killed
+        fields = lines[-1].split() if lines else []
         if len(fields) == 3:
             rss, cpu = int(fields[0]) / 1024.0, float(fields[1]) + float(fields[2])
         stat_path.unlink()

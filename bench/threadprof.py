@@ -53,6 +53,11 @@ def main() -> None:
     """Entry point: OUT -m MODULE ARGS."""
     if len(sys.argv) < 4 or sys.argv[2] != "-m":
         raise SystemExit("usage: python -m bench.threadprof OUT -m MODULE [ARGS...]")
+    if sys.version_info >= (3, 12):
+        # From 3.12 on cProfile runs on sys.monitoring, one profiler per interpreter: a worker
+        # thread's enable() raises, the thread dies before its first task and the run hangs.
+        raise SystemExit("bench.threadprof needs Python 3.11 or older (one cProfile per thread); "
+                         "give bench/run --smartpop-python such an interpreter")
     out, module = sys.argv[1], sys.argv[3]
     sys.argv = [module, *sys.argv[4:]]
     _wrap_thread_run()

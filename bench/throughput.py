@@ -21,7 +21,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Callable
 
-from bench import corpus, peers
+from bench import corpus, machine, peers
 from bench.contest import Bench, Outcome, attempt
 from bench.peers import ROOT, Job
 from bench.stack import LOCAL_DOMAIN
@@ -190,6 +190,11 @@ def _budget(runs: list[Outcome], who: str, baseline_time: float | None) -> str:
 def _profile(bench: Bench, make: object) -> str:
     """One more SmartPop run under cProfile: where its time goes (top functions by own time)."""
     out = bench.scratch / "smartpop.prof"
+    version = machine.interpreter_version(bench.smartpop_python)
+    if tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) >= (3, 12):
+        # One cProfile per interpreter from 3.12 on (sys.monitoring): see bench/threadprof.py.
+        return (f"Profile: {NA} (a profile of every thread needs SmartPop under Python 3.11 or older, this run "
+                f"used {version}: pass --smartpop-python)")
 
     def build(job: Job) -> peers.Command:
         cmd, env = peers.smartpop(job, bench.smartpop_python)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from smartpop import fsutil
-from smartpop.collector import service
+from smartpop.collector import daemon, service
 from smartpop.collector.daemon import next_delay
 from smartpop.collector.runner import lock_path
 from smartpop.collector.state import read_account_status
@@ -137,7 +137,11 @@ def test_daemon_polls_again_after_the_interval(env: Env) -> None:
     assert env.left_on_provider() == 0
 
 
-def test_imap_idle_collects_new_mail_without_waiting_for_the_interval(env: Env) -> None:
+def test_imap_idle_collects_new_mail_without_waiting_for_the_interval(env: Env,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The scheduler's tick is an hour too: the pushed run must be started by the wake-up
+    # itself, not by the scheduler's next look (which was up to a second of push latency).
+    monkeypatch.setattr(daemon, "TICK", 3600.0)
     env.users("anna")
     env.fill([message(1, env.addr("anna"))])
     config = env.write_config([env.account(protocol="imap", idle=True, interval=3600)])
@@ -147,6 +151,8 @@ def test_imap_idle_collects_new_mail_without_waiting_for_the_interval(env: Env) 
         env.fill([message(2, env.addr("anna"))])
         # The interval is an hour: only IDLE push can bring this in within the wait.
         _wait_for(lambda: len(env.stack.maildir(env.addr("anna"))) == 2, "delivery pushed by IDLE", timeout=90)
+        env.fill([message(3, env.addr("anna"))])
+        _wait_for(lambda: len(env.stack.maildir(env.addr("anna"))) == 3, "a second push", timeout=90)
     finally:
         assert handle.stop(timeout=30)  # a worker waiting in IDLE stops promptly
     assert env.left_on_provider() == 0

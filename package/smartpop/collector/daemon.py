@@ -45,6 +45,8 @@ class DaemonHandle:
         self.paths = paths
         self.config = config
         self._stop = threading.Event()
+        # Wakes the scheduler before its next tick: IDLE announced mail, or stop() was called.
+        self._wake = threading.Event()
         self._workers: Dict[str, threading.Thread] = {}
         self._due: Dict[str, float] = {}
         self._failures: Dict[str, int] = {}
@@ -90,7 +92,8 @@ class DaemonHandle:
                     worker.start()
             except Exception:  # the scheduler must survive anything
                 log.exception("collector scheduler error")
-            self._stop.wait(TICK)
+            self._wake.wait(TICK)
+            self._wake.clear()
 
     def _work(self, account: Account, config: Config) -> None:
         failures = self._failures.get(account.name, 0)
@@ -115,6 +118,14 @@ class DaemonHandle:
             if wait_for_mail(account, delay, self._stop, known=remaining):
                 delay = 0.0
         self._due[account.name] = started + delay
+        if delay == 0.0:
+            # Pushed mail: collect now, not at the scheduler's next tick (up to TICK later,
+            # which was most of the push latency). This thread is done with the account, so
+            # it leaves the busy list before the scheduler looks again.
+            with self._lock:
+                if self._workers.get(account.name) is threading.current_thread():
+                    del self._workers[account.name]
+            self._wake.set()
 
     def start(self) -> DaemonHandle:
         """Start the scheduler thread."""
@@ -125,6 +136,7 @@ class DaemonHandle:
     def stop(self, timeout: float = 60.0) -> bool:
         """Ask every worker to stop after its current message; True if all ended within `timeout`."""
         self._stop.set()
+        self._wake.set()
         deadline = time.monotonic() + timeout
         self._thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:

@@ -7,14 +7,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+from typing import List
 
 import pytest
 
 from smartpop import fsutil
 from smartpop.collector import daemon, service
 from smartpop.collector.daemon import next_delay
-from smartpop.collector.runner import lock_path
+from smartpop.collector.runner import AccountResult, lock_path
 from smartpop.collector.state import read_account_status
+from smartpop.config.schema import Account
 from support.collect import Env, body_of, child_env, message
 from support.ports import free_ports
 
@@ -156,3 +158,25 @@ def test_imap_idle_collects_new_mail_without_waiting_for_the_interval(env: Env,
     finally:
         assert handle.stop(timeout=30)  # a worker waiting in IDLE stops promptly
     assert env.left_on_provider() == 0
+
+
+def test_a_push_that_brings_nothing_does_not_loop(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server that keeps announcing mail SmartPop cannot take (here: every IDLE says "new
+    # mail", every run collects nothing) gets one immediate run, then the scheduler's tick.
+    monkeypatch.setattr(daemon, "TICK", 3600.0)
+    runs: List[str] = []
+
+    def run_account(paths: object, config: object, account: Account, **_: object) -> AccountResult:
+        runs.append(account.name)
+        return AccountResult(account.name, remaining=0)
+
+    monkeypatch.setattr(daemon, "run_account", run_account)
+    monkeypatch.setattr(daemon, "wait_for_mail", lambda account, timeout, stop, known=-1: not stop.is_set())
+    config = env.write_config([env.account(protocol="imap", idle=True, interval=3600)])
+    handle = service.start_daemon(env.paths, config)
+    try:
+        _wait_for(lambda: len(runs) >= 2, "the run set off by the first push")
+        time.sleep(1.0)  # a busy loop would have made hundreds of runs by now
+    finally:
+        assert handle.stop(timeout=30)
+    assert len(runs) == 2, len(runs)

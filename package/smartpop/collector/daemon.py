@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Set
 
 from smartpop.collector import runner
 from smartpop.collector.idle import wait_for_mail
@@ -50,6 +50,7 @@ class DaemonHandle:
         self._workers: Dict[str, threading.Thread] = {}
         self._due: Dict[str, float] = {}
         self._failures: Dict[str, int] = {}
+        self._pushed: Set[str] = set()  # accounts whose next run is set off by an IDLE push
         self._lock = threading.Lock()
         # Bounds how many accounts collect at once (a worker waiting in IDLE does not count).
         self._slots = threading.BoundedSemaphore(runner.ACCOUNT_CONCURRENCY)
@@ -97,7 +98,10 @@ class DaemonHandle:
 
     def _work(self, account: Account, config: Config) -> None:
         failures = self._failures.get(account.name, 0)
+        pushed = account.name in self._pushed
+        self._pushed.discard(account.name)
         remaining = -1
+        collected = 0
         try:
             with self._slots:
                 if self._stop.is_set():
@@ -105,6 +109,7 @@ class DaemonHandle:
                 result = run_account(self.paths, config, account, stop=self._stop, lock_timeout=0)
             failures = 0 if (result.ok or result.skipped) else failures + 1
             remaining = result.remaining
+            collected = result.collected
         except Exception:
             log.exception("%s: collector run crashed", account.name)
             failures += 1
@@ -118,10 +123,13 @@ class DaemonHandle:
             if wait_for_mail(account, delay, self._stop, known=remaining):
                 delay = 0.0
         self._due[account.name] = started + delay
-        if delay == 0.0:
+        if delay == 0.0 and not (pushed and collected == 0):
             # Pushed mail: collect now, not at the scheduler's next tick (up to TICK later,
             # which was most of the push latency). This thread is done with the account, so
-            # it leaves the busy list before the scheduler looks again.
+            # it leaves the busy list before the scheduler looks again. If the last pushed run
+            # found nothing to collect, the server announces mail nobody can take (say, after
+            # a failed EXPUNGE): then the tick decides, so that is no busy loop.
+            self._pushed.add(account.name)
             with self._lock:
                 if self._workers.get(account.name) is threading.current_thread():
                     del self._workers[account.name]

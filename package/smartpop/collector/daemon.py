@@ -76,6 +76,9 @@ class DaemonHandle:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            # Cleared before the look, not after the wait: a wake-up that comes during the
+            # look then ends the next wait at once instead of being lost.
+            self._wake.clear()
             try:
                 self._reload()
                 now = time.monotonic()
@@ -94,7 +97,6 @@ class DaemonHandle:
             except Exception:  # the scheduler must survive anything
                 log.exception("collector scheduler error")
             self._wake.wait(TICK)
-            self._wake.clear()
 
     def _work(self, account: Account, config: Config) -> None:
         failures = self._failures.get(account.name, 0)

@@ -284,10 +284,10 @@ default_transport = error:no outside delivery in tests
     def _wait_accepts(self, addresses: List[str], timeout: float = 30.0) -> None:
         """After a reload, probe until smtpd knows every address (readiness, not a pass/fail timing).
 
-        The addresses share one transaction per connection. Each aborted transaction keeps one of Postfix's
-        flow-control tokens (nothing is delivered that would give it back), and once ~100 are
-        gone every new queue file waits in_flow_delay (1 s): probing 400 addresses one
-        transaction each took ~7 minutes in the accounts bench.
+        The addresses share one transaction per connection. Each aborted transaction keeps one
+        of Postfix's flow-control tokens (nothing is delivered that would give it back), and
+        once ~100 are gone every new queue file waits in_flow_delay (1 s): probing 400
+        addresses one transaction each took ~7 minutes in the accounts bench.
         """
         deadline = time.monotonic() + timeout
         waiting = list(dict.fromkeys(addresses))

@@ -86,8 +86,8 @@ class MessageRow(NamedTuple):
 class MailboxState(NamedTuple):
     """The store's rows of one mailbox generation, by uid, kept small for 100,000 kept messages.
 
-    A done message is only asked when it was done (delete_after_days): a float per uid
-    instead of a row object is most of the memory of a poll that finds nothing new.
+    Of a done message a poll only needs when it was done (delete_after_days): a float per
+    uid instead of a row object saves most of the memory of a poll that finds nothing new.
     """
 
     done: Dict[str, Optional[float]]  # uid -> done_at
@@ -263,11 +263,9 @@ class Store:
                 raise
 
     def _read(self, sql: str, args: Sequence[Any]) -> List[Any]:
-        with self._reader_lock:
-            try:
-                return self._reader.execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
-                raise StateError(f"state store {self.path} cannot be read: {exc}") from exc
+        rows: List[Any] = []
+        self._each(sql, args, rows.append)
+        return rows
 
     def _each(self, sql: str, args: Sequence[Any], take: Callable[[Any], None]) -> None:
         """Hand every row of a query to `take`, one at a time (no list of all rows in memory)."""

@@ -55,8 +55,8 @@ def test_smtp_faults_421_451_452_550_552_and_drop(env: Env, pipelining: bool) ->
     env.fill(messages)
     proxy = SmtpFaultProxy(env.stack.smtp_port, [
         Rule("MAIL", "421 4.3.2 shutting down", match="sender1@"),         # msg 1: the session ends, deferred
-        Rule("RCPT", "451 4.3.0 try later", match=ben),                     # msg 2: ben deferred, anna gets it
-        Rule("RCPT", "550 5.1.1 no such user", match=carl),                 # msg 3: carl refused -> fallback
+        Rule("RCPT", "451 4.3.0 try later", match=ben, sender="sender2@"),    # msg 2: ben deferred, anna gets it
+        Rule("RCPT", "550 5.1.1 no such user", match=carl, sender="sender3@"),  # msg 3: carl refused -> fallback
         Rule("DATA_END", "452 4.3.1 insufficient storage", match="sender4@"),  # msg 4: deferred at the dot
         Rule("DATA", "552 5.3.4 message too big", match="sender5@"),        # msg 5: refused -> fallback
         Rule("BODY_DROP", after_bytes=5000, match="sender6@"),              # msg 6: cut mid-body, deferred

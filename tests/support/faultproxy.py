@@ -126,7 +126,9 @@ class Rule:
     """One SMTP fault: at `stage`, for commands containing `match`, answer `reply` (`times` times).
 
     For DATA, DATA_END and BODY_DROP, `match` is looked up in the transaction's MAIL FROM line,
-    so a rule can aim at one message by its sender.
+    so a rule can aim at one message by its sender. `sender`, if set, must also be in that
+    line at any stage: a RCPT rule then hits one recipient of one message, whichever of the
+    collector's parallel connections carries which message first.
 
     stage: "greeting", "MAIL", "RCPT", "DATA" (the DATA command), "DATA_END" (the dot),
     or "BODY_DROP" (drop both connections after `after_bytes` body bytes).
@@ -138,6 +140,7 @@ class Rule:
     times: int = 1
     close: bool = False
     after_bytes: int = 0
+    sender: str = ""
 
 
 class SmtpFaultProxy(_Base):
@@ -162,10 +165,11 @@ class SmtpFaultProxy(_Base):
         return b"".join(line[:3] + (b"-" if i < len(lines) - 1 else b" ") + line[4:] + b"\r\n"
                         for i, line in enumerate(lines))
 
-    def _take(self, stage: str, line: str) -> Optional[Rule]:
+    def _take(self, stage: str, line: str, mail: str = "") -> Optional[Rule]:
         with self._lock:
             for rule in self.rules:
-                if rule.stage == stage and rule.times > 0 and rule.match.lower() in line.lower():
+                if (rule.stage == stage and rule.times > 0 and rule.match.lower() in line.lower()
+                        and rule.sender.lower() in mail.lower()):
                     rule.times -= 1
                     self.fired.append((stage, rule.reply or f"drop after {rule.after_bytes}"))
                     return rule
@@ -218,7 +222,7 @@ class SmtpFaultProxy(_Base):
             if verb == "MAIL":
                 mail = text
             stage = {"MAIL": "MAIL", "RCPT": "RCPT", "DATA": "DATA"}.get(verb)
-            rule = self._take(stage, mail if verb == "DATA" else text) if stage else None
+            rule = self._take(stage, mail if verb == "DATA" else text, mail) if stage else None
             if rule:
                 client.sendall(rule.reply.encode() + b"\r\n")
                 if rule.close or rule.reply.startswith("421"):
@@ -238,7 +242,7 @@ class SmtpFaultProxy(_Base):
 
     def _body(self, client: socket.socket, cfile: object, upstream: socket.socket, ufile: object,
               ehlo_line: bytes, mail: str) -> Tuple[Optional[socket.socket], object]:
-        drop = self._take("BODY_DROP", mail)
+        drop = self._take("BODY_DROP", mail, mail)
         count = 0
         while True:
             line = cfile.readline()  # type: ignore[attr-defined]
@@ -246,7 +250,7 @@ class SmtpFaultProxy(_Base):
                 upstream.close()
                 return None, None
             if line == b".\r\n":
-                rule = self._take("DATA_END", mail)
+                rule = self._take("DATA_END", mail, mail)
                 if rule is None:
                     upstream.sendall(line)
                     client.sendall(self._reply(ufile))

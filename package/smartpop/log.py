@@ -7,7 +7,7 @@ import logging.handlers
 import re
 import threading
 from pathlib import Path
-from typing import Iterable, List, Optional, Set
+from typing import Iterable, List, Match, Optional, Set
 
 REDACTED = "********"
 
@@ -39,20 +39,53 @@ def redact(text: str) -> str:
     return _KEY_VALUE.sub(lambda m: m.group(1) + REDACTED, text)
 
 
+# Everything a reader (str.splitlines, a terminal, a browser) may take for a line break or a
+# control: C0, DEL, C1 (NEL is 0x85), U+2028/2029, bidi overrides, and lone surrogates (which
+# the UTF-8 log file could not even store). Header-derived text carries any of them.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Continuation lines of a record (a traceback) start with this, so no text inside one can pass
+# for the "<date> <LEVEL> <name>: " start of a record of its own.
+CONTINUATION = "  "
+
+
+def _escape_char(match: Match[str]) -> str:
+    char = match.group(0)
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: every control or line-separator character written as a visible escape."""
+    return _UNSAFE.sub(_escape_char, text)
+
+
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's final message with secrets masked."""
+    """Rewrites each record's final message with secrets masked, as exactly one line plus continuations.
+
+    The message itself (where Message-IDs, addresses and server answers end up) is escaped to
+    one line; a traceback keeps its lines, each escaped and indented by CONTINUATION.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Format the record once, redact it, and freeze the result."""
+        """Format the record once, redact and escape it, and freeze the result."""
         if getattr(record, "smartpop_redacted", False):
             return True  # every handler has this filter: the first one did the work
-        message = record.getMessage()
+        message = escape_controls(redact(record.getMessage()))
+        extra: List[str] = []
         if record.exc_info:
-            formatter = logging.Formatter()
-            message = message + "\n" + formatter.formatException(record.exc_info)
+            extra.append(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
             record.exc_text = None
-        record.msg = redact(message)
+        if record.stack_info:
+            extra.append(record.stack_info)
+            record.stack_info = None
+        for block in extra:
+            for line in redact(block).split("\n"):
+                message += "\n" + CONTINUATION + escape_controls(line)
+        record.msg = message
         record.args = None
         record.smartpop_redacted = True
         return True

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Deque, Iterable, List, Optional
 
-from smartpop.log import redact
+from smartpop.log import escape_controls, redact
 
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 # The format of smartpop.log: "%(asctime)s %(levelname)s %(name)s: %(message)s".
@@ -32,10 +32,12 @@ def _events(lines: Iterable[str]) -> List[LogEvent]:
     for line in lines:
         match = _LINE.match(line)
         if match:
-            events.append(LogEvent(match.group(1).split(",")[0], match.group(2), match.group(3), match.group(4)))
+            events.append(LogEvent(match.group(1).split(",")[0], match.group(2), match.group(3),
+                                   escape_controls(match.group(4))))
         elif events and line.strip():
-            # A traceback or wrapped line continues the previous record.
-            events[-1].message += "\n" + line
+            # A traceback continues the previous record. Escaped too: a log written before
+            # SmartPop escaped its records may hold a CR or U+2028 that a browser shows as a break.
+            events[-1].message += "\n" + escape_controls(line)
     return events
 
 
@@ -54,7 +56,9 @@ def read_events(log_file: Path, account: Optional[str] = None, level: Optional[s
     # The collector starts each account's line with "<account>: ".
     pattern = re.compile(r"(^|\W)" + re.escape(account) + r":") if account else None
     kept: Deque[LogEvent] = deque(maxlen=limit)
-    for event in _events(text.splitlines()):
+    # Only "\n" ends a record: str.splitlines() would also split on \r, \x0b, \x1c-\x1e, \x85 and
+    # U+2028/2029, which header-derived text in a message can carry (a forged record of its own).
+    for event in _events(text.split("\n")):
         if event.level in LEVELS and LEVELS.index(event.level) < minimum:
             continue
         if pattern is not None and not pattern.search(event.message):

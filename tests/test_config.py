@@ -198,3 +198,40 @@ def test_wizard_merge_keeps_other_settings() -> None:
     assert config.accounts[0].password.reveal() == "s3cret-Fetch!"
     assert config.aliases == {"info@firma.de": ["anna@firma.de", "ben@firma.de"]}
     assert config.relay.enabled is False and config.web.port == 9000
+
+
+HOSTILE_HOSTS = [
+    "fe80::1%x ${mynetworks} #,",  # a scope id Python >= 3.9 would accept, carrying main.cf syntax
+    "fe80::1%eth0", "[fe80::1%eth0]", "::1%1", "[mail.example.com]", "[1.2.3.4]", "[::1]]", "[]",
+    "010.1.1.1", "1.2.3", "256.1.1.1", "::ffff:010.1.1.1", "1.2.3.4:25", "mail.example.com:587",
+    "mail example.com", "mail.example.com,evil.test", "$myhostname", "mail#x.de", "a/b.de", "ä.de",
+]
+
+
+@pytest.mark.parametrize("host", HOSTILE_HOSTS)
+def test_host_names_and_ip_literals_by_an_explicit_character_set(host: str) -> None:
+    """The same hosts are refused on 3.8 and on 3.13: a character check runs before ipaddress."""
+    for where in ("accounts", "relay", "delivery", "sender"):
+        doc = sample_document()
+        if where == "accounts":
+            doc["accounts"][0]["host"] = host
+        elif where == "relay":
+            doc["relay"]["host"] = host
+        elif where == "delivery":
+            doc["delivery"]["host"] = host
+        else:
+            doc["relay"]["sender_relays"] = [{"sender": "@zweit.de", "host": host, "port": 465, "security": "ssl",
+                                             "username": "z", "password": "Zweit-Pa55"}]
+        exc = error_for(doc)
+        assert exc.code == "not_a_host" and exc.key.endswith(".host"), (where, str(exc))
+
+
+@pytest.mark.parametrize(("host", "stored"), [
+    ("Mail.Example.COM.", "mail.example.com"), ("1.2.3.4", "1.2.3.4"), ("2001:DB8::1", "2001:db8::1"),
+    ("[2001:db8::1]", "2001:db8::1"), ("::ffff:1.2.3.4", "::ffff:1.2.3.4"), ("::1", "::1"),
+    ("xn--mller-kva.de", "xn--mller-kva.de"), ("3com.com", "3com.com"),
+])
+def test_valid_hosts_are_stored_in_one_form_on_every_python(host: str, stored: str) -> None:
+    doc = sample_document()
+    doc["relay"]["host"] = host
+    assert parse_config(doc).relay.host == stored

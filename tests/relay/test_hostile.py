@@ -53,6 +53,8 @@ def _cases(marker: Path) -> List[Tuple[str, Dict[str, Any], str]]:
     for name, value in [("host", "smtp.provider.test" + smuggle), ("host", "smtp.provider.test\r\nrelayhost = evil"),
                         ("host", "evil.test]:25, [other.test"), ("host", sh), ("host", semi),
                         ("host", "../../../etc/passwd"), ("host", "/etc/postfix/main.cf"), ("host", "a.test\x00b"),
+                        # An IPv6 scope id: ipaddress accepts any text after '%' from Python 3.9 on.
+                        ("host", "fe80::1%x ${mynetworks} #,"), ("host", "[fe80::1%eth0]"),
                         ("port", "587" + smuggle), ("port", "25 -o content_filter=x"), ("port", 0),
                         ("security", "starttls" + smuggle), ("security", "none"),
                         ("username", "anna" + smuggle), ("username", "anna:extra"), ("username", "anna pw"),
@@ -63,7 +65,8 @@ def _cases(marker: Path) -> List[Tuple[str, Dict[str, Any], str]]:
     for name, value in [("sender", "@zweit.test" + smuggle), ("sender", "../../../tmp/x@zweit.test"),
                         ("sender", f"`touch {marker}`@zweit.test"), ("sender", "a$(id)@zweit.test"),
                         ("sender", "#comment@zweit.test"), ("sender", "@zweit.test, always_bcc"),
-                        ("host", "mail.zweit.test" + smuggle), ("host", semi), ("port", "465\nmynetworks = 0.0.0.0/0"),
+                        ("host", "mail.zweit.test" + smuggle), ("host", semi),
+                        ("host", "fe80::1%x ${mynetworks} #,"), ("port", "465\nmynetworks = 0.0.0.0/0"),
                         ("username", "bob" + smuggle), ("username", "bob:x"), ("password", "pw" + smuggle),
                         ("security", "ssl\nsmtp_tls_security_level = none")]:
         cases.append((f"{key}.{name}={value!r}"[:60], _sender(**{name: value}), f"{key}.{name}"))

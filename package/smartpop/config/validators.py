@@ -17,6 +17,14 @@ _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Host names and IP literals are checked by character set before ipaddress sees them: from
+# Python 3.9 on, ipaddress accepts an IPv6 scope id ("fe80::1%<anything>"), and 3.8 and 3.13
+# differ in leading zeros and in how they print IPv4-mapped addresses. These sets are the same
+# on every version, and none holds '%', '$', '#', ',', '[', ']', '/' or white space.
+_HOST_CHARS = re.compile(r"^[a-z0-9.-]+$")
+_IPV6_CHARS = re.compile(r"^[0-9a-f:.]+$")
+_IPV4 = re.compile(r"^(?:(?:0|[1-9][0-9]{0,2})\.){3}(?:0|[1-9][0-9]{0,2})$")
+_NUMERIC = re.compile(r"^[0-9.]+$")
 
 
 def fail(key: str, problem: str, fix: str, code: str = "", **params: Any) -> ConfigError:
@@ -87,18 +95,50 @@ def as_secret_text(key: str, value: Any) -> str:
 
 
 def as_hostname(key: str, value: Any) -> str:
-    """Accept a DNS name or an IPv4/IPv6 literal (no brackets, no port)."""
-    text = as_text(key, value, max_len=253).strip().rstrip(".").lower()
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        pass
-    labels = text.split(".")
-    if not text or not all(_LABEL.match(label) for label in labels):
-        raise fail(key, f"{value!r} is not a valid host name",
-                   f"set {key} to a name like mail.example.com or an IP address",
-                   code="not_a_host", value=_shown(value))
+    """Accept a DNS name, an IPv4 literal or an IPv6 literal (optionally in [brackets]; no scope id, no port)."""
+    raw = as_text(key, value, max_len=253)
+    text = raw.strip().lower()
+    bracketed = text.startswith("[") and text.endswith("]")
+    if bracketed:
+        # "[2001:db8::1]" is how admins often write an IPv6 host; the brackets are not stored
+        # (the relay adds Postfix's own). Brackets around anything else are refused.
+        text = text[1:-1]
+    if bracketed or ":" in text:
+        address = _ipv6(text)
+        if address is None:
+            raise _not_a_host(key, value)
+        return address
+    text = text.rstrip(".")
+    if not _HOST_CHARS.match(text) or not all(_LABEL.match(label) for label in text.split(".")):
+        raise _not_a_host(key, value)
+    if _NUMERIC.match(text):
+        # All digits and dots: an IPv4 address in plain decimal, or nothing (a resolver would read
+        # "010.1.1.1" as octal, "1.2.3" as 1.2.0.3).
+        if not _IPV4.match(text) or any(int(part) > 255 for part in text.split(".")):
+            raise _not_a_host(key, value)
     return text
+
+
+def _ipv6(text: str) -> Optional[str]:
+    """The canonical form of an IPv6 literal made only of hex digits, ':' and a dotted IPv4 tail."""
+    if not _IPV6_CHARS.match(text):
+        return None
+    tail = text.rpartition(":")[2]
+    if "." in tail and (not _IPV4.match(tail) or any(int(part) > 255 for part in tail.split("."))):
+        return None
+    try:
+        address = ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
+    mapped = address.ipv4_mapped
+    # Python 3.13 prints "::ffff:1.2.3.4", 3.8 "::ffff:102:304": store one form everywhere.
+    return f"::ffff:{mapped}" if mapped is not None else str(address)
+
+
+def _not_a_host(key: str, value: Any) -> ConfigError:
+    return fail(key, f"{value!r} is not a valid host name",
+                f"set {key} to a name like mail.example.com or an IP address",
+                code="not_a_host", value=_shown(value))
 
 
 def as_domain(key: str, value: Any) -> str:

@@ -107,9 +107,22 @@ def _sender(key: str, value: Any) -> str:
     return sender
 
 
+# What a validated host name or IP literal consists of, checked again right where it becomes
+# part of a next-hop in root-written files (brackets and "ipv6:" are added by _nexthop).
+_NEXTHOP_HOST = re.compile(r"^[a-z0-9.:-]+$")
+
+
+def _host(key: str, value: Any) -> str:
+    host = v.as_hostname(key, value)
+    if not _NEXTHOP_HOST.match(host):
+        raise v.fail(key, f"{host!r} has characters that cannot go into main.cf",
+                     f"set {key} to a host name or an IP address without a scope id")
+    return host
+
+
 def _relay_fields(key: str, raw: Any) -> Tuple[str, int, str, str, str]:
     """Re-validate one relay's (host, port, security, username, password)."""
-    host = v.as_hostname(f"{key}.host", getattr(raw, "host", None))
+    host = _host(f"{key}.host", getattr(raw, "host", None))
     port = v.as_port(f"{key}.port", getattr(raw, "port", None))
     security = v.as_choice(f"{key}.security", getattr(raw, "security", None), SECURITIES)
     username = _username(f"{key}.username", getattr(raw, "username", None))

@@ -120,10 +120,16 @@ def test_change_relay_settings(rig: Rig, browser: Browser) -> None:
         browser.el("#f-enabled").click()
     browser.fill("#relay-form #f-username", "relay@firma.de")
     browser.el("#save-relay").click()
+    # Another server: the stored password is not sent there, the form asks for it (issue 11).
+    browser.wait(lambda: browser.el("#relay-form #err-password").is_displayed(), what="password asked for")
+    assert "stored password is not used" in browser.text("#relay-form #err-password")
+    assert rig.config_document()["relay"]["host"] == "smtp.provider.de"
+    browser.fill("#relay-form #f-password", "s3cret-Relay!")
+    browser.el("#save-relay").click()
     browser.wait(lambda: "Settings saved." in browser.text("main"), what="saved notice")
     relay = rig.config_document()["relay"]
     assert relay["enabled"] is True and relay["host"] == "smtp.strato.de" and relay["security"] == "ssl"
-    assert relay["password"] == "s3cret-Relay!"  # empty field kept the stored password
+    assert relay["password"] == "s3cret-Relay!"
     # Sender relay.
     browser.fill("#sr-sender", "@zweit.de")
     browser.fill("#sr-host", "mail.your-server.de")

@@ -146,6 +146,12 @@ PAGE_CASES = [
              "Enter the password.", "enter the mailbox password"),
     PageCase("password_missing", "/relay/senders", {"password": ""}, "password", "Bitte das Passwort eingeben.",
              "Enter the password.", "enter the SMTP password"),
+    # RELAY leaves the password empty but names another server than the stored relay (issue 11).
+    PageCase("password_for_new_server", "/relay/", {}, "password",
+             "Die Verbindungsdaten wurden geändert (Protokoll, Server, Port, Verschlüsselung oder Benutzername), "
+             "daher wird das gespeicherte Passwort nicht verwendet. Bitte das Passwort eingeben.",
+             "The connection settings changed (protocol, server, port, encryption or user name), so the stored "
+             "password is not used. Enter the password.", "the stored password is not used"),
     PageCase("alias_line", "/routing/", {"aliases": "info@firma.de: anna@firma.de\nkaputt"}, "aliases",
              "Zeile 2 hat nicht die Form „alias@domain: ziel@domain, …“. Bitte pro Zeile einen Alias, einen "
              "Doppelpunkt und dann die Zieladressen schreiben.",

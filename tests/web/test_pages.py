@@ -7,6 +7,8 @@ from typing import List
 
 from webrig import Browserless, Rig
 
+from support.samples import sample_document
+
 NEW_PASSWORD = "n3w-Secret-Pa55!"
 
 
@@ -110,9 +112,22 @@ def test_routing_tester_shows_recipients_and_rule(rig: Rig, admin: Browserless) 
 
 def test_relay_settings_and_sender_relays(rig: Rig, admin: Browserless) -> None:
     token = admin.csrf()
+    # Another server with the password left empty: the stored password is not sent there (issue 11).
     response = admin.post("/relay/", data={"csrf_token": token, "enabled": "on", "host": "smtp.ionos.de",
                                            "port": "465", "security": "ssl", "username": "relay@firma.de",
                                            "password": ""})
+    assert response.status_code == 422 and 'id="err-password"' in response.text
+    assert rig.config_document()["relay"] == sample_document()["relay"]
+    # The same server and user, password left empty: the stored one is kept.
+    response = admin.post("/relay/", data={"csrf_token": token, "enabled": "on", "host": "smtp.provider.de",
+                                           "port": "587", "security": "starttls", "username": "relay@firma.de",
+                                           "password": ""})
+    assert response.status_code == 302
+    relay = rig.config_document()["relay"]
+    assert relay["enabled"] and relay["host"] == "smtp.provider.de" and relay["password"] == "s3cret-Relay!"
+    response = admin.post("/relay/", data={"csrf_token": token, "enabled": "on", "host": "smtp.ionos.de",
+                                           "port": "465", "security": "ssl", "username": "relay@firma.de",
+                                           "password": "s3cret-Relay!"})
     assert response.status_code == 302
     relay = rig.config_document()["relay"]
     assert relay["enabled"] and relay["host"] == "smtp.ionos.de" and relay["port"] == 465

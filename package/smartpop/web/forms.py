@@ -1,13 +1,14 @@
 """Turning posted forms into config documents, and config errors into per-field messages.
 
-Passwords are write-only: an empty password field keeps the stored value. Field messages come
-from the i18n catalogs ("validation.<code>"), in the page's language; str(exc) stays English.
+Passwords are write-only: an empty password field keeps the stored value, but only for the
+same server and user (see require_same_server). Field messages come from the i18n catalogs
+("validation.<code>"), in the page's language; str(exc) stays English.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 from werkzeug.datastructures import MultiDict
 
@@ -27,6 +28,10 @@ ROUTING_FIELDS = ("local_domains", "aliases", "fallback_recipient")
 RELAY_FIELDS = ("enabled", "host", "port", "security", "username", "password")
 SENDER_FIELDS = ("sender", "host", "port", "security", "username", "password")
 ALERT_FIELDS = ("failing_minutes", "repeat_minutes", "email_to", "dsm_notify", "webhook_url")
+# Where a stored password is sent: an empty password field reuses it only while all of these
+# are unchanged, or an admin session or a stolen CSRF token could send it to any host.
+ACCOUNT_SERVER = ("protocol", "host", "port", "security", "username")
+RELAY_SERVER = ("host", "port", "security", "username")
 
 
 class FormError(Exception):
@@ -76,13 +81,30 @@ def errors_of(exc: Exception, lang: str = i18n.DEFAULT, fields: Optional[Collect
     return {"_form": form_message(exc, lang)}
 
 
-def change_document(paths: Paths, edit: Callable[[Document], None]) -> Config:
-    """Apply `edit` to the stored document through the config store (locked, validated, atomic)."""
+def change_document(paths: Paths, edit: Callable[[Document], None],
+                    check: Optional[Callable[[Config, Config], None]] = None) -> Config:
+    """Apply `edit` to the stored document through the config store (locked, validated, atomic).
+
+    `check(before, after)` sees both validated configs under the same lock and may refuse the change.
+    """
     def change(config: Config) -> Config:
         document = render_config(config)
         edit(document)
-        return parse_config(document)
+        changed = parse_config(document)
+        if check is not None:
+            check(config, changed)
+        return changed
     return store.update(paths, change)
+
+
+def require_same_server(stored: Any, wanted: Any, fields: Sequence[str]) -> None:
+    """Refuse to reuse `stored`'s password for `wanted` unless `fields` (server, user) are all unchanged."""
+    if stored is None or not stored.password.reveal():
+        return  # nothing stored, nothing to give away
+    if any(getattr(stored, name) != getattr(wanted, name) for name in fields):
+        raise FormError("password", "password: the server or user name changed, so the stored password is not "
+                                    "used. Fix: enter the password for the new server",
+                        code="password_for_new_server")
 
 
 def _checkbox(form: MultiDict, name: str) -> bool:

@@ -8,11 +8,20 @@ from typing import Any, Dict, List, Optional, Union
 from flask import Blueprint, Response, abort, g, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from smartpop.config.schema import DEFAULT_PORTS, MODES, PROTOCOLS, SECURITIES, parse_config, render_config
+from smartpop.config.schema import DEFAULT_PORTS, MODES, PROTOCOLS, SECURITIES, Config, parse_config, render_config
 from smartpop.errors import AuthError, ConfigError, ConnectError, SmartPopError
 from smartpop.log import redact
 from smartpop.web import presets, services
-from smartpop.web.forms import ACCOUNT_FIELDS, FormError, account_document, change_document, errors_of, form_message
+from smartpop.web.forms import (
+    ACCOUNT_FIELDS,
+    ACCOUNT_SERVER,
+    FormError,
+    account_document,
+    change_document,
+    errors_of,
+    form_message,
+    require_same_server,
+)
 from smartpop.web.views.common import answer, load_config, page, paths, t
 
 log = logging.getLogger(__name__)
@@ -77,11 +86,16 @@ def _save(original: Optional[str]) -> Reply:
     existing = _stored(original) if original else None
     if original and existing is None:
         abort(404)
+    saved: Dict[str, Any] = {}
     try:
-        doc = account_document(request.form, existing)
-
         def edit_doc(document: Dict[str, Any]) -> None:
             accounts: List[Dict[str, Any]] = document["accounts"]
+            # The password an empty field keeps is read under the store's lock, like the rest.
+            stored = next((a for a in accounts if a["name"] == original), None)
+            if original and stored is None:
+                abort(404)
+            doc = account_document(request.form, stored)
+            saved.update(doc)
             if original is None:
                 if any(a["name"] == doc["name"] for a in accounts):
                     raise FormError("name", f"name: {doc['name']!r} is used already. Fix: choose another name",
@@ -90,7 +104,12 @@ def _save(original: Optional[str]) -> Reply:
             else:
                 document["accounts"] = [doc if a["name"] == original else a for a in accounts]
 
-        change_document(paths(), edit_doc)
+        def same_server(before: Config, after: Config) -> None:
+            # Otherwise the stored password would go to the new server on the next fetch.
+            if original and not request.form.get("password"):
+                require_same_server(before.account(original), after.account(original), ACCOUNT_SERVER)
+
+        change_document(paths(), edit_doc, same_server)
     except (ConfigError, FormError) as exc:
         shown = _public(existing)
         shown.update({k: v for k, v in request.form.items() if k not in ("password", "csrf_token")})
@@ -99,7 +118,7 @@ def _save(original: Optional[str]) -> Reply:
         # An existing account's name is not an input, so an error about it goes to the page top.
         fields = ACCOUNT_FIELDS if original is None else [f for f in ACCOUNT_FIELDS if f != "name"]
         return _form_page(shown, errors_of(exc, g.lang, fields), original is None, status=422)
-    log.info("account %s %s by %s", doc["name"], "created" if original is None else "changed", g.caller.user)
+    log.info("account %s %s by %s", saved["name"], "created" if original is None else "changed", g.caller.user)
     return redirect(url_for("accounts.index", done="created" if original is None else "saved"))
 
 
@@ -111,7 +130,7 @@ def create() -> Reply:
 
 @bp.route("/<name>/edit", methods=["POST"])
 def update(name: str) -> Reply:
-    """Save an edited account (an empty password keeps the stored one)."""
+    """Save an edited account (an empty password keeps the stored one for the same server and user)."""
     return _save(name)
 
 
@@ -149,19 +168,21 @@ def delete(name: str) -> Reply:
 
 @bp.route("/test", methods=["POST"])
 def test() -> Response:
-    """Log in with the form's values (stored password if left empty) and report the server's answer."""
+    """Log in with the form's values and report the answer (stored password: same server and user only)."""
     original = request.args.get("original") or None
-    existing = _stored(original) if original else None
     config, error = load_config()
     if config is None:
         return answer(False, error or "", 409)
+    document = render_config(config)
+    existing = next((a for a in document["accounts"] if a["name"] == original), None) if original else None
     try:
         doc = account_document(request.form, existing)
         if original is None:
             doc["name"] = doc["name"] or "new-account"
-        document = render_config(config)
         document["accounts"] = [a for a in document["accounts"] if a["name"] not in (doc["name"], original)] + [doc]
         account = parse_config(document).account(doc["name"])
+        if existing is not None and not request.form.get("password"):
+            require_same_server(config.account(existing["name"]), account, ACCOUNT_SERVER)
     except (ConfigError, FormError) as exc:
         return answer(False, form_message(exc, g.lang), 422, fields=errors_of(exc, g.lang, ACCOUNT_FIELDS))
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from flask import Blueprint, Response, g, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
@@ -14,12 +14,14 @@ from smartpop.errors import ConfigError
 from smartpop.web import presets, services
 from smartpop.web.forms import (
     RELAY_FIELDS,
+    RELAY_SERVER,
     SENDER_FIELDS,
     FormError,
     change_document,
     errors_of,
     field_message,
     relay_fields,
+    require_same_server,
     sender_relay_document,
 )
 from smartpop.web.views.common import answer, load_config, page, paths, t
@@ -62,13 +64,18 @@ def index() -> Reply:
 
 @bp.route("/", methods=["POST"])
 def save() -> Reply:
-    """Save the main relay settings (an empty password keeps the stored one)."""
+    """Save the main relay settings (an empty password keeps the stored one for the same server and user)."""
     form = request.form
     try:
         def edit(document: Dict[str, Any]) -> None:
             document["relay"].update(relay_fields(form, document["relay"]))
 
-        change_document(paths(), edit)
+        def same_server(before: Config, after: Config) -> None:
+            # Otherwise the root task would hand the stored password to the new relay host.
+            if not form.get("password"):
+                require_same_server(before.relay, after.relay, RELAY_SERVER)
+
+        change_document(paths(), edit, same_server)
     except (ConfigError, FormError) as exc:
         values: Dict[str, Any] = {k: form.get(k, "") for k in ("host", "port", "security", "username")}
         values["enabled"] = "enabled" in form
@@ -81,16 +88,25 @@ def save() -> Reply:
 def add_sender() -> Reply:
     """Add a sender relay, or replace the one for the same sender."""
     form = request.form
+    replaced: List[int] = []
     try:
         def edit(document: Dict[str, Any]) -> None:
             items = document["relay"]["sender_relays"]
             item, index = sender_relay_document(form, items)
             if index >= 0:
                 items[index] = item
+                replaced.append(index)
             else:
                 items.append(item)
 
-        change_document(paths(), edit)
+        def same_server(before: Config, after: Config) -> None:
+            # Per entry: the stored password of this sender goes only to this sender's server.
+            if replaced and not form.get("password"):
+                index = replaced[-1]
+                require_same_server(before.relay.sender_relays[index], after.relay.sender_relays[index],
+                                    RELAY_SERVER)
+
+        change_document(paths(), edit, same_server)
     except (ConfigError, FormError) as exc:
         # The sender form's fields share names with the main form; '_form' stays the page-top banner.
         errors = {k if k == "_form" else "sr_" + k: v for k, v in errors_of(exc, g.lang, SENDER_FIELDS).items()}

@@ -68,6 +68,9 @@ sed "s/^__version__ = \".*\"$/__version__ = \"$VERSION\"/" package/smartpop/__in
 cp -R ui "$STAGE/ui"
 cp package/requirements.lock "$STAGE/lib/requirements.lock"
 "$PYTHON" tools/unpack_wheels.py package/requirements.lock "$CACHE" "$STAGE/lib"
+# The one file the root relay task runs, after checking its SHA-256 (docs/RELAY.md "Root task").
+RELAY_SHA=$("$PYTHON" tools/relay_bundle.py "$STAGE" "$STAGE/bin/smartpop-relay.py" "$STAGE/lib") \
+    || die "could not build the relay bundle"
 find "$STAGE" \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
 find "$STAGE" -type f -exec chmod 0644 {} +
 find "$STAGE" -type d -exec chmod 0755 {} +
@@ -120,4 +123,7 @@ OUT="$DIST/SmartPop-$VERSION-noarch.spk"
 tar --sort=name --mtime="@$EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
     -C "$SPK" -cf "$OUT.tmp" INFO package.tgz scripts conf WIZARD_UIFILES PACKAGE_ICON.PNG PACKAGE_ICON_256.PNG
 mv "$OUT.tmp" "$OUT"
+# The hash the root task's command carries; stated here so an admin can compare it with the
+# command the Relay page shows.
+echo "relay bundle sha256: $RELAY_SHA" >&2
 echo "$OUT"

@@ -145,6 +145,31 @@ def _owned_by_other(directory: Path) -> bool:
         return False
 
 
+def _refuse_unverified_root(paths: Paths, command: str) -> None:
+    """Root may run only `relay`, and only from the hash-verified bundle, on a package's DATA.
+
+    This code itself may have been changed by the package user when it runs from target/, so this
+    is no security boundary (the verified bundle is, docs/RELAY.md): it turns the old, unsafe
+    Task Scheduler line into a clear refusal that shows the line to use instead.
+    """
+    from smartpop.relay import roottask
+
+    if roottask.verified() is not None:
+        if command != "relay":
+            raise UsageError("the relay bundle runs `relay` commands only")
+        return
+    if os.geteuid() != 0 or not _owned_by_other(paths.data):
+        return
+    if command == "relay":
+        line = roottask.task_command(paths)
+        raise UsageError("refusing to run as root from the package's own files, which the package user can "
+                         "change. In DSM Task Scheduler (user root) use this command instead:\n" + (line or
+                         "(no relay bundle in this installation: reinstall SmartPop)"))
+    raise UsageError(f"refusing to run `{command}` as root on {paths.data}, which belongs to the package's "
+                     "user: files root creates there would lock the package out. Run it as that user, or "
+                     "let the running package do it (the service collects on its own schedule)")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command and return its exit code."""
     parser = build_parser()
@@ -154,6 +179,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.print_help()
             return EXIT_CONFIG
         paths = Paths(resolve_data_dir(args.data))
+        _refuse_unverified_root(paths, args.command)
         # Root (the relay task) writes nothing into DATA, which the package user owns: a
         # root-owned lock or log there would lock the package out, and a planted symlink
         # would redirect root's writes. Its output goes to Task Scheduler instead.

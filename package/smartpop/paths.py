@@ -76,3 +76,16 @@ def ensure_data_dir(paths: Paths) -> None:
     """Create the data dir and its private subdirectories (mode 0700)."""
     for directory in (paths.data, paths.locks, paths.spool):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+RELAY_BUNDLE = "smartpop-relay.py"
+
+
+def relay_bundle_file(env: Optional[Mapping[str, str]] = None) -> Path:
+    """The relay bundle the root task runs: bin/ next to this package, or $SMARTPOP_RELAY_BUNDLE."""
+    environ = os.environ if env is None else env
+    override = environ.get("SMARTPOP_RELAY_BUNDLE")
+    if override:
+        # Display only: root runs the file named in its own command, after checking its hash.
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "bin" / RELAY_BUNDLE

@@ -70,6 +70,14 @@ def format_status(report: Dict[str, Any]) -> str:
                      f"last error {entry['last_error'] or 'none'}")
     relay = report["relay"]
     lines.append(f"relay: {relay['state']}: {relay.get('detail', '')}")
+    task = relay.get("task_state")
+    if task == "outdated":
+        lines.append(f"relay root task: OUTDATED (it last ran SmartPop {relay.get('task_version') or 'before 0.2'}): "
+                     "it refuses to run this version until you replace its command in DSM Task Scheduler")
+    elif task == "current":
+        lines.append(f"relay root task: matches this version (last run {relay.get('task_last_run')})")
+    elif task == "never":
+        lines.append("relay root task: has not run yet")
     if relay.get("task_command"):
-        lines.append(f"relay root task: {relay['task_command']}")
+        lines.append(f"relay root task command (DSM Task Scheduler, user root): {relay['task_command']}")
     return "\n".join(lines)

@@ -7,88 +7,24 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict
 
 import pytest
 
 from support.ports import free_ports
-from support.synopkg import FakeDSM, ScriptRun, Spk, extract_spk, mode_of, python_for_package_user
-
-FETCH_PASSWORD = "Fetch-P4ss word!'\"$x"
-RELAY_PASSWORD = "R3lay-$ecret`uname`"
-
-
-def wizard(web_port: int, **overrides: str) -> Dict[str, str]:
-    """Install wizard answers, as DSM exports them."""
-    answers = {
-        "wizard_fetch_protocol": "pop3",
-        "wizard_fetch_host": "pop.ionos.de",
-        "wizard_fetch_port": "995",
-        "wizard_fetch_security": "ssl",
-        "wizard_fetch_user": "sammel@firma.de",
-        "wizard_fetch_password": FETCH_PASSWORD,
-        "wizard_local_domains": "firma.de, Firma-Zwei.de",
-        "wizard_fallback_recipient": "postmaster@firma.de",
-        "wizard_relay_enable": "true",
-        "wizard_relay_host": "smtp.ionos.de",
-        "wizard_relay_port": "587",
-        "wizard_relay_security": "starttls",
-        "wizard_relay_user": "sammel@firma.de",
-        "wizard_relay_password": RELAY_PASSWORD,
-        "wizard_web_port": str(web_port),
-    }
-    answers.update(overrides)
-    return answers
-
-
-@pytest.fixture(scope="module")
-def py38() -> Path:
-    """Python 3.8 runnable by the package user (DSM 7's interpreter version)."""
-    python = python_for_package_user()
-    if python is None:
-        pytest.skip("Python 3.8 (pyenv 3.8.18) is not on this machine: lifecycle tests need it")
-    return python
-
-
-@pytest.fixture
-def world_tmp() -> Iterator[Path]:
-    """A temp dir the unprivileged package user can traverse (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="smartpop-nas-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def dsm(world_tmp: Path, py38: Path) -> Iterator[FakeDSM]:
-    """A fresh fake NAS; any daemon left running is stopped afterwards."""
-    nas = FakeDSM(world_tmp / "nas", py38)
-    yield nas
-    if nas.installed is not None:
-        nas.stop()
-
-
-@pytest.fixture
-def spk(built_spk: Path, world_tmp: Path) -> Spk:
-    """The built package, extracted like DSM's pkginstall dir."""
-    return extract_spk(built_spk, world_tmp / "pkginstall")
-
-
-@pytest.fixture
-def spk_v2(built_spk_v2: Path, world_tmp: Path) -> Spk:
-    """The higher-version build, extracted."""
-    return extract_spk(built_spk_v2, world_tmp / "pkginstall2")
-
-
-def assert_all_ok(runs: List[ScriptRun]) -> None:
-    """Every script exited 0."""
-    failed = [r for r in runs if r.rc != 0]
-    assert not failed, "\n".join(f"{r.script} {r.action}: rc={r.rc}\n{r.stderr}\n{r.dialog}" for r in failed)
+from support.synopkg import (
+    FETCH_PASSWORD,
+    RELAY_PASSWORD,
+    FakeDSM,
+    Spk,
+    assert_all_ok,
+    mode_of,
+    wizard,
+)
 
 
 def cgi_headers(secret: str) -> Dict[str, str]:

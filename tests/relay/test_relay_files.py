@@ -63,7 +63,7 @@ def test_apply_verify_idempotent_drift_rollback(tmp_path: Path, fixture: str) ->
     relay_dir = tmp_path / "relay"
     tools = pf.locate()
     before = _tree(directory)
-    desired = desired_from_relay(_relay(), str(directory), pf.map_type(tools))
+    desired = desired_from_relay(_relay(), str(directory), pf.map_type(tools, str(directory)))
     assert patcher.verify(directory, tools, desired)
     assert patcher.apply(relay_dir, directory, tools, desired, "hash").changed
     assert patcher.verify(directory, tools, desired) == []

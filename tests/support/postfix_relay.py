@@ -17,7 +17,6 @@ import os
 import shutil
 import smtplib
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -195,9 +194,10 @@ def smartpop_env(ca_file: Optional[Path] = None) -> Dict[str, str]:
 
 
 def relay_argv(data_dir: Path, action: str, postfix_dir: Path, *extra: str) -> List[str]:
-    """argv of `python -m smartpop --data DATA relay ACTION --postfix-dir DIR ...`."""
-    return [sys.executable, "-m", "smartpop", "--data", str(data_dir), "relay", action,
-            "--postfix-dir", str(postfix_dir), *extra]
+    """argv of the verified root command (README/Relay page) for `relay ACTION --postfix-dir DIR ...`."""
+    from support.relay_bundle import root_task_argv
+
+    return root_task_argv(data_dir, action, "--postfix-dir", str(postfix_dir), *extra)
 
 
 def run_relay(data_dir: Path, action: str, postfix_dir: Path, *extra: str, ca_file: Optional[Path] = None,

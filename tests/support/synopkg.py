@@ -295,3 +295,36 @@ class FakeDSM:
 def mode_of(path: Path) -> int:
     """Permission bits of a file."""
     return stat.S_IMODE(path.stat().st_mode)
+
+
+FETCH_PASSWORD = "Fetch-P4ss word!'\"$x"
+RELAY_PASSWORD = "R3lay-$ecret`uname`"
+
+
+def wizard(web_port: int, **overrides: str) -> Dict[str, str]:
+    """Install wizard answers, as DSM exports them."""
+    answers = {
+        "wizard_fetch_protocol": "pop3",
+        "wizard_fetch_host": "pop.ionos.de",
+        "wizard_fetch_port": "995",
+        "wizard_fetch_security": "ssl",
+        "wizard_fetch_user": "sammel@firma.de",
+        "wizard_fetch_password": FETCH_PASSWORD,
+        "wizard_local_domains": "firma.de, Firma-Zwei.de",
+        "wizard_fallback_recipient": "postmaster@firma.de",
+        "wizard_relay_enable": "true",
+        "wizard_relay_host": "smtp.ionos.de",
+        "wizard_relay_port": "587",
+        "wizard_relay_security": "starttls",
+        "wizard_relay_user": "sammel@firma.de",
+        "wizard_relay_password": RELAY_PASSWORD,
+        "wizard_web_port": str(web_port),
+    }
+    answers.update(overrides)
+    return answers
+
+
+def assert_all_ok(runs: List[ScriptRun]) -> None:
+    """Every script exited 0."""
+    failed = [r for r in runs if r.rc != 0]
+    assert not failed, "\n".join(f"{r.script} {r.action}: rc={r.rc}\n{r.stderr}\n{r.dialog}" for r in failed)

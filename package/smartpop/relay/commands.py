@@ -13,7 +13,7 @@ from typing import Iterator, Tuple
 from smartpop.config import store
 from smartpop.errors import StateError
 from smartpop.paths import Paths
-from smartpop.relay import patcher, trust
+from smartpop.relay import patcher, roottask, trust
 from smartpop.relay import postfix as pf
 from smartpop.relay.desired import Desired, desired_from_relay, main_block_lines
 from smartpop.relay.service import relay_status, request_file, request_rollback, settings_live
@@ -32,7 +32,7 @@ def _postfix_dir(args: argparse.Namespace) -> Path:
 
 def _desired(paths: Paths, directory: Path, tools: pf.Tools) -> Tuple[Desired, str, str]:
     config = store.load_untrusted(paths)  # schema validation; desired_from_relay validates again
-    map_type = pf.map_type(tools)
+    map_type = pf.map_type(tools, str(directory))
     ca_file = trust.find_ca_file()
     return desired_from_relay(config.relay, str(directory), map_type, ca_file), map_type, ca_file
 
@@ -99,7 +99,7 @@ def cmd_relay(paths: Paths, args: argparse.Namespace) -> int:
         if problems_before and outcome.changed:
             detail = "re-applied after drift: " + detail
         patcher.write_status(state, "applied" if desired.params else "disabled", detail, desired.fingerprint(),
-                             directory, {"map_type": map_type, "ca_file": ca_file})
+                             directory, {"map_type": map_type, "ca_file": ca_file, **roottask.task_facts()})
     for message in outcome.messages:
         LOG.info("relay: %s", message)
     print(detail)
@@ -121,7 +121,7 @@ def _rollback(paths: Paths, state: Path, directory: Path, tools: pf.Tools, force
     request = request_file(paths)
     if os.path.lexists(request):
         os.unlink(request)  # unlink never follows a symlink the package user may have put there
-    patcher.write_status(state, "rolled back", "; ".join(outcome.messages), None, directory)
+    patcher.write_status(state, "rolled back", "; ".join(outcome.messages), None, directory, roottask.task_facts())
     print("\n".join(outcome.messages))
     return EXIT_OK
 

@@ -83,9 +83,10 @@ def postconf_n(tools: Tools, postfix_dir: str) -> Dict[str, str]:
     return params
 
 
-def map_type(tools: Tools) -> str:
+def map_type(tools: Tools, postfix_dir: str) -> str:
     """A map type `postconf -m` lists, preferring indexed ones postmap builds."""
-    types = set(run([tools.postconf, "-m"]).stdout.decode().split())
+    # -c: without it postconf reads /etc/postfix/main.cf, which need not exist (MailPlus keeps its own).
+    types = set(run([tools.postconf, "-c", postfix_dir, "-m"]).stdout.decode().split())
     for candidate in PREFERRED_MAP_TYPES:
         if candidate in types:
             return candidate

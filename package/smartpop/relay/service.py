@@ -20,8 +20,10 @@ REQUEST = "rollback.request"
 
 
 def task_command(paths: Paths) -> str:
-    """The exact line for DSM Task Scheduler (user: root, e.g. every 10 minutes)."""
-    return f"/var/packages/{PACKAGE}/target/bin/smartpop --data {paths.data} relay task"
+    """The exact line for DSM Task Scheduler (user: root, e.g. every 10 minutes); '' without a bundle."""
+    from smartpop.relay.roottask import task_command as verified_command
+
+    return verified_command(paths)
 
 
 def request_file(paths: Paths) -> Path:
@@ -58,12 +60,14 @@ def _read_status(paths: Paths) -> Dict[str, Any]:
 def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None) -> Dict[str, Any]:
     """applied / pending / drift / disabled / unknown, read-only (works as the package user)."""
     from smartpop.relay.postfix import default_postfix_dir
+    from smartpop.relay.roottask import task_state
 
     command = task_command(paths)
     last = _read_status(paths)
     directory = postfix_dir or str(last.get("postfix_dir") or default_postfix_dir())
     result: Dict[str, Any] = {"state": "unknown", "detail": "", "task_command": command,
                               "last_run": last.get("time"), "postfix_dir": directory}
+    result.update(task_state(last))
     if request_file(paths).exists():
         result.update(state="pending", detail="a rollback is requested; the root task carries it out on its next run")
         return result

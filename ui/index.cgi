@@ -5,27 +5,54 @@ DSM serves this file as /webman/3rdparty/SmartPop/index.cgi. It runs on DSM's ow
 with the standard library only. The browser never sees the shared secret: the CGI reads it
 from the package's data dir and adds it (with the DSM user name) to the proxied request.
 Every X-SmartPop-* header the browser sends is dropped, so it cannot be forged from outside.
+
+The backend listens on DATA/run/web.sock, not on a TCP port (any local account could bind a
+free port first and collect the secret). Before sending anything the CGI checks that the data
+dir and DATA/run cannot be written by others and that web.sock is a socket (not a symlink)
+owned by the data dir's owner, and after connecting that the listening process runs as that
+user (SO_PEERCRED).
+
+SynoToken (DSM's CSRF token, needed by authenticate.cgi when "improve protection against
+cross-site request forgery" is on) comes only from the browser: header X-Syno-Token or
+query SynoToken. The CGI never asks login.cgi for one: a token minted on the server for
+whatever request arrives would switch DSM's CSRF check off for this app. A page request
+without a token gets a small page that fetches the token in the browser from
+/webman/login.cgi (or takes it from the DSM window) and loads the page again with
+?SynoToken=…. How others do it:
+- tailscale/tailscale client/web/synology.go and cmd/tailscale/cli/web.go (synoTokenRedirect):
+  no token in header/query/form -> page that GETs /webman/login.cgi and reloads with
+  ?SynoToken=; authenticate.cgi then runs with the CGI's environment.
+- duplicati/duplicati Installer/Synology/web-extra/package/ngax/package.js: token from
+  SYNO.SDS.Session.SynoToken of the DSM (parent) window, else GET /webman/login.cgi, sent as
+  X-Syno-Token; its nph-proxy.cgi hands a header token to authenticate.cgi as
+  QUERY_STRING=SynoToken=… (what this CGI does too, plus HTTP_X_SYNO_TOKEN).
+- toafez/DSM7DemoSPK ui/index.cgi runs login.cgi on the server (REQUEST_METHOD=GET trick, the
+  package user must join group `system`): the pattern this CGI no longer follows.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
-import json
 import os
 import re
+import socket
+import stat
+import struct
 import subprocess
 import sys
 from typing import Dict, List, Mapping, Optional, Tuple
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 # Overridable for tests only; a browser cannot set these (request headers arrive as HTTP_*).
 DATA = os.environ.get("SMARTPOP_CGI_DATA", "/var/packages/SmartPop/var")
 AUTH_CGI = os.environ.get("SMARTPOP_AUTH_CGI", "/usr/syno/synoman/webman/modules/authenticate.cgi")
-LOGIN_CGI = os.environ.get("SMARTPOP_LOGIN_CGI", "/usr/syno/synoman/webman/login.cgi")
 GROUP_FILE = os.environ.get("SMARTPOP_GROUP_FILE", "/etc/group")
 ADMIN_GROUP = "administrators"
-DEFAULT_PORT = 8765
+# Same names as smartpop/web/server.py (SOCKET_DIR, SOCKET_NAME).
+SOCKET_DIR = "run"
+SOCKET_NAME = "web.sock"
 MAX_BODY = 2 * 1024 * 1024
 TIMEOUT = 120.0
 
@@ -33,14 +60,40 @@ TIMEOUT = 120.0
 FORWARD_REQUEST = ["Content-Type", "Accept", "Accept-Language", "X-SmartPop-CSRF"]
 FORWARD_RESPONSE = ["Content-Type", "Location", "Cache-Control", "Content-Security-Policy",
                     "X-Content-Type-Options", "Referrer-Policy", "Content-Disposition"]
-_TOKEN = re.compile(r'"SynoToken"\s*:\s*"([A-Za-z0-9._~+/=-]{1,256})"')
+_TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{1,256}$")
 _USER = re.compile(r"^[^\x00-\x1f\x7f:/]{1,128}$")
 _PATH = re.compile(r"^/[A-Za-z0-9._~/@%+-]*$")
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>SmartPop</title></head>
 <body style="font-family:sans-serif;margin:40px;color:#1f2d3d"><h1>SmartPop</h1>
-<p>{en}</p><p lang="de">{de}</p></body></html>
+<p>{en}</p><p lang="de">{de}</p>{script}</body></html>
 """
+# Served (only) to a page request that brought no SynoToken: take the token from the DSM window
+# that opened the app, else ask DSM's /webman/login.cgi from the browser (same origin, so no other
+# site can read the answer), then load the same URL again with ?SynoToken=. A request that
+# brings a token never gets this page, so a token DSM does not accept cannot cause a loop.
+BOOTSTRAP_JS = """(function () {
+  "use strict";
+  function fromDsm() {
+    var windows = [window.parent, window.opener];
+    for (var i = 0; i < windows.length; i++) {
+      try {
+        var w = windows[i];
+        var t = w && w !== window && w.SYNO && w.SYNO.SDS && w.SYNO.SDS.Session && w.SYNO.SDS.Session.SynoToken;
+        if (typeof t === "string" && t) { return Promise.resolve(t); }
+      } catch (e) { /* a window of another origin is not DSM */ }
+    }
+    return fetch("/webman/login.cgi", { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { return r.json(); })
+      .then(function (d) { return d && typeof d.SynoToken === "string" ? d.SynoToken : ""; });
+  }
+  fromDsm().then(function (token) {
+    if (!token) { return; }
+    var url = new URL(window.location.href);
+    url.searchParams.set("SynoToken", token);
+    window.location.replace(url.toString());
+  }).catch(function () { /* no DSM session: the message above stays */ });
+})();"""
 MESSAGES = {
     401: ("Please sign in to DSM first, then open SmartPop from the DSM desktop.",
           "Bitte melden Sie sich zuerst an DSM an und öffnen Sie SmartPop dann vom DSM-Desktop."),
@@ -53,6 +106,10 @@ MESSAGES = {
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 502: "Bad Gateway"}
 
 
+class Untrusted(OSError):
+    """The backend socket (or its directory) is not provably the package user's."""
+
+
 def respond(status: int, headers: List[Tuple[str, str]], body: bytes) -> None:
     """Write a CGI response."""
     out = sys.stdout.buffer
@@ -63,11 +120,17 @@ def respond(status: int, headers: List[Tuple[str, str]], body: bytes) -> None:
     out.flush()
 
 
-def refuse(status: int) -> None:
-    """Answer with a small page that reveals nothing about the app."""
+def refuse(status: int, fetch_token: bool = False) -> None:
+    """Answer with a small page that reveals nothing about the app (plus, if asked, the token script)."""
     en, de = MESSAGES[status]
-    respond(status, [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")],
-            PAGE.format(en=en, de=de).encode("utf-8"))
+    headers = [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")]
+    script = ""
+    if fetch_token:
+        script = f"<script>{BOOTSTRAP_JS}</script>"
+        digest = base64.b64encode(hashlib.sha256(BOOTSTRAP_JS.encode("utf-8")).digest()).decode("ascii")
+        headers.append(("Content-Security-Policy", f"default-src 'none'; script-src 'sha256-{digest}'; "
+                        "connect-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'self'; base-uri 'none'"))
+    respond(status, headers, PAGE.format(en=en, de=de, script=script).encode("utf-8"))
 
 
 def _run(program: str, env: Mapping[str, str]) -> str:
@@ -82,25 +145,23 @@ def _run(program: str, env: Mapping[str, str]) -> str:
     return proc.stdout.decode("utf-8", "replace")
 
 
-def syno_token(env: Mapping[str, str]) -> str:
-    """The DSM CSRF token: from the request, else asked from login.cgi for this session."""
+def syno_token(env: Mapping[str, str]) -> Tuple[str, bool]:
+    """The SynoToken the browser sent (header X-Syno-Token or query SynoToken), and whether it sent one."""
     given = env.get("HTTP_X_SYNO_TOKEN", "")
     if not given:
         given = dict(parse_qsl(env.get("QUERY_STRING", ""))).get("SynoToken", "")
-    if given:
-        return given
-    # With DSM's CSRF protection on, authenticate.cgi needs the token; login.cgi tells it.
-    match = _TOKEN.search(_run(LOGIN_CGI, env))
-    return match.group(1) if match else ""
+    return (given if _TOKEN.match(given) else ""), bool(given)
 
 
 def dsm_user(env: Mapping[str, str], token: str) -> str:
     """The DSM user of this session according to authenticate.cgi, or ''."""
-    auth_env = dict(env)
+    auth_env = {k: v for k, v in env.items() if k != "HTTP_X_SYNO_TOKEN"}
+    query = [(k, v) for k, v in parse_qsl(env.get("QUERY_STRING", ""), keep_blank_values=True) if k != "SynoToken"]
     if token:
-        query = env.get("QUERY_STRING", "")
-        auth_env["QUERY_STRING"] = (query + "&" if query else "") + urlencode({"SynoToken": token})
+        # authenticate.cgi reads the token from QUERY_STRING; DSM's own requests also carry the header.
+        query.append(("SynoToken", token))
         auth_env["HTTP_X_SYNO_TOKEN"] = token
+    auth_env["QUERY_STRING"] = urlencode(query)
     lines = [line.strip() for line in _run(AUTH_CGI, auth_env).splitlines() if line.strip()]
     user = lines[-1] if lines else ""
     return user if _USER.match(user) else ""
@@ -119,28 +180,76 @@ def is_admin(user: str) -> bool:
     return False
 
 
-def backend() -> Tuple[int, str]:
-    """The backend's port (config.json) and the shared secret (web.secret)."""
-    port = DEFAULT_PORT
-    try:
-        with open(os.path.join(DATA, "config.json"), encoding="utf-8") as handle:
-            port = int(json.load(handle).get("web", {}).get("port", DEFAULT_PORT))
-    except (OSError, ValueError, AttributeError, TypeError):
-        port = DEFAULT_PORT
+def _private_dir(path: str, owner: int) -> None:
+    """Refuse a directory that is a symlink, has another owner, or that others may write to."""
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != owner or info.st_mode & 0o022:
+        raise Untrusted(f"{path} is not a directory of uid {owner} closed to others")
+
+
+def backend_socket() -> Tuple[str, int]:
+    """The backend's socket path and the package user's uid, once nobody else can have put it there."""
+    data = os.path.realpath(DATA)
+    owner = os.stat(data).st_uid
+    _private_dir(data, owner)
+    directory = os.path.join(data, SOCKET_DIR)
+    _private_dir(directory, owner)
+    path = os.path.join(directory, SOCKET_NAME)
+    info = os.lstat(path)
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != owner:
+        raise Untrusted(f"{path} is not a socket of uid {owner}")
+    return path, owner
+
+
+def _peer_uid(sock: socket.socket) -> Optional[int]:
+    """The uid of the process listening at the other end (Linux SO_PEERCRED), or None elsewhere."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    size = struct.calcsize("3i")
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, size))
+    return int(uid)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the backend's Unix socket, to a listener that runs as the package user only."""
+
+    def __init__(self, socket_path: str, uid: int, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+        self.uid = uid
+
+    def connect(self) -> None:
+        """Connect and check who listens before a byte of the request goes out."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+            peer = _peer_uid(sock)
+            if peer is not None and peer != self.uid:
+                raise Untrusted(f"{self.socket_path} is served by uid {peer}, not {self.uid}")
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def read_secret() -> str:
+    """The shared secret (web.secret)."""
     with open(os.path.join(DATA, "web.secret"), encoding="ascii") as handle:
-        secret = handle.read().strip()
-    return port, secret
+        return handle.read().strip()
 
 
-def session_digest(env: Mapping[str, str], token: str) -> str:
-    """A digest of the DSM session (cookie `id` and SynoToken), binding CSRF tokens to it."""
+def session_digest(env: Mapping[str, str]) -> str:
+    """A digest of the DSM session (cookie `id`), binding the app's CSRF tokens to it."""
     cookies: Dict[str, str] = {}
     for part in env.get("HTTP_COOKIE", "").split(";"):
         name, _, value = part.strip().partition("=")
         if name:
             cookies[name] = value
+    # Not the SynoToken: a page served before the browser had one must keep working after.
     material = cookies.get("id") or env.get("HTTP_COOKIE", "")
-    return hashlib.sha256(f"{material}|{token}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{material}|".encode()).hexdigest()[:32]
 
 
 def request_target(env: Mapping[str, str]) -> Optional[str]:
@@ -150,6 +259,17 @@ def request_target(env: Mapping[str, str]) -> Optional[str]:
         return None
     query = [(k, v) for k, v in parse_qsl(env.get("QUERY_STRING", ""), keep_blank_values=True) if k != "SynoToken"]
     return path + ("?" + urlencode(query) if query else "")
+
+
+def keep_token(location: str, token: str, script: str) -> str:
+    """A redirect inside the app keeps the browser's SynoToken (the next page load needs it too)."""
+    parts = urlsplit(location)
+    inside = parts.path == script or parts.path.startswith(script + "/")
+    if not token or not script or parts.scheme or parts.netloc or not inside:
+        return location
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "SynoToken"]
+    query.append(("SynoToken", token))
+    return urlunsplit(("", "", parts.path, urlencode(query), parts.fragment))
 
 
 def proxy(env: Mapping[str, str], user: str, token: str) -> None:
@@ -172,42 +292,56 @@ def proxy(env: Mapping[str, str], user: str, token: str) -> None:
         if value:
             headers[name] = value
     try:
-        port, secret = backend()
+        path, uid = backend_socket()
+        secret = read_secret()
+    except Untrusted as exc:
+        print(f"SmartPop: not talking to the backend: {exc}", file=sys.stderr)
+        refuse(502)
+        return
     except OSError:
         refuse(502)
         return
     headers.update({
         "X-SmartPop-Proof": secret,
         "X-SmartPop-User": user,
-        "X-SmartPop-Session": session_digest(env, token),
+        "X-SmartPop-Session": session_digest(env),
         "X-SmartPop-Base": env.get("SCRIPT_NAME", ""),
         "Content-Length": str(len(body)),
     })
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    connection = UnixHTTPConnection(path, uid, timeout=TIMEOUT)
     try:
         connection.request(env.get("REQUEST_METHOD", "GET"), target, body=body, headers=headers)
         answer = connection.getresponse()
         data = answer.read()
         status = answer.status
         passed = [(name, answer.getheader(name, "")) for name in FORWARD_RESPONSE if answer.getheader(name)]
+    except Untrusted as exc:
+        print(f"SmartPop: not talking to the backend: {exc}", file=sys.stderr)
+        refuse(502)
+        return
     except (OSError, http.client.HTTPException):
         refuse(502)
         return
     finally:
         connection.close()
+    script = env.get("SCRIPT_NAME", "")
+    passed = [(name, keep_token(value, token, script) if name == "Location" else value) for name, value in passed]
     respond(status, [*passed, ("Content-Length", str(len(data)))], data)
 
 
 def main() -> None:
     """Authenticate, authorise, proxy."""
     env = os.environ
-    if env.get("REQUEST_METHOD", "GET") not in ("GET", "POST", "HEAD"):
+    method = env.get("REQUEST_METHOD", "GET")
+    if method not in ("GET", "POST", "HEAD"):
         refuse(400)
         return
-    token = syno_token(env)
+    token, brought = syno_token(env)
     user = dsm_user(env, token)
     if not user:
-        refuse(401)
+        # Without DSM's CSRF protection authenticate.cgi needs no token; with it, a page request
+        # that brought none gets the page that fetches one in the browser.
+        refuse(401, fetch_token=not brought and method in ("GET", "HEAD"))
         return
     if not is_admin(user):
         refuse(403)

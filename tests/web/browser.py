@@ -49,6 +49,7 @@ class Browser:
         self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         self.viewport(WIDTH, HEIGHT)
         self.driver.implicitly_wait(0)
+        self.token = ""  # the SynoToken the page obtained from DSM, once logged in
 
     def viewport(self, width: int, height: int) -> None:
         """Make the page area exactly width x height (a DSM window's content area)."""
@@ -56,15 +57,25 @@ class Browser:
                                     {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
 
     def login(self, rig: Rig, user: str = "admin") -> None:
-        """Give the browser a DSM session cookie (as DSM's own login would) and open the app."""
-        sid, _token = rig.dsm.login(user)
+        """Give the browser a DSM session cookie (as DSM's own login would) and open the app.
+
+        DSM opens the app's URL without a SynoToken: the CGI's first page fetches it from
+        /webman/login.cgi in the browser and loads the app again with ?SynoToken=…"""
+        sid, token = rig.dsm.login(user)
         self.driver.get(f"http://127.0.0.1:{rig.host.port}/")
         self.driver.add_cookie({"name": "id", "value": sid, "path": "/"})
         self.driver.get(rig.host.url + "/")
+        self.wait(lambda: "SynoToken=" in self.driver.current_url
+                  and self.driver.execute_script("return document.readyState") == "complete",
+                  what="the page to fetch its SynoToken and load again")
+        self.token = token
 
     def open(self, rig: Rig, path: str) -> None:
-        """Open a page of the app."""
-        self.driver.get(rig.host.url + path)
+        """Open a page of the app the way its links do (with the SynoToken in the URL)."""
+        url = rig.host.url + path
+        if self.token:
+            url += ("&" if "?" in path else "?") + "SynoToken=" + self.token
+        self.driver.get(url)
 
     def el(self, css: str) -> WebElement:
         """The first element matching `css`."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from webrig import CGI, ROOT, Browserless, CgiHost, Rig, find_py38
+from webrig import CGI, ROOT, Browserless, CgiHost, Rig, find_py38, unix_request
 
 from support.ports import free_ports
 
@@ -24,7 +24,7 @@ def test_admin_with_dsm_session_gets_the_dashboard(rig: Rig, admin: Browserless)
     secret = rig.paths.web_secret.read_text().strip()
     assert all(secret not in body for body in admin.bodies)
     assert stat.S_IMODE(os.stat(rig.paths.web_secret).st_mode) == 0o600
-    # The CGI asked login.cgi for the SynoToken (the browser did not send one) and the stub
+    # The client sent the session's SynoToken (X-Syno-Token, as app.js does) and the stub
     # authenticate.cgi accepted it: the user name reached the backend.
     assert admin.get("/api/ping").json() == {"ok": True, "user": "admin"}
 
@@ -73,7 +73,7 @@ def test_forged_headers_do_not_help(rig: Rig) -> None:
     assert response.status_code == 403
     # An admin cannot pose as someone else: the CGI sets the user from authenticate.cgi.
     sid, token = rig.dsm.login("admin")
-    response = requests.get(rig.host.url + "/api/ping", headers={"X-SmartPop-User": "mallory"},
+    response = requests.get(rig.host.url + "/api/ping", headers={"X-SmartPop-User": "mallory", "X-Syno-Token": token},
                             cookies={"id": sid}, timeout=60)
     assert response.json()["user"] == "admin"
     # The CGI forwarded none of the browser's X-SmartPop-* headers.
@@ -82,15 +82,14 @@ def test_forged_headers_do_not_help(rig: Rig) -> None:
 
 
 def test_backend_rejects_requests_without_the_proof(rig: Rig) -> None:
-    base = f"http://127.0.0.1:{rig.backend_port}"
     for headers in ({}, {"X-SmartPop-Proof": "0" * 64, "X-SmartPop-User": "admin"},
                     {"X-SmartPop-Proof": "", "X-SmartPop-User": "admin"}):
         for path in ("/", "/api/status", "/static/app.css", "/accounts/", "/_dev/login?token=x"):
-            response = requests.get(base + path, headers=headers, timeout=30)
-            assert response.status_code in (403, 404)
-            assert "sammelpostfach" not in response.text
-        response = requests.post(base + "/api/fetch", headers=headers, timeout=30)
-        assert response.status_code == 403
+            status, text = unix_request(rig.backend.socket, "GET", path, headers)
+            assert status in (403, 404)
+            assert "sammelpostfach" not in text
+        status, _text = unix_request(rig.backend.socket, "POST", "/api/fetch", headers)
+        assert status == 403
 
 
 def test_every_route_answers_nothing_without_admin_session(rig: Rig) -> None:
@@ -140,11 +139,13 @@ def test_cgi_runs_on_python38(rig: Rig) -> None:
     assert version.strip() == "(3, 8)"
     host = CgiHost(rig.dsm, rig.paths.data, python=py38)
     try:
-        sid, _ = rig.dsm.login("admin")
-        response = requests.get(host.url + "/api/ping", cookies={"id": sid}, timeout=60)
+        sid, token = rig.dsm.login("admin")
+        response = requests.get(host.url + "/api/ping", cookies={"id": sid}, headers={"X-Syno-Token": token},
+                                timeout=60)
         assert response.status_code == 200 and response.json()["user"] == "admin"
-        sid, _ = rig.dsm.login("anna")
-        assert requests.get(host.url + "/", cookies={"id": sid}, timeout=60).status_code == 403
+        sid, token = rig.dsm.login("anna")
+        assert requests.get(host.url + "/", cookies={"id": sid}, headers={"X-Syno-Token": token},
+                            timeout=60).status_code == 403
     finally:
         host.stop()
 

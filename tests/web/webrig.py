@@ -1,13 +1,15 @@
 """Test rig for the UI: a stand-in DSM (authenticate.cgi, login.cgi, group file), a web server that
-runs ui/index.cgi the way DSM does, and the backend under waitress on a free loopback port."""
+runs ui/index.cgi the way DSM does, and the backend under waitress on its private Unix socket."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,22 +28,29 @@ CGI = ROOT / "ui" / "index.cgi"
 SCRIPT_NAME = "/webman/3rdparty/SmartPop/index.cgi"
 
 # authenticate.cgi stand-in: like DSM's, it prints the user of a valid session (cookie `id`)
-# and nothing otherwise; with CSRF protection it also insists on the session's SynoToken.
+# and nothing otherwise; with CSRF protection (the default here) it also insists on the
+# session's SynoToken in QUERY_STRING. Every call is logged, so tests see what it was given.
 AUTH_STUB = """#!{python}
 import json, os, urllib.parse
-sessions = json.load(open({sessions!r}))
+state = json.load(open({sessions!r}))
+with open({calls!r}, "a") as log:
+    log.write(json.dumps({{k: os.environ.get(k, "") for k in ("QUERY_STRING", "HTTP_X_SYNO_TOKEN")}}) + "\\n")
 cookies = dict(p.strip().split("=", 1) for p in os.environ.get("HTTP_COOKIE", "").split(";") if "=" in p)
 query = dict(urllib.parse.parse_qsl(os.environ.get("QUERY_STRING", "")))
-entry = sessions.get(cookies.get("id", ""))
-if entry and query.get("SynoToken") == entry["token"] and os.environ.get("REMOTE_ADDR"):
+entry = state["sessions"].get(cookies.get("id", ""))
+token_ok = not state["csrf"] or (entry is not None and query.get("SynoToken") == entry["token"])
+if entry and token_ok and os.environ.get("REMOTE_ADDR"):
     print(entry["user"])
 """
-# login.cgi stand-in: a logged-in session learns its SynoToken (DSM prints a JSON object).
+# login.cgi stand-in, as index.cgi would find it on the NAS: a logged-in session learns its
+# SynoToken. Each run is logged: the CGI must never run it (the browser asks DSM itself).
 LOGIN_STUB = """#!{python}
 import json, os
-sessions = json.load(open({sessions!r}))
+state = json.load(open({sessions!r}))
+with open({runs!r}, "a") as log:
+    log.write("run\\n")
 cookies = dict(p.strip().split("=", 1) for p in os.environ.get("HTTP_COOKIE", "").split(";") if "=" in p)
-entry = sessions.get(cookies.get("id", ""))
+entry = state["sessions"].get(cookies.get("id", ""))
 print("Content-Type: application/json; charset=utf-8")
 print()
 print(json.dumps({{"success": True, "SynoToken": entry["token"]}} if entry else {{"success": False}}))
@@ -57,16 +66,20 @@ class FakeDsm:
         self.group_file = root / "group"
         self.auth_cgi = root / "authenticate.cgi"
         self.login_cgi = root / "login.cgi"
+        self.auth_calls_file = root / "authenticate.calls"
+        self.login_runs_file = root / "login.runs"
         self.sessions: Dict[str, Dict[str, str]] = {}
         self.admins: List[str] = ["admin"]
+        self.csrf = True  # DSM's "improve protection against CSRF attacks"
         self._write()
         python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
         for path, text in ((self.auth_cgi, AUTH_STUB), (self.login_cgi, LOGIN_STUB)):
-            path.write_text(text.format(python=python, sessions=str(self.sessions_file)))
+            path.write_text(text.format(python=python, sessions=str(self.sessions_file),
+                                        calls=str(self.auth_calls_file), runs=str(self.login_runs_file)))
             path.chmod(0o755)
 
     def _write(self) -> None:
-        self.sessions_file.write_text(json.dumps(self.sessions))
+        self.sessions_file.write_text(json.dumps({"sessions": self.sessions, "csrf": self.csrf}))
         self.group_file.write_text(
             "root:x:0:\nusers:x:100:admin,anna,bob\n"
             f"administrators:x:101:{','.join(self.admins)}\nhttp:x:1023:\n")
@@ -78,6 +91,29 @@ class FakeDsm:
         self._write()
         return sid, token
 
+    def set_csrf_protection(self, on: bool) -> None:
+        """Switch DSM's CSRF protection (authenticate.cgi then needs the SynoToken, or not)."""
+        self.csrf = on
+        self._write()
+
+    def token_for(self, cookie_header: str) -> Optional[str]:
+        """What DSM's /webman/login.cgi tells a browser with these cookies: its session's SynoToken."""
+        cookies = dict(p.strip().split("=", 1) for p in cookie_header.split(";") if "=" in p)
+        entry = self.sessions.get(cookies.get("id", ""))
+        return entry["token"] if entry else None
+
+    def auth_calls(self) -> List[Dict[str, str]]:
+        """The QUERY_STRING and X-Syno-Token of every authenticate.cgi run, oldest first."""
+        if not self.auth_calls_file.exists():
+            return []
+        return [json.loads(line) for line in self.auth_calls_file.read_text().splitlines() if line]
+
+    def login_runs(self) -> int:
+        """How often login.cgi ran on the server side."""
+        if not self.login_runs_file.exists():
+            return 0
+        return len(self.login_runs_file.read_text().splitlines())
+
 
 class CgiHost:
     """A tiny HTTP server that executes ui/index.cgi per request, with DSM's CGI environment."""
@@ -86,6 +122,7 @@ class CgiHost:
         self.port = free_ports(1)[0]
         self.calls: List[Dict[str, str]] = []
         self.bodies: List[bytes] = []  # every answer the CGI gave, for the secrets check
+        self.login_cgi_requests = 0  # browser requests of DSM's /webman/login.cgi
         host = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -96,6 +133,9 @@ class CgiHost:
                 path, _, query = self.path.partition("?")
                 if path.startswith("/webman/3rdparty/SmartPop/images/"):
                     self._static(ROOT / "ui" / "images" / Path(path).name)
+                    return
+                if path == "/webman/login.cgi":
+                    self._login_cgi()
                     return
                 if not (path == SCRIPT_NAME or path.startswith(SCRIPT_NAME + "/")):
                     self.send_error(404)
@@ -111,6 +151,7 @@ class CgiHost:
                     "REQUEST_URI": self.path, "CONTENT_LENGTH": str(len(body)) if body else "",
                     "CONTENT_TYPE": self.headers.get("Content-Type", ""),
                     "SMARTPOP_CGI_DATA": str(data), "SMARTPOP_AUTH_CGI": str(dsm.auth_cgi),
+                    # Where the CGI before the fix looked for login.cgi; the stub logs each run.
                     "SMARTPOP_LOGIN_CGI": str(dsm.login_cgi), "SMARTPOP_GROUP_FILE": str(dsm.group_file),
                 }
                 for name, value in self.headers.items():
@@ -138,6 +179,18 @@ class CgiHost:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)
+
+            def _login_cgi(self) -> None:
+                # DSM answers the browser itself (its own login.cgi, not the package's CGI).
+                host.login_cgi_requests += 1
+                token = dsm.token_for(self.headers.get("Cookie", ""))
+                answer = {"success": True, "SynoToken": token} if token else {"success": False}
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _static(self, file: Path) -> None:
                 if not file.is_file():
@@ -168,15 +221,15 @@ class CgiHost:
 
 
 class Backend:
-    """The real backend app under waitress on 127.0.0.1 (as `smartpop serve` runs it)."""
+    """The real backend app under waitress on its Unix socket in DATA (as `smartpop serve` runs it)."""
 
-    def __init__(self, paths: Paths, port: int) -> None:
-        from waitress.server import create_server
-
+    def __init__(self, paths: Paths) -> None:
         from smartpop.web import create_app
+        from smartpop.web.server import make_server, socket_path
 
         self.app = create_app(paths)
-        self.server = create_server(self.app, host="127.0.0.1", port=port, threads=4)
+        self.server = make_server(self.app, paths)
+        self.socket = socket_path(paths)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
 
@@ -190,19 +243,47 @@ class Backend:
         self.server.close()
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket (for tests that talk to the backend directly)."""
+
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        """Connect to the socket file."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def unix_request(path: Path, method: str, target: str, headers: Optional[Dict[str, str]] = None,
+                 body: bytes = b"") -> Tuple[int, str]:
+    """One HTTP request over the Unix socket `path`: (status, body text)."""
+    connection = UnixHTTPConnection(path)
+    try:
+        connection.request(method, target, body=body, headers=headers or {})
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
 class Rig:
     """Everything one UI test needs: data dir + config, backend, CGI host, stand-in DSM."""
 
-    def __init__(self, document: Dict[str, Any]) -> None:
+    def __init__(self, document: Dict[str, Any], web_port: Optional[int] = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="spw", dir="/tmp"))
         self.paths = Paths(self.root / "data")
         ensure_data_dir(self.paths)
-        self.backend_port = free_ports(1)[0]
+        # web.port is only used by `serve --dev`; production must not touch it (squatting tests).
+        self.backend_port = web_port or free_ports(1)[0]
         document = json.loads(json.dumps(document))
         document.setdefault("web", {})["port"] = self.backend_port
         self.write_config(document)
         self.dsm = FakeDsm(self.root)
-        self.backend = Backend(self.paths, self.backend_port)
+        self.backend = Backend(self.paths)
         self.host = CgiHost(self.dsm, self.paths.data)
 
     def write_config(self, document: Dict[str, Any]) -> None:
@@ -232,15 +313,19 @@ def find_py38() -> Optional[str]:
 
 
 class Browserless:
-    """A requests session logged in to the stand-in DSM; remembers every response body."""
+    """A requests session logged in to the stand-in DSM; remembers every response body.
+
+    Like app.js it sends the session's SynoToken as X-Syno-Token on every request."""
 
     def __init__(self, rig: Rig, user: str = "") -> None:
         self.rig = rig
         self.http = requests.Session()
         self.bodies: List[str] = []
+        self.token = ""
         if user:
-            sid, _token = rig.dsm.login(user)
+            sid, self.token = rig.dsm.login(user)
             self.http.cookies.set("id", sid, domain="127.0.0.1", path="/")
+            self.http.headers["X-Syno-Token"] = self.token
 
     def get(self, path: str, **kw: Any) -> requests.Response:
         """GET a path of the app through the CGI."""

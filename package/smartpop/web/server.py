@@ -1,32 +1,111 @@
-"""Running the backend under waitress on 127.0.0.1, with a clean stop on SIGTERM."""
+"""Running the backend under waitress, with a clean stop on SIGTERM.
+
+In production the backend listens on a Unix socket in a private directory of the data dir
+(DATA/run/web.sock, directory 0700, socket 0600), never on a TCP port: any local account can
+bind a free loopback port first (at boot, upgrade or restart) and would then receive the CGI's
+secret, the admin's name and every form body. Only the package user can create files in
+DATA/run, and ui/index.cgi checks owner and type before it sends anything. `serve --dev` keeps
+the 127.0.0.1 TCP port of `web.port` for trying the app in a browser without DSM.
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import secrets
 import signal
+import socket
+import stat
 import sys
+from pathlib import Path
 from types import FrameType
-from typing import Optional
+from typing import Any, Optional
 
 from waitress.server import create_server
 
 from smartpop.config.schema import Config
+from smartpop.errors import ConfigError
 from smartpop.paths import Paths
 from smartpop.web import create_app
 
 log = logging.getLogger(__name__)
 
 # waitress 3.0.0 (the last release for Python 3.8) has known request-smuggling CVEs, so it
-# must never listen on anything but loopback; the DSM CGI is the only client.
+# must never listen on anything but loopback (dev mode) or the private socket below.
 BIND_HOST = "127.0.0.1"
+# ui/index.cgi has the same two names (it is stdlib-only and cannot import this module).
+SOCKET_DIR = "run"
+SOCKET_NAME = "web.sock"
+THREADS = 4
+
+
+def socket_path(paths: Paths) -> Path:
+    """Where the production backend listens: DATA/run/web.sock."""
+    return paths.data / SOCKET_DIR / SOCKET_NAME
+
+
+def _refuse(path: Path, why: str) -> ConfigError:
+    return ConfigError(f"{path}: {why}; remove it and start SmartPop again", key="web")
+
+
+def prepare_socket(paths: Paths) -> Path:
+    """Make DATA/run private (0700, ours) and clear a stale socket of ours; refuse anything else."""
+    uid = os.geteuid()
+    data_info = os.stat(paths.data)
+    if data_info.st_uid == uid and data_info.st_mode & 0o022:
+        # index.cgi refuses a data dir that others may write to (they could swap DATA/run).
+        os.chmod(paths.data, stat.S_IMODE(data_info.st_mode) & ~0o022)
+    directory = paths.data / SOCKET_DIR
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+        raise _refuse(directory, "is not a directory owned by the SmartPop user")
+    os.chmod(directory, 0o700)
+    path = directory / SOCKET_NAME
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != uid:
+        raise _refuse(path, "is not a socket of the SmartPop user")
+    if _answers(path):
+        raise ConfigError(f"{path}: another SmartPop backend is already listening there; stop it first",
+                          key="web")
+    path.unlink()
+    return path
+
+
+def _answers(path: Path) -> bool:
+    """Whether a process listens on the Unix socket `path` (a crashed run leaves a dead one)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(str(path))
+    except OSError as exc:
+        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
+    finally:
+        probe.close()
+    return True
+
+
+def make_server(app: Any, paths: Paths, port: Optional[int] = None) -> Any:
+    """A waitress server on the private socket, or (dev mode, `port` given) on 127.0.0.1:port."""
+    if port is not None:
+        return create_server(app, host=BIND_HOST, port=port, threads=THREADS, ident="SmartPop")
+    path = prepare_socket(paths)
+    return create_server(app, unix_socket=str(path), unix_socket_perms="600", threads=THREADS,
+                         ident="SmartPop")
 
 
 def serve(paths: Paths, config: Config, dev: bool = False) -> None:
     """Serve the web backend until SIGTERM or SIGINT; `dev` adds a printed one-time login token."""
     dev_token = secrets.token_urlsafe(24) if dev else None
     app = create_app(paths, dev_token=dev_token)
-    server = create_server(app, host=BIND_HOST, port=config.web.port, threads=4, ident="SmartPop")
+    server = make_server(app, paths, port=config.web.port if dev else None)
 
     from smartpop.alerts import AlertWatcher
 
@@ -38,11 +117,13 @@ def serve(paths: Paths, config: Config, dev: bool = False) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("SmartPop backend listening on http://%s:%d", BIND_HOST, config.web.port)
     if dev_token:
+        log.info("SmartPop backend (dev mode) listening on http://%s:%d", BIND_HOST, config.web.port)
         # Dev mode still authenticates: only whoever sees this terminal gets in.
         print(f"SmartPop dev mode: open http://{BIND_HOST}:{config.web.port}/_dev/login?token={dev_token}",
               file=sys.stderr, flush=True)
+    else:
+        log.info("SmartPop backend listening on %s", socket_path(paths))
     try:
         server.run()
     except SystemExit:
@@ -50,4 +131,16 @@ def serve(paths: Paths, config: Config, dev: bool = False) -> None:
     finally:
         watcher.stop()
         server.close()
+        if not dev_token:
+            _remove_own_socket(socket_path(paths))
         log.info("SmartPop backend stopped")
+
+
+def _remove_own_socket(path: Path) -> None:
+    """Remove our socket on the way out, so the next start finds a clean directory."""
+    try:
+        info = os.lstat(path)
+        if stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid():
+            path.unlink()
+    except OSError:
+        pass

@@ -20,10 +20,80 @@
   }
   var csrf = document.body.getAttribute("data-csrf") || "";
 
+  // DSM's CSRF token (SynoToken). Under DSM (data-base is the CGI's path) authenticate.cgi wants
+  // it on every request: the X-Syno-Token header for fetch(), ?SynoToken= for links and POST
+  // forms (the CGI hands authenticate.cgi the query, never the body), a hidden field for GET
+  // forms (their query is rebuilt from the fields). Forms without an action are sent by fetch(). It comes from this page's URL, else from
+  // the DSM window that opened the app, else from DSM's /webman/login.cgi (same origin: no other
+  // site can read it). The way tailscale's and Duplicati's DSM packages get it; see index.cgi.
+  var base = document.body.getAttribute("data-base") || "";
+  var synoToken = "";
+  function tokenFromDsm() {
+    var windows = [window.parent, window.opener];
+    for (var i = 0; i < windows.length; i++) {
+      try {
+        var w = windows[i];
+        var found = w && w !== window && w.SYNO && w.SYNO.SDS && w.SYNO.SDS.Session && w.SYNO.SDS.Session.SynoToken;
+        if (typeof found === "string" && found) { return found; }
+      } catch (e) { /* a window of another origin is not DSM */ }
+    }
+    return "";
+  }
+  function inApp(url) {
+    return url.origin === window.location.origin && (url.pathname === base || url.pathname.indexOf(base + "/") === 0);
+  }
+  function stamp(root) {
+    if (!synoToken || !base) { return; }
+    root.querySelectorAll("a[href]").forEach(function (a) {
+      var url = new URL(a.getAttribute("href"), window.location.href);
+      if (!inApp(url)) { return; }
+      url.searchParams.set("SynoToken", synoToken);
+      a.setAttribute("href", url.pathname + url.search + url.hash);
+    });
+    root.querySelectorAll("form[action]").forEach(function (form) {
+      var url = new URL(form.getAttribute("action"), window.location.href);
+      if (!inApp(url)) { return; }
+      if ((form.getAttribute("method") || "get").toLowerCase() === "post") {
+        url.searchParams.set("SynoToken", synoToken);
+        form.setAttribute("action", url.pathname + url.search);
+        return;
+      }
+      var field = form.querySelector("input[name=SynoToken]");
+      if (!field) {
+        field = document.createElement("input");
+        field.type = "hidden"; field.name = "SynoToken"; form.appendChild(field);
+      }
+      field.value = synoToken;
+    });
+  }
+  var tokenReady;
+  if (base) {
+    synoToken = new URLSearchParams(window.location.search).get("SynoToken") || tokenFromDsm();
+    tokenReady = synoToken ? Promise.resolve(synoToken) :
+      fetch("/webman/login.cgi", { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (r) { return r.json(); })
+        .then(function (d) { synoToken = d && typeof d.SynoToken === "string" ? d.SynoToken : ""; return synoToken; })
+        .catch(function () { return ""; });
+    tokenReady.then(function () { stamp(document); });
+  } else {
+    tokenReady = Promise.resolve("");  // dev mode: no DSM in front
+  }
+  function headers(extra) {
+    var all = {};
+    Object.keys(extra || {}).forEach(function (k) { all[k] = extra[k]; });
+    if (synoToken) { all["X-Syno-Token"] = synoToken; }
+    return all;
+  }
+  function get(url) {
+    return tokenReady.then(function () { return fetch(url, { credentials: "same-origin", headers: headers() }); });
+  }
+
   function post(url, body) {
-    return fetch(url, {
-      method: "POST", body: body, credentials: "same-origin",
-      headers: { "X-SmartPop-CSRF": csrf, "Accept": "application/json" }
+    return tokenReady.then(function () {
+      return fetch(url, {
+        method: "POST", body: body, credentials: "same-origin",
+        headers: headers({ "X-SmartPop-CSRF": csrf, "Accept": "application/json" })
+      });
     }).then(function (r) {
       return r.json().catch(function () { return { ok: false, message: t("js.request_failed") + " (HTTP " + r.status + ")" }; });
     });
@@ -112,8 +182,8 @@
     var lines = document.getElementById("fetch-lines");
     var rows = document.getElementById("status-rows");
     var refreshRows = function () {
-      return fetch(fetchButton.getAttribute("data-rows-url"), { credentials: "same-origin" })
-        .then(function (r) { return r.text(); }).then(function (html) { rows.innerHTML = html; });
+      return get(fetchButton.getAttribute("data-rows-url"))
+        .then(function (r) { return r.text(); }).then(function (html) { rows.innerHTML = html; stamp(rows); });
     };
     var render = function (job) {
       box.hidden = false;
@@ -140,7 +210,7 @@
       box.setAttribute("data-state", job.running ? "running" : (job.ok ? "done" : "failed"));
     };
     var poll = function () {
-      fetch(fetchButton.getAttribute("data-progress-url"), { credentials: "same-origin" })
+      get(fetchButton.getAttribute("data-progress-url"))
         .then(function (r) { return r.json(); })
         .then(function (job) {
           render(job);

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from smartpop.collector import headers
-from smartpop.collector.recipients import RoutingPolicy, decide, extract_addresses, received_for
+from smartpop.collector.recipients import RoutingPolicy, decide, extract_addresses, loop_marker, received_for
 from smartpop.collector.runner import return_path
 from smartpop.collector.spool import SpoolWriter
 
 POLICY = RoutingPolicy(mode="multidrop", local_domains=("firma.de",), aliases={"info@firma.de": ["anna@firma.de"]},
-                       fallback="postmaster@firma.de", own_addresses=("sammel@firma.de",), loop_tokens=("firma.de",))
+                       fallback="postmaster@firma.de", own_addresses=("sammel@firma.de",), loop_key=b"k" * 32)
 
 
 def route(raw: str, policy: RoutingPolicy = POLICY):
@@ -37,9 +37,13 @@ def test_to_cc_only_without_envelope_and_fallback() -> None:
 
 def test_aliases_loop_and_single() -> None:
     assert route("Delivered-To: info@firma.de\n\n").recipients == ["anna@firma.de"]
-    d = route("X-SmartPop-Loop: firma.de\nDelivered-To: anna@firma.de\n\n")
+    marker = loop_marker(b"k" * 32, "<m@x>")
+    d = route(f"X-SmartPop-Loop: {marker}\nMessage-ID: <m@x>\nDelivered-To: anna@firma.de\n\n")
     assert d.loop and d.recipients == ["postmaster@firma.de"]
     assert not route("X-SmartPop-Loop: other.example\nDelivered-To: anna@firma.de\n\n").loop
+    # Issue 11: the old marker (the domain) can be written by anyone; it no longer counts.
+    d = route("X-SmartPop-Loop: firma.de\nDelivered-To: anna@firma.de\n\n")
+    assert not d.loop and d.recipients == ["anna@firma.de"]
     single = RoutingPolicy(mode="single", local_domains=(), deliver_to="anna@firma.de")
     assert route("Delivered-To: ben@firma.de\n\n", single).recipients == ["anna@firma.de"]
 

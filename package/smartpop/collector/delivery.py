@@ -12,8 +12,9 @@ import select
 import smtplib
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from smartpop.collector.recipients import safe_reason
 from smartpop.collector.transport import describe, nodelay
 from smartpop.errors import ConnectError
 
@@ -41,6 +42,31 @@ class DeliveryResult:
 
 def _reply(code: int, message: bytes) -> str:
     return f"{code} {message.decode('utf-8', 'replace')}".replace("\n", " ")[:300]
+
+
+def screen(sender: str, recipients: Sequence[str], domains: Optional[Sequence[str]]
+           ) -> Tuple[str, List[str], Dict[str, str]]:
+    """(sender to use, recipients to send, refused recipient -> reply) under the plain-mailbox rule.
+
+    The last guard before RCPT, whatever routing said: Postfix with the domain in
+    mydestination rewrites "a%b@local" and "b!a@local" (allow_percent_hack, swap_bangpath)
+    into outside addresses and relays them. A refused recipient gets a 5xx-like reply, so
+    the runner sends that copy to the fallback (which passes this guard too, or stays put).
+    """
+    send: List[str] = []
+    refused: Dict[str, str] = {}
+    for rcpt in recipients:
+        why = safe_reason(rcpt, domains)
+        if why is None:
+            send.append(rcpt)
+        else:
+            log.error("RCPT TO %r not sent: %s", rcpt, why)
+            refused[rcpt] = f"550 5.1.3 not sent by SmartPop: {why}"
+    if sender and safe_reason(sender) is not None:
+        # The sender only matters for bounces, which must not reach a rewritten address either.
+        log.warning("MAIL FROM %r is not a plain address (%s); using <>", sender, safe_reason(sender))
+        sender = ""
+    return sender, send, refused
 
 
 def _crlf(chunks: Iterable[bytes]) -> Iterable[bytes]:
@@ -81,8 +107,11 @@ class SmtpSession:
     (idle timeout, 421); a failure inside one transaction only affects that message.
     """
 
-    def __init__(self, host: str, port: int, timeout: float = 300.0, helo: str = "smartpop.localdomain") -> None:
+    def __init__(self, host: str, port: int, timeout: float = 300.0, helo: str = "smartpop.localdomain",
+                 domains: Optional[Sequence[str]] = None) -> None:
         self.host, self.port = host, port
+        # Every RCPT must be in these domains (None: only the local-part rule applies).
+        self.domains = tuple(domains) if domains is not None else None
         self.timeout = timeout
         self.helo = helo
         self.connects = 0
@@ -141,8 +170,20 @@ class SmtpSession:
         """Hand one message to the server for all `recipients` (one transaction).
 
         `before_dot` runs right before the terminating dot is written; once it returned,
-        `after_dot` runs when that write is done (or failed).
+        `after_dot` runs when that write is done (or failed). A recipient that is not a plain
+        mailbox in `domains` is never sent: it comes back in `rejected` (see `screen`).
         """
+        sender, recipients, refused = screen(sender, recipients, self.domains)
+        if not recipients:
+            return DeliveryResult(rejected=refused, reply=next(iter(refused.values()), ""))
+        result = self._deliver(sender, recipients, chunks, before_dot, after_dot)
+        result.rejected.update(refused)
+        return result
+
+    def _deliver(self, sender: str, recipients: List[str], chunks: Callable[[], Iterable[bytes]],
+                 before_dot: Optional[Callable[[List[str]], None]],
+                 after_dot: Optional[Callable[[], None]]) -> DeliveryResult:
+        """deliver() for screened recipients."""
         self._after_dot = after_dot
         smtp = self._idle_connection()
         if smtp is not None:
@@ -332,9 +373,9 @@ class SmtpSession:
 
 def deliver(host: str, port: int, sender: str, recipients: List[str], chunks: Callable[[], Iterable[bytes]],
             before_dot: Optional[Callable[[List[str]], None]] = None, timeout: float = 300.0,
-            helo: str = "smartpop.localdomain") -> DeliveryResult:
+            helo: str = "smartpop.localdomain", domains: Optional[Sequence[str]] = None) -> DeliveryResult:
     """Hand one message over a connection of its own (one transaction, then QUIT)."""
-    session = SmtpSession(host, port, timeout, helo)
+    session = SmtpSession(host, port, timeout, helo, domains)
     try:
         return session.deliver(sender, recipients, chunks, before_dot)
     finally:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from smartpop import __version__, fsutil
-from smartpop.collector import delivery, headers, recipients, spool
+from smartpop.collector import delivery, headers, loopkey, recipients, spool
 from smartpop.collector.source import RemoteMessage, Source, open_source
 from smartpop.collector.state import Key, Store, lock_path
 from smartpop.config.schema import Account, Config
@@ -144,8 +144,8 @@ class AccountResult:
     problems: List[str] = field(default_factory=list)
 
 
-def policy_for(config: Config, account: Account) -> recipients.RoutingPolicy:
-    """The routing facts of `account` under `config`."""
+def policy_for(config: Config, account: Account, loop_key: bytes = b"") -> recipients.RoutingPolicy:
+    """The routing facts of `account` under `config` (`loop_key`: loopkey.load_or_create)."""
     user = account.username.lower()
     # The catch-all's own address never names a real recipient. A login without a domain
     # (some providers use "m0123456" or "sammel") is taken as local part in each local domain.
@@ -153,22 +153,24 @@ def policy_for(config: Config, account: Account) -> recipients.RoutingPolicy:
     return recipients.RoutingPolicy(
         mode=account.mode, local_domains=tuple(config.local_domains), aliases=dict(config.aliases),
         fallback=config.fallback_recipient, deliver_to=account.deliver_to, own_addresses=own,
-        loop_tokens=loop_tokens(config))
+        loop_key=loop_key)
 
 
-def loop_tokens(config: Config) -> Tuple[str, ...]:
-    """What our loop marker says: the installation's mail domains."""
-    domains = list(config.local_domains)
+def delivery_domains(config: Config) -> Tuple[str, ...]:
+    """The domains SmartPop may hand mail to: local_domains, plus the deliver_to of single-drop accounts.
+
+    A single-drop account's deliver_to is the admin's own statement of a local mailbox (it
+    is allowed without local_domains); nothing a message says can add a domain here.
+    """
+    domains = [d.lower() for d in config.local_domains]
     for account in config.accounts:
-        if account.deliver_to:
-            domains.append(account.deliver_to.rpartition("@")[2])
-    if config.fallback_recipient:
-        domains.append(config.fallback_recipient.rpartition("@")[2])
+        if account.mode == "single" and account.deliver_to:
+            domains.append(account.deliver_to.rpartition("@")[2].lower())
     return tuple(sorted(set(domains)))
 
 
 def return_path(fields: List[headers.Field]) -> str:
-    """MAIL FROM from the topmost Return-Path; '' (null sender) when absent or broken."""
+    """MAIL FROM from the topmost Return-Path; '' (null sender) when absent, broken or not a plain address."""
     value = headers.first(fields, "return-path")
     if value is None:
         return ""
@@ -191,7 +193,8 @@ class AccountRun:
         self.store = store
         self.progress = progress
         self.stop = stop
-        self.policy = policy_for(config, account)
+        self.policy = policy_for(config, account, loopkey.load_or_create(paths))
+        self.domains = delivery_domains(config)
         self.result = AccountResult(account.name)
         # gethostname, not getfqdn: a reverse DNS lookup can hang on a NAS with broken DNS.
         self.hostname = socket.gethostname() or "localhost"
@@ -216,7 +219,8 @@ class AccountRun:
         session: Optional[delivery.SmtpSession] = getattr(self._local, "session", None)
         if session is None:
             target = self.config.delivery
-            session = delivery.SmtpSession(target.host, target.port, NETWORK_TIMEOUT, self.hostname)
+            session = delivery.SmtpSession(target.host, target.port, NETWORK_TIMEOUT, self.hostname,
+                                           domains=self.domains)
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
@@ -412,6 +416,9 @@ class AccountRun:
         msgid = spooled.message_id or "(no Message-ID)"
         log.info("%s: message %s uid %s: rule %s -> %s; %s", name, msgid, message.uid, decision.rule,
                  ", ".join(decision.recipients) or "nobody", decision.detail)
+        if decision.refused:
+            log.warning("%s: message %s uid %s: not a plain local mailbox, so the copy goes to the fallback: %s",
+                        name, msgid, message.uid, "; ".join(f"{a!r} ({why})" for a, why in decision.refused))
         digest = spooled.dedup_digest()
         if not decision.recipients:
             error = "no recipient and no fallback_recipient configured"
@@ -430,7 +437,7 @@ class AccountRun:
             self._count("duplicates", len(dupes))
             todo = [r for r in todo if r not in dupes]
         sender = return_path(spooled.fields)
-        used_fallback = decision.rule in ("fallback", "loop")
+        used_fallback = decision.rule in ("fallback", "loop") or bool(decision.refused)
         unplaced: Dict[str, str] = {}
         deferred: Dict[str, str] = {}
         if todo:
@@ -476,7 +483,7 @@ class AccountRun:
     def _send(self, key: Key, spooled: spool.Spooled, sender: str, rcpts: List[str],
               decision: recipients.RoutingDecision, via: str,
               refused: Optional[Dict[str, str]] = None) -> delivery.DeliveryResult:
-        prefix = self._trace_headers(key, rcpts, refused)
+        prefix = self._trace_headers(key, spooled, rcpts, refused)
         rewritten = headers.rewrite_for_reinjection(spooled.header)
 
         def chunks() -> Any:
@@ -509,8 +516,9 @@ class AccountRun:
         self.store.finish_sending(key, {r: outcome.reply for r in outcome.accepted}, failed, digest, ledger)
         return outcome
 
-    def _trace_headers(self, key: Key, rcpts: List[str], refused: Optional[Dict[str, str]]) -> bytes:
-        """Our Received trace line, the loop marker, and (for fallback copies) why."""
+    def _trace_headers(self, key: Key, spooled: spool.Spooled, rcpts: List[str],
+                       refused: Optional[Dict[str, str]]) -> bytes:
+        """Our Received trace line, the loop marker (bound to the Message-ID), and (for fallback copies) why."""
         ident = hashlib.sha256("/".join(key).encode("utf-8", "surrogateescape")).hexdigest()[:16]
         date = email.utils.formatdate(localtime=False, usegmt=True)
         source = headers.safe_header_text(self.account.host, 100)
@@ -518,9 +526,11 @@ class AccountRun:
                     f"\twith {self.account.protocol.upper()} id {ident}")
         if len(rcpts) == 1:
             received += f"\r\n\tfor <{rcpts[0]}>"
-        lines = [received + f"; {date}", f"{headers.LOOP_HEADER}: {' '.join(self.policy.loop_tokens)}"]
+        marker = recipients.loop_marker(self.policy.loop_key, recipients.message_id_of(spooled.fields))
+        lines = [received + f"; {date}", f"{headers.LOOP_HEADER}: {marker}"]
         for rcpt, why in (refused or {}).items():
-            lines.append(f"X-SmartPop-Fallback: {rcpt} refused: {headers.safe_header_text(why)}")
+            lines.append(f"X-SmartPop-Fallback: {headers.safe_header_text(rcpt, 320)} refused: "
+                         f"{headers.safe_header_text(why)}")
         return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
 
 

@@ -55,7 +55,8 @@ add("15-several-delivered-to.eml", simple("Delivered-To: anna@firma.de\nDelivere
 add("16-foreign-then-local-delivered-to.eml", simple("Delivered-To: list@lists.example.org\nDelivered-To: ben@firma.de\n", "list then local"), ["ben"])
 add("17-undisclosed-received-for.eml", ("Received: from mx.remote.example by mx.provider.example with ESMTPS id 1\n\tfor <anna@firma.de>; Sat, 28 Nov 2026 06:00:00 +0000\n" + H + "To: undisclosed-recipients:;\nSubject: bcc via received\nMessage-ID: <bcc@remote.example>\n\nbody\n").encode(), ["anna"])
 add("18-undisclosed-only.eml", (H + "To: undisclosed-recipients:;\nSubject: nothing to go by\nMessage-ID: <nothing@remote.example>\n\nbody\n").encode(), ["postmaster"])
-add("19-loop-marker.eml", simple("X-SmartPop-Loop: firma.de\nDelivered-To: anna@firma.de\n", "already passed smartpop"), ["postmaster"])
+# Issue 11: a marker anyone can write (the old domain form) no longer pushes a message into the fallback.
+add("19-loop-marker.eml", simple("X-SmartPop-Loop: firma.de\nDelivered-To: anna@firma.de\n", "already passed smartpop"), ["anna"])
 add("20-own-address-then-original-to.eml", simple("Delivered-To: sammel@firma.de\nX-Original-To: ben@firma.de\n", "catch-all then original"), ["ben"])
 add("21-envelope-to-list.eml", simple("Envelope-to: anna@firma.de, ben@firma.de\n", "exim envelope-to"), ["anna", "ben"])
 add("22-x-envelope-to.eml", simple("X-Envelope-To: <ben@firma.de>\n", "x-envelope-to"), ["ben"])
@@ -75,6 +76,18 @@ add("35-received-for-bare.eml", ("Received: by mx.provider.example for anna@firm
 add("36-cc-with-quoted-comma.eml", (H + 'To: a@other.example\nCc: "Ben, B." <ben@firma.de>, anna@firma.de\nSubject: cc\nMessage-ID: <cc@remote.example>\n\nbody\n').encode(), ["ben", "anna"])
 add("37-latin1-body.eml", b"Delivered-To: anna@firma.de\n" + H.encode() + b"Subject: latin1\nMessage-ID: <l1@remote.example>\nContent-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: 8bit\n\nGr\xfc\xdfe, \xc4rger, \xdcbel\n", ["anna"])
 add("38-display-name-with-address.eml", (H + 'To: "ben@firma.de" <anna@firma.de>\nSubject: tricky display\nMessage-ID: <td@remote.example>\n\nbody\n').encode(), ["anna"])
+# Issue 11 / 12: local parts an MTA could rewrite into another destination, or that would lose their head.
+add("39-percent-hack.eml", simple("Delivered-To: victim%evil.example@firma.de\n", "percent hack", to="To: undisclosed-recipients:;\n"), ["postmaster"])
+add("40-bang-path.eml", simple("X-Original-To: evil.example!victim@firma.de\n", "bang path", to="To: undisclosed-recipients:;\n"), ["postmaster"])
+add("41-quoted-local-part.eml", simple('Delivered-To: "victim@evil.example"@firma.de\n', "quoted local part", to="To: undisclosed-recipients:;\n"), ["postmaster"])
+add("42-source-route.eml", simple("Envelope-To: <@evil.example:anna@firma.de>\n", "source route", to="To: undisclosed-recipients:;\n"), ["postmaster"])
+add("43-non-ascii-local-part.eml", simple("Delivered-To: rüben@firma.de\n", "non-ascii local part", to="To: undisclosed-recipients:;\n"), ["postmaster"])
+add("44-non-ascii-mixed.eml", simple("Delivered-To: zoëanna@firma.de\nDelivered-To: ben@firma.de\n", "non-ascii and plain", to="To: undisclosed-recipients:;\n"), ["ben", "postmaster"])
+# Only what the provider wrote counts: its envelope headers and Received on top, the sender's below.
+PROVIDER = "Return-Path: <sender@remote.example>\nX-Original-To: ben@firma.de\nDelivered-To: sammel@firma.de\nReceived: from mail.remote.example by mx.provider.example (Postfix) with ESMTPS id P1\n\tfor <sammel@firma.de>; Sat, 28 Nov 2026 06:00:00 +0000\n"
+add("45-deep-envelope-ignored.eml", (PROVIDER + "Delivered-To: victim%evil.example@firma.de\nDelivered-To: anna@firma.de\nFrom: Sender <sender@remote.example>\nTo: anna@firma.de\nSubject: deep envelope\nMessage-ID: <deep@remote.example>\n\nbody\n").encode(), ["ben"])
+add("46-exim-catchall.eml", (b"Return-path: <sender@remote.example>\nEnvelope-to: anna@firma.de, ben@firma.de\nDelivery-date: Sat, 28 Nov 2026 06:00:01 +0000\nReceived: from mail.remote.example ([192.0.2.1])\n\tby mx.provider.example with esmtps (Exim 4.96)\n\tid 1abc; Sat, 28 Nov 2026 06:00:00 +0000\nFrom: Sender <sender@remote.example>\nTo: team@firma.de\nSubject: exim catch-all\nMessage-ID: <exim@remote.example>\n\nbody\n"), ["anna", "ben"])
+add("47-bcc-received-for.eml", (b"Return-Path: <sender@remote.example>\nDelivered-To: sammel@firma.de\nReceived: from mail.remote.example by mx.provider.example (Postfix) with ESMTPS id P2\n\tfor <ben@firma.de>; Sat, 28 Nov 2026 06:00:00 +0000\nReceived: from sender-pc by mail.remote.example with ESMTPSA id S1\n\tfor <anna@firma.de>; Sat, 28 Nov 2026 05:59:59 +0000\nFrom: Sender <sender@remote.example>\nTo: anna@firma.de\nSubject: bcc\nMessage-ID: <bccrf@remote.example>\n\nbody\n"), ["ben"])
 
 if __name__ == "__main__":
     for old in HERE.glob("*.eml"):

@@ -308,6 +308,9 @@ def proxy(env: Mapping[str, str], user: str, token: str) -> None:
         "X-SmartPop-Base": env.get("SCRIPT_NAME", ""),
         "Content-Length": str(len(body)),
     })
+    if token:
+        # The pages put it into every URL they render (styles and scripts cannot send headers).
+        headers["X-SmartPop-SynoToken"] = token
     connection = UnixHTTPConnection(path, uid, timeout=TIMEOUT)
     try:
         connection.request(env.get("REQUEST_METHOD", "GET"), target, body=body, headers=headers)

@@ -136,6 +136,9 @@ def test_the_browsers_token_reaches_authenticate_cgi(rig: Rig) -> None:
     page = requests.get(rig.host.url + f"/?SynoToken={token}", cookies=cookies, timeout=60)
     assert page.status_code == 200 and "Fetch now" in page.text
     assert parse_qs(_last_auth_call(rig)["QUERY_STRING"])["SynoToken"] == [token]
+    # The page's own URLs carry it: a <script> or <link> cannot send a header.
+    for url in ("static/app.js", "static/app.css", "accounts/"):
+        assert f"/webman/3rdparty/SmartPop/index.cgi/{url}?SynoToken={token}" in page.text
     # A POST form: the page puts the token into the action's query (authenticate.cgi reads the
     # query, not the body); the redirect after it keeps the token for the next page load.
     match = re.search(r'data-csrf="([0-9a-f]+)"', page.text)

@@ -64,6 +64,13 @@ def create_app(paths: Paths, secret: Optional[str] = None, dev_token: Optional[s
             abort(403)
         return None
 
+    @app.url_defaults
+    def keep_syno_token(endpoint: str, values: Dict[str, Any]) -> None:
+        # Under DSM with CSRF protection every request needs the SynoToken, page loads included.
+        caller = g.get("caller")
+        if caller is not None and caller.syno_token:
+            values.setdefault("SynoToken", caller.syno_token)
+
     @app.after_request
     def harden(response: Response) -> Response:
         response.headers["Content-Security-Policy"] = CSP

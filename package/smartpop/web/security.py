@@ -15,6 +15,9 @@ from smartpop.web.proof import PROOF_HEADER
 USER_HEADER = "X-SmartPop-User"
 SESSION_HEADER = "X-SmartPop-Session"
 BASE_HEADER = "X-SmartPop-Base"
+# DSM's CSRF token of this request, as the CGI passed it on: every URL the app renders carries
+# it, so links, forms, scripts and styles reach authenticate.cgi with it (index.cgi).
+SYNO_TOKEN_HEADER = "X-SmartPop-SynoToken"
 CSRF_HEADER = "X-SmartPop-CSRF"
 CSRF_FIELD = "csrf_token"
 DEV_COOKIE = "smartpop_dev"
@@ -23,6 +26,7 @@ DEV_USER = "dev"
 # The CGI passes the script path it was called under; anything else is not used in URLs.
 _SAFE_BASE = re.compile(r"^(/[A-Za-z0-9._-]+)*$")
 _SAFE_USER = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+_SAFE_SYNO_TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{1,256}$")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Caller:
 
     user: str
     session: str
+    syno_token: str = ""
 
 
 def equal(given: str, expected: str) -> bool:
@@ -44,7 +49,9 @@ def identify(request: Request, secret: str, dev_token: Optional[str]) -> Optiona
         user = request.headers.get(USER_HEADER, "")
         if not _SAFE_USER.match(user):
             return None
-        return Caller(user=user, session=request.headers.get(SESSION_HEADER, ""))
+        token = request.headers.get(SYNO_TOKEN_HEADER, "")
+        return Caller(user=user, session=request.headers.get(SESSION_HEADER, ""),
+                      syno_token=token if _SAFE_SYNO_TOKEN.match(token) else "")
     if dev_token and equal(request.cookies.get(DEV_COOKIE, ""), dev_token):
         return Caller(user=DEV_USER, session=hashlib.sha256(dev_token.encode()).hexdigest()[:32])
     return None

@@ -22,8 +22,9 @@
 
   // DSM's CSRF token (SynoToken). Under DSM (data-base is the CGI's path) authenticate.cgi wants
   // it on every request: the X-Syno-Token header for fetch(), ?SynoToken= for links and POST
-  // forms (the CGI hands authenticate.cgi the query, never the body), a hidden field for GET
-  // forms (their query is rebuilt from the fields). Forms without an action are sent by fetch(). It comes from this page's URL, else from
+  // forms (the CGI hands authenticate.cgi the query, never the body; the server already renders
+  // its URLs with it), a hidden field for GET forms (their query is rebuilt from the fields).
+  // Forms without an action are sent by fetch(). It comes from this page's URL, else from
   // the DSM window that opened the app, else from DSM's /webman/login.cgi (same origin: no other
   // site can read it). The way tailscale's and Duplicati's DSM packages get it; see index.cgi.
   var base = document.body.getAttribute("data-base") || "";

@@ -17,7 +17,7 @@ SESSION_HEADER = "X-SmartPop-Session"
 BASE_HEADER = "X-SmartPop-Base"
 # DSM's CSRF token of this request, as the CGI passed it on: every URL the app renders carries
 # it, so links, forms, scripts and styles reach authenticate.cgi with it (index.cgi).
-SYNO_TOKEN_HEADER = "X-SmartPop-SynoToken"
+DSM_CSRF_HEADER = "X-SmartPop-SynoToken"
 CSRF_HEADER = "X-SmartPop-CSRF"
 CSRF_FIELD = "csrf_token"
 DEV_COOKIE = "smartpop_dev"
@@ -49,7 +49,7 @@ def identify(request: Request, secret: str, dev_token: Optional[str]) -> Optiona
         user = request.headers.get(USER_HEADER, "")
         if not _SAFE_USER.match(user):
             return None
-        token = request.headers.get(SYNO_TOKEN_HEADER, "")
+        token = request.headers.get(DSM_CSRF_HEADER, "")
         return Caller(user=user, session=request.headers.get(SESSION_HEADER, ""),
                       syno_token=token if _SAFE_SYNO_TOKEN.match(token) else "")
     if dev_token and equal(request.cookies.get(DEV_COOKIE, ""), dev_token):

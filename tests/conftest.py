@@ -43,3 +43,12 @@ def built_spk_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from support.build import build_spk
 
     return build_spk(tmp_path_factory.mktemp("dist2"), version="0.1.0-0002")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the package side find a relay bundle built from this checkout (it shows the root command)."""
+    import os
+
+    from support.relay_bundle import built_bundle
+
+    os.environ.setdefault("SMARTPOP_RELAY_BUNDLE", str(built_bundle()))

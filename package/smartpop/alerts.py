@@ -4,7 +4,7 @@
 Each (kind, key) pair is rate-limited by `alerts.repeat_minutes`, remembered in DATA so that a
 restart does not re-send. `AlertWatcher` runs inside `smartpop serve` and raises the three
 standing alerts from the status report: an account failing for `failing_minutes`, mail that
-went to the fallback, and relay drift.
+went to the fallback, relay drift, and a root task that still carries an older version's hash.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 APP_ID = "SYNO.SDS._ThirdParty.App.SmartPop"
 SYNODSMNOTIFY = "/usr/syno/bin/synodsmnotify"
 CHANNELS = ["dsm", "email", "webhook"]
-KINDS = ["account_failing", "fallback", "relay_drift", "test"]
+KINDS = ["account_failing", "fallback", "relay_drift", "relay_task", "test"]
 NOT_AVAILABLE = "not available on this system"
 NOT_CONFIGURED = "not configured"
 _thread_lock = threading.Lock()
@@ -226,6 +226,14 @@ def check(paths: Paths, config: Config, report: Dict[str, Any], relay_state: Opt
                "MailPlus rewrote its Postfix settings; the SmartPop relay is no longer in place. "
                "The root task in DSM Task Scheduler re-applies it.")
         raised.append("relay_drift:")
+    relay = report.get("relay") or {}
+    if config.relay.enabled and relay.get("task_state") == "outdated":
+        # After an upgrade the pasted command carries the old bundle's hash and refuses to run.
+        notify(paths, config, "relay_task", "Relay task needs the new command",
+               f"The root task in DSM Task Scheduler still carries SmartPop {relay.get('task_version') or '(older)'}"
+               "'s hash and refuses to run this version, so relay settings are not kept up to date. "
+               "Open SmartPop > Relay and paste the new command into the task.", key="task")
+        raised.append("relay_task:task")
     with _state_lock(paths):
         fresh = _read_state(paths)
         fresh["failing_since"] = failing

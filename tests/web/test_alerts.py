@@ -214,3 +214,17 @@ def test_watcher_reads_the_status_report(tmp_path: Path, hook: Hook, sink: Sink,
     assert not notify_stub.exists()  # DSM notifications switched off
     watcher.start()
     watcher.stop()
+
+
+def test_an_outdated_root_task_raises_an_alert(tmp_path: Path, hook: Hook, sink: Sink, notify_stub: Path) -> None:
+    """After an upgrade the pasted command refuses to run: say so once, and only while the relay is on."""
+    paths = Paths(tmp_path)
+    config = _config(hook, sink)
+    report = {"accounts": [], "relay": {"task_state": "current"}}
+    assert alerts.check(paths, config, report, "applied") == []
+    report["relay"] = {"task_state": "outdated", "task_version": "0.1.0-0001"}
+    assert alerts.check(paths, config, report, "applied") == []  # relay off: the task does not matter
+    config.relay.enabled = True
+    assert alerts.check(paths, config, report, "applied") == ["relay_task:task"]
+    texts = [json.loads(parse_qs(h["body"].decode())["payload"][0])["text"] for h in hook.received]
+    assert len(texts) == 1 and "SmartPop 0.1.0-0001" in texts[0] and "paste the new command" in texts[0]

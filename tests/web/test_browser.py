@@ -218,8 +218,15 @@ def test_relay_status_task_command_copy_and_test_mail(rig: Rig, browser: Browser
         assert browser.text("#relay-state-value") == "pending"
         browser.open(rig, "/relay/")
         assert browser.text("#relay-status") == "pending"
-        expected = f"/var/packages/SmartPop/target/bin/smartpop --data {rig.paths.data} relay task"
-        assert browser.text("#task-command") == expected
+        import hashlib
+        import os
+
+        bundle = os.environ["SMARTPOP_RELAY_BUNDLE"]
+        sha = hashlib.sha256(open(bundle, "rb").read()).hexdigest()
+        command = browser.text("#task-command")
+        assert command.startswith("/usr/bin/python3 -I -S -c 'import sys,os,hashlib;"), command
+        assert command.endswith(f"' {bundle} {sha} --data {rig.paths.data} relay task"), command
+        assert "has not run yet" in browser.text("#task-state")
         browser.el("#copy-task").click()
         browser.wait(lambda: browser.text("#copy-task") in ("Copied", "Select and copy by hand"),
                      what="copy feedback")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator, Tuple
 
 from smartpop.config import store
-from smartpop.errors import StateError
+from smartpop.errors import StateError, UsageError
 from smartpop.paths import Paths
 from smartpop.relay import patcher, roottask, trust
 from smartpop.relay import postfix as pf
@@ -24,6 +24,9 @@ EXIT_OK, EXIT_DRIFT = 0, 1
 
 def _postfix_dir(args: argparse.Namespace) -> Path:
     raw = getattr(args, "postfix_dir", None) or pf.default_postfix_dir()
+    if raw is None:
+        raise UsageError(f"MailPlus Server's Postfix configuration ({pf.MAILPLUS_ETC}/main.cf) was not found: "
+                         "install MailPlus Server, or name the Postfix config dir with --postfix-dir DIR")
     directory = Path(raw).resolve()
     if not (directory / "main.cf").is_file():
         raise StateError(f"{directory} has no main.cf: pass --postfix-dir DIR")

@@ -49,9 +49,11 @@ def locate(override_dir: Optional[str] = None) -> Tools:
     return Tools(**found)
 
 
-def default_postfix_dir() -> str:
-    """MailPlus's Postfix config dir when present, else the system one."""
-    return MAILPLUS_ETC if os.path.isfile(os.path.join(MAILPLUS_ETC, "main.cf")) else "/etc/postfix"
+def default_postfix_dir() -> Optional[str]:
+    """MailPlus's Postfix config dir when present, else None (never the machine's own Postfix)."""
+    # Falling back to /etc/postfix would let `relay apply` rewrite a developer's or another
+    # mail server's configuration just because MailPlus is missing.
+    return MAILPLUS_ETC if os.path.isfile(os.path.join(MAILPLUS_ETC, "main.cf")) else None
 
 
 def run(argv: List[str], check: bool = True) -> subprocess.CompletedProcess[bytes]:

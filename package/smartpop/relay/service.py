@@ -64,7 +64,7 @@ def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None) -
 
     command = task_command(paths)
     last = _read_status(paths)
-    directory = postfix_dir or str(last.get("postfix_dir") or default_postfix_dir())
+    directory = postfix_dir or str(last.get("postfix_dir") or default_postfix_dir() or "")
     result: Dict[str, Any] = {"state": "unknown", "detail": "", "task_command": command,
                               "last_run": last.get("time"), "postfix_dir": directory}
     result.update(task_state(last))
@@ -80,6 +80,11 @@ def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None) -
         result.update(state="unknown", detail=f"relay settings are invalid: {exc}")
         return result
     enabled = bool(desired.params)
+    if last.get("state") == "rolled back" and not enabled:
+        # Root restored MailPlus's files (or found nothing of ours) and the relay is off: nothing
+        # is waiting for the task, so this is not 'pending'.
+        result.update(state="disabled", detail="the relay is off; MailPlus's own settings are in place")
+        return result
     if last.get("fingerprint") != desired.fingerprint():
         if not enabled and not last:
             result.update(state="disabled", detail="the relay is off and SmartPop never changed Postfix")
@@ -90,7 +95,7 @@ def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None) -
     if last.get("state") == "drift":
         result.update(state="drift", detail=str(last.get("detail") or "Postfix files changed under SmartPop"))
         return result
-    live = _live_block_matches(Path(directory), desired)
+    live = _live_block_matches(Path(directory), desired) if directory else None
     if live is False:
         result.update(state="drift", detail="main.cf no longer holds SmartPop's settings (MailPlus may have "
                                             "rewritten it); the root task re-applies them")

@@ -64,10 +64,12 @@ T: Dict[str, Dict[str, str]] = {
     "relay_host_err": {"enu": "Enter a server name such as smtp.ionos.de", "ger": "Bitte einen Servernamen wie smtp.ionos.de eingeben"},
     "web_title": {"enu": "SmartPop app", "ger": "SmartPop-App"},
     "web_intro": {
-        "enu": "The SmartPop app opens from the DSM main menu for administrators. Its backend listens "
-               "only on this NAS (127.0.0.1) on the port below; change it only if the port is taken.",
-        "ger": "Die SmartPop-App öffnen Administratoren über das DSM-Hauptmenü. Ihr Dienst lauscht nur "
-               "auf diesem NAS (127.0.0.1) am folgenden Port; ändern Sie ihn nur, wenn er belegt ist.",
+        "enu": "The SmartPop app opens from the DSM main menu for administrators; its service talks to DSM "
+               "over a private channel on this NAS and opens no network port. The port below is used only "
+               "by SmartPop's development mode (on 127.0.0.1); keep the default.",
+        "ger": "Die SmartPop-App öffnen Administratoren über das DSM-Hauptmenü; ihr Dienst spricht über "
+               "einen privaten Kanal auf diesem NAS mit DSM und öffnet keinen Netzwerk-Port. Der folgende "
+               "Port dient nur dem Entwicklungsmodus von SmartPop (auf 127.0.0.1); behalten Sie den Standard.",
     },
     "web_port": {"enu": "Internal port", "ger": "Interner Port"},
     "web_port_err": {"enu": "Enter a port between 1025 and 65535", "ger": "Bitte einen Port zwischen 1025 und 65535 eingeben"},
@@ -93,6 +95,13 @@ T: Dict[str, Dict[str, str]] = {
     },
     "relay_restore": {"enu": "Restore MailPlus's original relay settings",
                       "ger": "Ursprüngliche Relay-Einstellungen von MailPlus wiederherstellen"},
+    "un_task": {
+        "enu": "After the uninstallation, delete SmartPop's task in DSM Task Scheduler (Control Panel > "
+               "Task Scheduler): without the package it can do nothing and fails at every run.",
+        "ger": "Löschen Sie nach der Deinstallation die SmartPop-Aufgabe in der DSM-Aufgabenplanung "
+               "(Systemsteuerung > Aufgabenplanung): Ohne das Paket kann sie nichts tun und schlägt bei jedem "
+               "Lauf fehl.",
+    },
     "up_title": {"enu": "Upgrade SmartPop", "ger": "SmartPop aktualisieren"},
     "up_intro": {
         "enu": "Your settings, accounts and collection state are kept. If the configuration format "
@@ -102,6 +111,16 @@ T: Dict[str, Dict[str, str]] = {
                "Konfiguration geändert, wandelt SmartPop sie um und behält die alte Datei als "
                "config.json.pre-migration. Während der Aktualisierung ruht die Abholung; die Mails "
                "warten sicher beim Provider.",
+    },
+    "up_task": {
+        "enu": "If you use the outgoing relay: every version brings a new command for the SmartPop task "
+               "in DSM Task Scheduler (it checks the code it runs as root). After the upgrade, open "
+               "SmartPop > Relay and paste the command shown there into the task; until then the old "
+               "task refuses to run.",
+        "ger": "Falls Sie das Relay für ausgehende Mails nutzen: Jede Version bringt einen neuen Befehl für "
+               "die SmartPop-Aufgabe in der DSM-Aufgabenplanung (er prüft den Code, den er als root "
+               "ausführt). Öffnen Sie nach der Aktualisierung SmartPop > Relay und fügen Sie den dort "
+               "gezeigten Befehl in die Aufgabe ein; bis dahin verweigert die alte Aufgabe den Lauf.",
     },
 }
 
@@ -184,12 +203,14 @@ def uninstall(lang: str) -> List[Dict[str, Any]]:
             {"key": "wizard_delete_data", "desc": T["delete"][lang], "defaultValue": False}]},
         {"type": "multiselect", "desc": T["relay_restore_intro"][lang], "subitems": [
             {"key": "wizard_relay_restore", "desc": T["relay_restore"][lang], "defaultValue": True}]},
+        {"desc": T["un_task"][lang]},
     ]}]
 
 
 def upgrade(lang: str) -> List[Dict[str, Any]]:
     """The upgrade wizard: tells the admin what is kept."""
-    return [{"step_title": T["up_title"][lang], "items": [{"desc": T["up_intro"][lang]}]}]
+    return [{"step_title": T["up_title"][lang], "items": [{"desc": T["up_intro"][lang]},
+                                                          {"desc": T["up_task"][lang]}]}]
 
 
 def render() -> Dict[str, str]:

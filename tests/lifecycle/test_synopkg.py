@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
 import socket
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 import pytest
 
@@ -32,26 +31,41 @@ def cgi_headers(secret: str) -> Dict[str, str]:
     return {"X-SmartPop-Proof": secret, "X-SmartPop-User": "admin", "X-SmartPop-Session": "lifecycle"}
 
 
-def get(port: int, secret: str = "", path: str = "/") -> int:
-    """HTTP status of GET path on the backend, with the CGI's headers when secret is given."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=cgi_headers(secret) if secret else {})
+class _UnixConnection(http.client.HTTPConnection):
+    """http.client over the backend's Unix socket (DATA/run/web.sock, what index.cgi uses)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=5)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def get(nas: FakeDSM, secret: str = "", path: str = "/") -> Tuple[int, bytes]:
+    """HTTP status and body of GET path on the backend, with the CGI's headers when secret is given."""
+    connection = _UnixConnection(nas.var / "run" / "web.sock")
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        connection.request("GET", path, headers=cgi_headers(secret) if secret else {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
-def wait_listening(port: int, timeout: float = 10.0) -> None:
-    """Wait until 127.0.0.1:port accepts connections."""
+def wait_listening(nas: FakeDSM, timeout: float = 10.0) -> None:
+    """Wait until the backend answers on its socket."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            get(nas)
             return
         except OSError:
             time.sleep(0.1)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+    raise AssertionError(f"nothing listens on {nas.var / 'run' / 'web.sock'}")
 
 
 def daemon_pid(nas: FakeDSM) -> int:
@@ -107,10 +121,12 @@ def test_install_start_status_stop(dsm: FakeDSM, spk: Spk) -> None:
     if dsm.user is not None:
         assert os.stat(f"/proc/{pid}").st_uid == dsm.user.pw_uid
     assert dsm.status() == 0
-    wait_listening(port)
-    assert get(port) == 403
-    assert get(port, "forged") == 403
-    assert get(port, (dsm.var / "web.secret").read_text().strip()) == 200
+    wait_listening(dsm)
+    assert get(dsm)[0] == 403
+    assert get(dsm, "forged")[0] == 403
+    assert get(dsm, (dsm.var / "web.secret").read_text().strip())[0] == 200
+    with pytest.raises(OSError):  # production listens on no TCP port (issue 11 §3)
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
     assert mode_of(dsm.var / "web.secret") == 0o600
 
     # start is idempotent; stop ends the process and status says "not running".
@@ -163,11 +179,10 @@ def test_upgrade_keeps_data_and_runs_new_version(dsm: FakeDSM, spk: Spk, spk_v2:
     assert spk_v2.info["version"] == "0.1.0-0002"
     assert '__version__ = "0.1.0-0002"' in (dsm.target / "smartpop/__init__.py").read_text()
     assert dsm.status() == 0
-    wait_listening(port)
+    wait_listening(dsm)
     secret = (dsm.var / "web.secret").read_text().strip()
-    with urllib.request.urlopen(urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/status", headers=cgi_headers(secret)), timeout=5) as response:
-        assert json.load(response)["version"] == "0.1.0-0002"
+    status, body = get(dsm, secret, "/api/status")
+    assert status == 200 and json.loads(body)["version"] == "0.1.0-0002"
 
 
 def test_upgrade_migrates_an_old_config(dsm: FakeDSM, spk: Spk, spk_v2: Spk) -> None:
@@ -307,7 +322,9 @@ def test_preinst_rejects_bad_wizard_answers(dsm: FakeDSM, spk: Spk, override: Di
 
 
 def test_start_reports_a_daemon_that_cannot_start(dsm: FakeDSM, spk: Spk) -> None:
-    """A start that fails (port taken) exits non-zero with the reason, and status stays 3."""
+    """A start that fails (the socket's place taken) exits non-zero with the reason, and status stays 3.
+
+    Someone on web.port does not matter: the backend listens on DATA/run/web.sock only."""
     port = free_ports(1)[0]
     assert_all_ok(dsm.install(spk, wizard(port), start=False))
     blocker = socket.socket()
@@ -315,12 +332,17 @@ def test_start_reports_a_daemon_that_cannot_start(dsm: FakeDSM, spk: Spk) -> Non
     blocker.bind(("127.0.0.1", port))
     blocker.listen(1)
     try:
-        runs = dsm.start()
-        assert runs[-1].action == "start" and runs[-1].rc == 1
-        assert "SmartPop did not start" in runs[-1].dialog
-        assert dsm.status() == 3
+        assert_all_ok(dsm.start())
+        wait_listening(dsm)
     finally:
         blocker.close()
+    assert_all_ok(dsm.stop())
+    (dsm.var / "run").rmdir()
+    (dsm.var / "run").write_text("not a directory")
+    runs = dsm.start()
+    assert runs[-1].action == "start" and runs[-1].rc == 1
+    assert "SmartPop did not start" in runs[-1].dialog and "run" in runs[-1].dialog
+    assert dsm.status() == 3
 
 
 def test_prestart_without_config_refuses(dsm: FakeDSM, spk: Spk) -> None:

@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
-from smartpop.collector import delivery, service
+from smartpop.collector import delivery, loopkey, service
 from support.collect import Env, body_of
 from support.outbound_postfix import OutboundPostfix, Sink
 
@@ -141,3 +141,26 @@ def test_delivery_refuses_unsafe_rcpt_whatever_routing_said(outbound: Tuple[Outb
     assert sink.received() == []
     stored = postfix.maildir(ANNA)
     assert len(stored) == 1 and stored[0].startswith(b"Return-Path: <>\n") and body_of(stored[0]) == body_of(raw)
+
+
+def test_a_collected_message_that_comes_back_is_stopped_by_its_marker(env: Env) -> None:
+    """The v2 marker survives a real round trip: MailPlus delivers it, a user forwards it back to the catch-all."""
+    env.users("anna")
+    anna = env.addr("anna")
+    original = (f"Return-Path: <s@remote.test>\nDelivered-To: {anna}\nFrom: s@remote.test\nTo: {anna}\n"
+                "Subject: round trip\nMessage-ID: <round.trip@remote.test>\n\nround trip body\n").encode()
+    env.fill([original])
+    config = env.write_config()
+    assert service.fetch_all(env.paths, config).ok
+    delivered = env.local("anna")
+    assert len(delivered) == 1 and b"X-SmartPop-Loop: v2 " in delivered[0]
+    # As a forward keeps the headers: the stored copy, with Postfix's Received on top, goes back.
+    env.fill([delivered[0]])
+    second = service.fetch_all(env.paths, config)
+    assert second.ok and second.results["sammel"].fallback == 1
+    assert len(env.local("anna")) == 1
+    assert [body_of(m) for m in env.local("postmaster")] == [body_of(original)]
+    # The routing tester agrees when it is given the installation's key, and only then.
+    assert service.explain_routing(config, config.accounts[0], delivered[0],
+                                   loop_key=loopkey.load_or_create(env.paths)).loop
+    assert not service.explain_routing(config, config.accounts[0], delivered[0]).loop

@@ -85,10 +85,14 @@ def test_connection(account: Account, timeout: float = 15.0) -> str:
            f"{count} message(s) waiting{folder}"
 
 
-def explain_routing(config: Config, account: Account, raw_headers: bytes) -> RoutingDecision:
-    """Where a message with these headers would go, and which rule decided (pure)."""
+def explain_routing(config: Config, account: Account, raw_headers: bytes, loop_key: bytes = b"") -> RoutingDecision:
+    """Where a message with these headers would go, and which rule decided (pure).
+
+    Without `loop_key` (loopkey.load_or_create) no loop marker verifies: the tester then
+    reports a genuine marker as one this installation did not write.
+    """
     header, _ = headers.split_header(raw_headers)
-    return recipients.decide(headers.parse_fields(header), policy_for(config, account))
+    return recipients.decide(headers.parse_fields(header), policy_for(config, account, loop_key))
 
 
 def start_daemon(paths: Paths, config: Config) -> DaemonHandle:

@@ -11,7 +11,10 @@ and the sink must receive nothing.
 from __future__ import annotations
 
 import logging
+import os
 import smtplib
+import subprocess
+from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
@@ -89,6 +92,27 @@ def _messages(env: Env) -> Dict[str, Tuple[bytes, List[str]]]:
     }
 
 
+REASONS = ("percent hack", "bang path", "quoted local part", "source route", "'@' in the local part",
+           "non-ASCII local part", "below the provider's first Received", "did not write")
+
+
+def _assert_nothing_left_the_nas(env: Env, postfix: OutboundPostfix, sink: Sink,
+                                 cases: Dict[str, Tuple[bytes, List[str]]], log_text: str) -> None:
+    """The sink got nothing; each local mailbox holds exactly its messages, bodies byte-identical; the log says why."""
+    postfix.drain()
+    assert sink.received() == [], postfix.log()[-3000:]
+    assert env.left_on_provider() == 0
+    for user in (ANNA, BEN, POSTMASTER):
+        got = sorted(body_of(m) for m in postfix.maildir(user))
+        want = sorted(body_of(raw) for raw, users in cases.values() if user in users)
+        assert got == want, f"{user}: {[g[:20] for g in got]}"
+    # Nobody else got anything (e.g. "ben@" from "rüben@"), and the bounce address became <>.
+    assert [m for m in postfix.maildir(ANNA) if b"Return-Path: <victim" in m] == []
+    assert any(m.startswith(b"Return-Path: <>\n") and b"hostile body 10" in m for m in postfix.maildir(ANNA))
+    for reason in REASONS:
+        assert reason in log_text, reason
+
+
 def test_hostile_recipients_never_reach_the_outside(env: Env, outbound: Tuple[OutboundPostfix, Sink],
                                                     caplog: pytest.LogCaptureFixture) -> None:
     postfix, sink = outbound
@@ -100,21 +124,7 @@ def test_hostile_recipients_never_reach_the_outside(env: Env, outbound: Tuple[Ou
     with caplog.at_level(logging.INFO, logger="smartpop.collector"):
         summary = service.fetch_all(env.paths, config)
     assert summary.ok, summary.lines()
-    postfix.drain()
-    assert sink.received() == [], postfix.log()[-3000:]
-    assert env.left_on_provider() == 0
-    for user in (ANNA, BEN, POSTMASTER):
-        got = sorted(body_of(m) for m in postfix.maildir(user))
-        want = sorted(body_of(raw) for raw, users in cases.values() if user in users)
-        assert got == want, f"{user}: {[g[:20] for g in got]}"
-    # Nobody else got anything (e.g. "ben@" from "rüben@"), and the bounce address became <>.
-    assert [m for m in postfix.maildir(ANNA) if b"Return-Path: <victim" in m] == []
-    assert any(m.startswith(b"Return-Path: <>\n") and b"hostile body 10" in m for m in postfix.maildir(ANNA))
-    # The routing log says why each copy went to the fallback.
-    text = "\n".join(r.getMessage() for r in caplog.records)
-    for reason in ("percent hack", "bang path", "quoted local part", "source route", "'@' in the local part",
-                   "non-ASCII local part", "below the provider's first Received", "did not write"):
-        assert reason in text, reason
+    _assert_nothing_left_the_nas(env, postfix, sink, cases, "\n".join(r.getMessage() for r in caplog.records))
     # The set-up can leak: the same Postfix does relay a rewritten (or outside) address to the sink.
     probe = "victim%evil.example@firma.de" if postfix.mode == "mydestination" else "probe@outside.example"
     with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as smtp:
@@ -164,3 +174,28 @@ def test_a_collected_message_that_comes_back_is_stopped_by_its_marker(env: Env) 
     assert service.explain_routing(config, config.accounts[0], delivered[0],
                                    loop_key=loopkey.load_or_create(env.paths)).loop
     assert not service.explain_routing(config, config.accounts[0], delivered[0]).loop
+
+
+def test_a_fresh_build_refuses_every_hostile_sequence(built_spk: Path, env: Env, tmp_path: Path) -> None:
+    """The same messages through the CLI of the unpacked .spk, into Postfix with the domain in mydestination."""
+    target = tmp_path / "target"
+    target.mkdir()
+    # Unpacked the way the README's "Try it locally" does, as DSM does on install.
+    subprocess.run(f"tar -xOf {built_spk} package.tgz | tar -xzf - -C {target}", shell=True, check=True)
+    sink = Sink().start()
+    postfix = OutboundPostfix.start("mydestination", DOMAIN, sink.port, [ANNA, BEN, POSTMASTER])
+    try:
+        env.stack.add_users([(env.catchall, env.password)])
+        cases = _messages(env)
+        env.fill([raw for raw, _ in cases.values()])
+        env.write_config(local_domains=[DOMAIN], fallback_recipient=POSTMASTER,
+                         delivery={"host": "127.0.0.1", "port": postfix.smtp_port})
+        run_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}  # not the source tree
+        proc = subprocess.run([str(target / "bin/smartpop"), "--data", str(env.data), "fetch"], capture_output=True,
+                              text=True, env=run_env, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        log_text = (env.data / "smartpop.log").read_text(errors="replace")
+        _assert_nothing_left_the_nas(env, postfix, sink, cases, log_text)
+    finally:
+        postfix.stop()
+        sink.stop()

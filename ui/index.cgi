@@ -145,12 +145,15 @@ def _run(program: str, env: Mapping[str, str]) -> str:
     return proc.stdout.decode("utf-8", "replace")
 
 
-def syno_token(env: Mapping[str, str]) -> Tuple[str, bool]:
-    """The SynoToken the browser sent (header X-Syno-Token or query SynoToken), and whether it sent one."""
+def syno_token(env: Mapping[str, str]) -> Tuple[str, bool, bool]:
+    """The SynoToken the browser sent (header X-Syno-Token or query SynoToken), whether it sent one,
+    and whether it came in the URL."""
     given = env.get("HTTP_X_SYNO_TOKEN", "")
+    in_url = False
     if not given:
         given = dict(parse_qsl(env.get("QUERY_STRING", ""))).get("SynoToken", "")
-    return (given if _TOKEN.match(given) else ""), bool(given)
+        in_url = bool(given)
+    return (given if _TOKEN.match(given) else ""), bool(given), in_url
 
 
 def dsm_user(env: Mapping[str, str], token: str) -> str:
@@ -272,8 +275,11 @@ def keep_token(location: str, token: str, script: str) -> str:
     return urlunsplit(("", "", parts.path, urlencode(query), parts.fragment))
 
 
-def proxy(env: Mapping[str, str], user: str, token: str) -> None:
-    """Forward the request to the backend with the proof, and relay its answer."""
+def proxy(env: Mapping[str, str], user: str, url_token: str) -> None:
+    """Forward the request to the backend with the proof, and relay its answer.
+
+    `url_token` is the SynoToken when it came in the URL (a page load, a form, a link): the URLs
+    of the answer then carry it too. fetch() sends it as a header and keeps it on redirects."""
     target = request_target(env)
     if target is None:
         refuse(400)
@@ -308,9 +314,9 @@ def proxy(env: Mapping[str, str], user: str, token: str) -> None:
         "X-SmartPop-Base": env.get("SCRIPT_NAME", ""),
         "Content-Length": str(len(body)),
     })
-    if token:
+    if url_token:
         # The pages put it into every URL they render (styles and scripts cannot send headers).
-        headers["X-SmartPop-SynoToken"] = token
+        headers["X-SmartPop-SynoToken"] = url_token
     connection = UnixHTTPConnection(path, uid, timeout=TIMEOUT)
     try:
         connection.request(env.get("REQUEST_METHOD", "GET"), target, body=body, headers=headers)
@@ -328,7 +334,8 @@ def proxy(env: Mapping[str, str], user: str, token: str) -> None:
     finally:
         connection.close()
     script = env.get("SCRIPT_NAME", "")
-    passed = [(name, keep_token(value, token, script) if name == "Location" else value) for name, value in passed]
+    passed = [(name, keep_token(value, url_token, script) if name == "Location" else value)
+              for name, value in passed]
     respond(status, [*passed, ("Content-Length", str(len(data)))], data)
 
 
@@ -339,7 +346,7 @@ def main() -> None:
     if method not in ("GET", "POST", "HEAD"):
         refuse(400)
         return
-    token, brought = syno_token(env)
+    token, brought, in_url = syno_token(env)
     user = dsm_user(env, token)
     if not user:
         # Without DSM's CSRF protection authenticate.cgi needs no token; with it, a page request
@@ -349,7 +356,7 @@ def main() -> None:
     if not is_admin(user):
         refuse(403)
         return
-    proxy(env, user, token)
+    proxy(env, user, token if in_url else "")
 
 
 if __name__ == "__main__":

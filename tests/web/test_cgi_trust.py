@@ -132,6 +132,9 @@ def test_the_browsers_token_reaches_authenticate_cgi(rig: Rig) -> None:
     assert response.status_code == 200 and response.json()["user"] == "admin"
     call = _last_auth_call(rig)
     assert parse_qs(call["QUERY_STRING"])["SynoToken"] == [token] and call["HTTP_X_SYNO_TOKEN"] == token
+    # (fetch() keeps its header on redirects: a page fetched that way needs no token in its URLs.)
+    page = requests.get(rig.host.url + "/", headers={"X-Syno-Token": token}, cookies=cookies, timeout=60)
+    assert page.status_code == 200 and "SynoToken=" not in page.text
     # Query SynoToken (links, GET forms, the page's first load).
     page = requests.get(rig.host.url + f"/?SynoToken={token}", cookies=cookies, timeout=60)
     assert page.status_code == 200 and "Fetch now" in page.text

@@ -66,6 +66,10 @@ cp -R package/smartpop "$STAGE/smartpop"
 # A test build with an overridden version must also report that version at runtime.
 sed "s/^__version__ = \".*\"$/__version__ = \"$VERSION\"/" package/smartpop/__init__.py > "$STAGE/smartpop/__init__.py"
 cp -R ui "$STAGE/ui"
+# DSM's web server answers files under ui/ itself (dsmuidir): styles and scripts go there, so a
+# page view starts Python once (index.cgi), not once per file. The backend keeps its copy for
+# `serve --dev` and for the ?v= fingerprint in the pages.
+cp -R package/smartpop/web/static "$STAGE/ui/static"
 cp package/requirements.lock "$STAGE/lib/requirements.lock"
 "$PYTHON" tools/unpack_wheels.py package/requirements.lock "$CACHE" "$STAGE/lib"
 # The one file the root relay task runs, after checking its SHA-256 (docs/RELAY.md "Root task").

@@ -121,6 +121,11 @@ def test_payload_layout(built_spk: Path) -> None:
         assert name in members, name
     assert not [n for n in members if n.endswith((".so", ".pyc")) or "__pycache__" in n]
     assert all(m.uid == 0 and m.gid == 0 for m in members.values())
+    # DSM serves ui/ itself: the pages' styles and scripts live there too (issue 13 §1).
+    for name in ("app.css", "app.js"):
+        shipped = payload.extractfile(f"./ui/static/{name}")
+        assert shipped is not None and members[f"./ui/static/{name}"].mode & 0o777 == 0o644
+        assert shipped.read() == (ROOT / "package/smartpop/web/static" / name).read_bytes()
 
 
 def test_two_builds_give_the_same_payload(built_spk: Path, tmp_path: Path) -> None:

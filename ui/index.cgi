@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python3 -IS
 """SmartPop's DSM entry point: check the DSM session, require `administrators`, proxy to the backend.
 
 DSM serves this file as /webman/3rdparty/SmartPop/index.cgi. It runs on DSM's own Python 3.8
@@ -32,9 +32,7 @@ without a token gets a small page that fetches the token in the browser from
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import http.client
 import os
 import re
 import socket
@@ -54,6 +52,7 @@ ADMIN_GROUP = "administrators"
 SOCKET_DIR = "run"
 SOCKET_NAME = "web.sock"
 MAX_BODY = 2 * 1024 * 1024
+MAX_ANSWER = 64 * 1024 * 1024
 TIMEOUT = 120.0
 
 # Request headers worth passing on; everything else (cookies, X-SmartPop-*) stays here.
@@ -103,7 +102,11 @@ MESSAGES = {
           "Der SmartPop-Dienst läuft nicht. Starten Sie ihn im Paket-Zentrum."),
     400: ("This request is not valid.", "Diese Anfrage ist ungültig."),
 }
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 502: "Bad Gateway"}
+REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
+           307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+           413: "Payload Too Large", 422: "Unprocessable Entity", 500: "Internal Server Error",
+           502: "Bad Gateway", 503: "Service Unavailable"}
 
 
 class Untrusted(OSError):
@@ -113,7 +116,7 @@ class Untrusted(OSError):
 def respond(status: int, headers: List[Tuple[str, str]], body: bytes) -> None:
     """Write a CGI response."""
     out = sys.stdout.buffer
-    lines = [f"Status: {status} {REASONS.get(status, http.client.responses.get(status, ''))}"]
+    lines = [f"Status: {status} {REASONS.get(status, '')}".rstrip()]
     lines += [f"{name}: {value}" for name, value in headers]
     out.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace"))
     out.write(body)
@@ -126,6 +129,8 @@ def refuse(status: int, fetch_token: bool = False) -> None:
     headers = [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")]
     script = ""
     if fetch_token:
+        import base64  # only this page needs it: every import costs start-up time on a small NAS
+
         script = f"<script>{BOOTSTRAP_JS}</script>"
         digest = base64.b64encode(hashlib.sha256(BOOTSTRAP_JS.encode("utf-8")).digest()).decode("ascii")
         headers.append(("Content-Security-Policy", f"default-src 'none'; script-src 'sha256-{digest}'; "
@@ -214,27 +219,53 @@ def _peer_uid(sock: socket.socket) -> Optional[int]:
     return int(uid)
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over the backend's Unix socket, to a listener that runs as the package user only."""
+def exchange(socket_path: str, uid: int, method: str, target: str, headers: Mapping[str, str],
+             body: bytes) -> Tuple[int, List[Tuple[str, str]], bytes]:
+    """One HTTP/1.0 request to the backend, once the listener is known to run as the package user.
 
-    def __init__(self, socket_path: str, uid: int, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = socket_path
-        self.uid = uid
-
-    def connect(self) -> None:
-        """Connect and check who listens before a byte of the request goes out."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.socket_path)
-            peer = _peer_uid(sock)
-            if peer is not None and peer != self.uid:
-                raise Untrusted(f"{self.socket_path} is served by uid {peer}, not {self.uid}")
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+    Hand-written instead of http.client: that module (with email and ssl) took a third of the
+    CGI's start-up (bench/cgi.py). HTTP/1.0 + Connection: close makes waitress send a plain body
+    and close the socket, so the answer ends at EOF."""
+    lines = [f"{method} {target} HTTP/1.0", "Host: localhost", "Connection: close"]
+    for name, value in headers.items():
+        if any(c in value for c in "\r\n\x00"):
+            raise ValueError(f"header {name} holds a line break")
+        lines.append(f"{name}: {value}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    chunks: List[bytes] = []
+    try:
+        sock.settimeout(TIMEOUT)
+        sock.connect(socket_path)
+        peer = _peer_uid(sock)
+        if peer is not None and peer != uid:
+            raise Untrusted(f"{socket_path} is served by uid {peer}, not {uid}")
+        sock.sendall(request)
+        size = 0
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+            size += len(data)
+            if size > MAX_ANSWER:
+                raise OSError("the backend's answer is too large")
+    finally:
+        sock.close()
+    head, found, payload = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    code = rest[:3]
+    if not found or not version.startswith("HTTP/") or not code.isdigit():
+        raise OSError("the backend did not answer in HTTP")
+    answer = []
+    for line in header_lines:
+        name, colon, value = line.partition(":")
+        if colon:
+            answer.append((name.strip(), value.strip()))
+    if method == "HEAD":
+        payload = b""
+    return int(code), answer, payload
 
 
 def read_secret() -> str:
@@ -255,13 +286,46 @@ def session_digest(env: Mapping[str, str]) -> str:
     return hashlib.sha256(f"{material}|".encode()).hexdigest()[:32]
 
 
+def app_path(env: Mapping[str, str]) -> str:
+    """The path inside the app: PATH_INFO, else REQUEST_URI minus SCRIPT_NAME and the query.
+
+    DSM's web server does not always set PATH_INFO for a 3rdparty CGI; the request line still
+    carries the whole path (issue 13 §1). REQUEST_URI stays percent-encoded, which is what the
+    backend's request line wants anyway."""
+    path = env.get("PATH_INFO", "")
+    if path:
+        return path
+    uri = env.get("REQUEST_URI", "").split("?", 1)[0].split("#", 1)[0]
+    script = env.get("SCRIPT_NAME", "")
+    if script and (uri == script or uri.startswith(script + "/")):
+        return uri[len(script):]
+    return ""
+
+
 def request_target(env: Mapping[str, str]) -> Optional[str]:
     """Path and query for the backend (SynoToken removed), or None if the path is odd."""
-    path = env.get("PATH_INFO", "") or "/"
+    path = app_path(env) or "/"
     if not _PATH.match(path) or "/../" in path + "/":
         return None
     query = [(k, v) for k, v in parse_qsl(env.get("QUERY_STRING", ""), keep_blank_values=True) if k != "SynoToken"]
     return path + ("?" + urlencode(query) if query else "")
+
+
+def local_location(location: str, script: str) -> str:
+    """A backend redirect as a path under the app: never the backend's own http://localhost/… URL.
+
+    Werkzeug answers a missing trailing slash with an absolute URL built from the Host the CGI
+    sent; the browser must stay on DSM's origin and go through this CGI again."""
+    parts = urlsplit(location)
+    path = parts.path or "/"
+    if parts.scheme or parts.netloc:
+        if parts.scheme not in ("http", "https") or parts.hostname not in ("localhost", "127.0.0.1"):
+            return script + "/"  # never send the admin elsewhere on the backend's word
+    if not path.startswith("/"):
+        return location  # relative: the browser resolves it against the app's own URL
+    if script and not (path == script or path.startswith(script + "/")):
+        path = script + path
+    return urlunsplit(("", "", path, parts.query, parts.fragment))
 
 
 def keep_token(location: str, token: str, script: str) -> str:
@@ -317,26 +381,58 @@ def proxy(env: Mapping[str, str], user: str, url_token: str) -> None:
     if url_token:
         # The pages put it into every URL they render (styles and scripts cannot send headers).
         headers["X-SmartPop-SynoToken"] = url_token
-    connection = UnixHTTPConnection(path, uid, timeout=TIMEOUT)
     try:
-        connection.request(env.get("REQUEST_METHOD", "GET"), target, body=body, headers=headers)
-        answer = connection.getresponse()
-        data = answer.read()
-        status = answer.status
-        passed = [(name, answer.getheader(name, "")) for name in FORWARD_RESPONSE if answer.getheader(name)]
+        status, answer, data = exchange(path, uid, env.get("REQUEST_METHOD", "GET"), target, headers, body)
     except Untrusted as exc:
         print(f"SmartPop: not talking to the backend: {exc}", file=sys.stderr)
         refuse(502)
         return
-    except (OSError, http.client.HTTPException):
+    except ValueError:
+        refuse(400)
+        return
+    except OSError:
         refuse(502)
         return
-    finally:
-        connection.close()
+    wanted = {name.lower(): name for name in FORWARD_RESPONSE}
+    passed = [(wanted[name.lower()], value) for name, value in answer if name.lower() in wanted and value]
     script = env.get("SCRIPT_NAME", "")
-    passed = [(name, keep_token(value, url_token, script) if name == "Location" else value)
+    passed = [(name, keep_token(local_location(value, script), url_token, script) if name == "Location" else value)
               for name, value in passed]
     respond(status, [*passed, ("Content-Length", str(len(data)))], data)
+
+
+# For `smartpop doctor`: how the last request authenticated (no DSM user name, no token).
+AUTH_RECORD = "cgi-auth.json"
+
+
+def record_auth(token_source: str, result: str) -> None:
+    """Leave DATA/cgi-auth.json (0600): which Unix user runs this CGI, where the SynoToken came from, the outcome."""
+    import json
+    import pwd
+    import time
+
+    try:
+        data = os.path.realpath(DATA)
+        uid = os.geteuid()
+        if uid == 0 or os.stat(data).st_uid != uid:
+            return  # only the package user writes into its own data dir
+        record = {"user": pwd.getpwuid(uid).pw_name, "token": token_source, "result": result}
+        path = os.path.join(data, AUTH_RECORD)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                old = json.load(handle)
+            if {k: v for k, v in old.items() if k != "time"} == record and time.time() - os.stat(path).st_mtime < 300:
+                return  # every page load brings several requests: write only what is new
+        except (OSError, ValueError, AttributeError):
+            pass
+        record["time"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+        os.replace(tmp, path)
+    except (OSError, KeyError, ValueError):
+        pass  # a diagnostic only: never in the way of the request
 
 
 def main() -> None:
@@ -348,14 +444,18 @@ def main() -> None:
         return
     token, brought, in_url = syno_token(env)
     user = dsm_user(env, token)
+    source = "url" if in_url else "header" if brought else "none"
     if not user:
+        record_auth(source, "no-session")
         # Without DSM's CSRF protection authenticate.cgi needs no token; with it, a page request
         # that brought none gets the page that fetches one in the browser.
         refuse(401, fetch_token=not brought and method in ("GET", "HEAD"))
         return
     if not is_admin(user):
+        record_auth(source, "not-admin")
         refuse(403)
         return
+    record_auth(source, "admin")
     proxy(env, user, token if in_url else "")
 
 

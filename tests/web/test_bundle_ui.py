@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -48,7 +49,7 @@ def test_packaged_backend_and_cgi_on_python38(target: Path) -> None:
     proc = subprocess.Popen([str(target / "bin/smartpop"), "serve"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     dsm = FakeDsm(root)
-    host = CgiHost(dsm, data, python=py38)
+    host = CgiHost(dsm, data, python=py38, ui_dir=target / "ui")
     try:
         deadline = time.monotonic() + 60
         while not (data / "web.secret").exists() and time.monotonic() < deadline:
@@ -67,9 +68,13 @@ def test_packaged_backend_and_cgi_on_python38(target: Path) -> None:
         assert response is not None and response.status_code == 200, response.text if response else "no answer"
         # No Accept-Language from this client: DSM's language (ger) decides.
         assert "Jetzt abholen" in response.text
-        css = requests.get(host.url + "/static/app.css", cookies={"id": sid}, headers={"X-Syno-Token": token},
-                           timeout=30)
+        # Styles come from the package's ui/static, answered by DSM's web server without the CGI.
+        found = re.search(r'href="(/webman/3rdparty/SmartPop/static/app\.css\?v=[0-9a-f]+)"', response.text)
+        assert found, "the page links the stylesheet in ui/static"
+        css = requests.get(f"http://127.0.0.1:{host.port}{found.group(1)}", timeout=30)
         assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
+        assert css.content == (target / "smartpop" / "web" / "static" / "app.css").read_bytes()
+        assert host.static_requests == ["/webman/3rdparty/SmartPop/static/app.css"]
         # The backend listens on its socket in DATA only: web.port stays closed.
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/", timeout=10)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Dict
 
 import pytest
 import requests
-from webrig import CGI, ROOT, Browserless, CgiHost, Rig, find_py38, unix_request
+from webrig import CGI, ROOT, SCRIPT_NAME, STATIC_SOURCE, Browserless, CgiHost, Rig, find_py38, unix_request
 
 from support.ports import free_ports
 
@@ -152,7 +154,16 @@ def test_cgi_runs_on_python38(rig: Rig) -> None:
 
 def test_cgi_is_executable_and_uses_dsm_python() -> None:
     assert os.access(CGI, os.X_OK)
-    assert CGI.read_text().startswith("#!/usr/bin/python3\n")
+    # DSM's own Python, isolated (-I: no PYTHON* variables, no user site) and without site (-S):
+    # stdlib only, and a faster start on every request. One argument: the kernel passes
+    # everything after the interpreter as one, and "-IS" is a valid single argument.
+    assert CGI.read_text().startswith("#!/usr/bin/python3 -IS\n")
+    if Path("/usr/bin/python3").exists():
+        # Run through the shebang the way DSM's web server runs it: no session, so 401 and the page.
+        proc = subprocess.run([str(CGI)], env={"REQUEST_METHOD": "GET", "SMARTPOP_AUTH_CGI": "/nonexistent",
+                                               "PYTHONPATH": "/nonexistent"}, capture_output=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(b"Status: 401 Unauthorized\r\n") and b"sign in to DSM" in proc.stdout
     config = json.loads((ROOT / "ui" / "config").read_text())
     app = config[".url"]["SYNO.SDS._ThirdParty.App.SmartPop"]
     assert app["url"] == "/webman/3rdparty/SmartPop/index.cgi"
@@ -197,3 +208,142 @@ def test_dev_mode_prints_a_token_and_requires_it(tmp_path: Path) -> None:
 def test_serve_without_dev_has_no_dev_login(rig: Rig) -> None:
     assert "dev.dev_login" not in {r.endpoint for r in rig.backend.app.url_map.iter_rules()}
     assert "dev_login" not in {r.endpoint for r in rig.backend.app.url_map.iter_rules()}
+
+
+def test_empty_path_info_falls_back_to_the_request_uri(rig: Rig) -> None:
+    # Some DSM versions give a 3rdparty CGI no PATH_INFO: the path comes from REQUEST_URI then.
+    host = CgiHost(rig.dsm, rig.paths.data, path_info=False)
+    try:
+        client = Browserless(rig, "admin")
+        client.rig = type("R", (), {"host": host})()  # type: ignore[assignment]
+        page = client.get("/logs/?level=ERROR")
+        assert page.status_code == 200
+        assert "PATH_INFO" not in host.calls[-1]
+        assert 'id="log-table"' in page.text and 'id="fetch-now"' not in page.text
+        assert client.get("/accounts/").text.count('id="nav-accounts" class="active"') == 1
+        token = re.search(r'data-csrf="([0-9a-f]+)"', page.text)
+        assert token
+        response = client.post("/accounts/sammelpostfach/toggle", data={"csrf_token": token.group(1)})
+        assert response.status_code == 302
+        assert response.headers["Location"].startswith(SCRIPT_NAME + "/accounts/")
+        assert json.loads(rig.paths.config.read_text())["accounts"][0]["enabled"] is False
+    finally:
+        host.stop()
+
+
+def test_pages_take_styles_and_scripts_from_dsm_not_from_the_cgi(rig: Rig, admin: Browserless) -> None:
+    before = len(rig.host.calls)
+    page = admin.get("/accounts/")
+    assert page.status_code == 200
+    assets = re.findall(r'<(?:link rel="stylesheet" href|script src)="([^"]+)"', page.text)
+    assert len(assets) == 2
+    for url in assets:
+        path = url.split("?", 1)[0]
+        # Under the package's ui/ dir, which DSM's web server answers itself: no CGI, no token.
+        assert path.startswith("/webman/3rdparty/SmartPop/static/") and "index.cgi" not in path
+        assert "SynoToken" not in url
+        response = requests.get(f"http://127.0.0.1:{rig.host.port}{url}", timeout=10)
+        assert response.status_code == 200
+        assert response.content == (STATIC_SOURCE / Path(path).name).read_bytes()
+    # One CGI run for the page view; the files came straight from the ui dir.
+    assert len(rig.host.calls) == before + 1
+    assert sorted(rig.host.static_requests) == sorted(u.split("?", 1)[0] for u in assets)
+
+
+def test_build_puts_the_static_files_into_the_ui_dir() -> None:
+    script = (ROOT / "build.sh").read_text()
+    assert 'cp -R package/smartpop/web/static "$STAGE/ui/static"' in script
+
+
+def test_redirects_stay_under_the_app(rig: Rig, admin: Browserless) -> None:
+    # No trailing slash: the backend answers with a redirect to its own http://localhost/… URL.
+    for path, target in (("/logs", "/logs/"), ("/accounts", "/accounts/"), ("/routing?x=1", "/routing/?x=1")):
+        response = admin.get(path)
+        assert response.status_code in (301, 302, 308), path
+        location = response.headers["Location"]
+        assert location == SCRIPT_NAME + target, location
+        assert "127.0.0.1" not in location and "localhost" not in location
+        followed = admin.get(location[len(SCRIPT_NAME):])
+        assert followed.status_code == 200
+
+
+def test_redirect_rewrite_rules() -> None:
+    module = _cgi_module()
+    script = "/webman/3rdparty/SmartPop/index.cgi"
+    assert module.local_location("http://localhost/webman/3rdparty/SmartPop/index.cgi/logs/", script) == \
+        script + "/logs/"
+    assert module.local_location("http://127.0.0.1:8765/accounts/?done=saved", script) == \
+        script + "/accounts/?done=saved"
+    assert module.local_location("/logs/", script) == script + "/logs/"
+    assert module.local_location(script + "/relay/", script) == script + "/relay/"
+    assert module.local_location("https://evil.example/x", script) == script + "/"
+
+
+def _cgi_module() -> Any:
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("smartpop_index_cgi", str(CGI))
+    spec = importlib.util.spec_from_loader("smartpop_index_cgi", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("lang", ["de", "en"])
+def test_not_found_is_a_page_of_the_app(rig: Rig, admin: Browserless, lang: str) -> None:
+    for path in ("/no-such-page", "/accounts/otto/edit"):
+        response = admin.get(path, headers={"Accept-Language": lang})
+        assert response.status_code == 404
+        assert 'id="error-page"' in response.text and 'class="topbar"' in response.text
+        assert '/webman/3rdparty/SmartPop/static/app.css' in response.text
+        title = {"de": "Seite nicht gefunden", "en": "Page not found"}[lang]
+        assert f"<h1>{title}</h1>" in response.text
+        assert "Not found" not in response.text.replace("Page not found", "")
+    answer = admin.get("/api/nothing", headers={"Accept-Language": lang})
+    assert answer.status_code == 404 and answer.json()["ok"] is False
+
+
+@pytest.mark.parametrize("lang", ["de", "en"])
+def test_a_crash_is_a_page_of_the_app_not_a_traceback(rig: Rig, admin: Browserless, lang: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from smartpop.web.views import dashboard
+
+    def broken() -> Dict[str, Any]:
+        raise RuntimeError("kaputt-intern-42")
+
+    monkeypatch.setattr(dashboard, "_report", broken)
+    response = admin.get("/", headers={"Accept-Language": lang})
+    assert response.status_code == 500
+    assert 'id="error-page"' in response.text
+    title = {"de": "Etwas ist schiefgegangen", "en": "Something went wrong"}[lang]
+    assert f"<h1>{title}</h1>" in response.text
+    assert "Traceback" not in response.text and "kaputt-intern-42" not in response.text
+    answer = admin.get("/api/status", headers={"Accept-Language": lang})
+    assert answer.status_code == 500 and answer.json()["ok"] is False  # the page script gets JSON
+    assert "kaputt-intern-42" not in answer.text
+    assert admin.get("/api/ping").status_code == 200  # only the broken views fail
+
+
+def test_dev_login_url_works_once(tmp_path: Path) -> None:
+    from smartpop.paths import Paths, ensure_data_dir
+    from smartpop.web import create_app
+
+    paths = Paths(tmp_path / "data")
+    ensure_data_dir(paths)
+    (paths.data / "config.json").write_text(json.dumps({"schema_version": 1, "accounts": []}))
+    app = create_app(paths, dev_token="the-printed-token")
+    first, second = app.test_client(), app.test_client()
+    assert first.get("/_dev/login?token=wrong").status_code == 403
+    response = first.get("/_dev/login?token=the-printed-token")
+    assert response.status_code == 302
+    assert first.get("/").status_code == 200
+    cookie = response.headers["Set-Cookie"]
+    assert "the-printed-token" not in cookie  # the cookie is a session of its own, not the token
+    # The same URL again (history, a screenshot, another browser): refused.
+    assert second.get("/_dev/login?token=the-printed-token").status_code == 403
+    assert second.get("/").status_code == 403
+    second.set_cookie("smartpop_dev", "the-printed-token")
+    assert second.get("/").status_code == 403
+    assert first.get("/").status_code == 200

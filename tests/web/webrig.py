@@ -26,6 +26,10 @@ from support.ports import free_ports
 ROOT = Path(__file__).resolve().parents[2]
 CGI = ROOT / "ui" / "index.cgi"
 SCRIPT_NAME = "/webman/3rdparty/SmartPop/index.cgi"
+UI_URL = "/webman/3rdparty/SmartPop/"
+# What build.sh copies into ui/static (the checkout has no ui/static of its own).
+STATIC_SOURCE = ROOT / "package" / "smartpop" / "web" / "static"
+MIME = {".css": "text/css", ".js": "application/javascript", ".png": "image/png"}
 
 # authenticate.cgi stand-in: like DSM's, it prints the user of a valid session (cookie `id`)
 # and nothing otherwise; with CSRF protection (the default here) it also insists on the
@@ -118,8 +122,13 @@ class FakeDsm:
 class CgiHost:
     """A tiny HTTP server that executes ui/index.cgi per request, with DSM's CGI environment."""
 
-    def __init__(self, dsm: FakeDsm, data: Path, python: str = sys.executable) -> None:
+    def __init__(self, dsm: FakeDsm, data: Path, python: str = sys.executable, ui_dir: Optional[Path] = None,
+                 path_info: bool = True) -> None:
         self.port = free_ports(1)[0]
+        # Like DSM's web server, files under the ui dir are answered without running anything.
+        self.ui_dir = ui_dir
+        self.static_requests: List[str] = []
+        self.path_info = path_info  # False: like a DSM that leaves PATH_INFO empty
         self.calls: List[Dict[str, str]] = []
         self.bodies: List[bytes] = []  # every answer the CGI gave, for the secrets check
         self.login_cgi_requests = 0  # browser requests of DSM's /webman/login.cgi
@@ -131,8 +140,9 @@ class CgiHost:
 
             def _handle(self) -> None:
                 path, _, query = self.path.partition("?")
-                if path.startswith("/webman/3rdparty/SmartPop/images/"):
-                    self._static(ROOT / "ui" / "images" / Path(path).name)
+                if path.startswith(UI_URL) and not (path == SCRIPT_NAME or path.startswith(SCRIPT_NAME + "/")):
+                    host.static_requests.append(path)
+                    self._static(host.ui_file(path[len(UI_URL):]))
                     return
                 if path == "/webman/login.cgi":
                     self._login_cgi()
@@ -147,13 +157,15 @@ class CgiHost:
                     "SERVER_SOFTWARE": "nginx", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(host.port),
                     "SERVER_ADDR": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1",
                     "REMOTE_ADDR": self.client_address[0], "REQUEST_METHOD": self.command,
-                    "SCRIPT_NAME": SCRIPT_NAME, "PATH_INFO": path[len(SCRIPT_NAME):], "QUERY_STRING": query,
+                    "SCRIPT_NAME": SCRIPT_NAME, "QUERY_STRING": query,
                     "REQUEST_URI": self.path, "CONTENT_LENGTH": str(len(body)) if body else "",
                     "CONTENT_TYPE": self.headers.get("Content-Type", ""),
                     "SMARTPOP_CGI_DATA": str(data), "SMARTPOP_AUTH_CGI": str(dsm.auth_cgi),
                     # Where the CGI before the fix looked for login.cgi; the stub logs each run.
                     "SMARTPOP_LOGIN_CGI": str(dsm.login_cgi), "SMARTPOP_GROUP_FILE": str(dsm.group_file),
                 }
+                if host.path_info:
+                    env["PATH_INFO"] = path[len(SCRIPT_NAME):]
                 for name, value in self.headers.items():
                     key = "HTTP_" + name.upper().replace("-", "_")
                     if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
@@ -192,13 +204,13 @@ class CgiHost:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _static(self, file: Path) -> None:
-                if not file.is_file():
+            def _static(self, file: Optional[Path]) -> None:
+                if file is None or not file.is_file():
                     self.send_error(404)
                     return
                 data = file.read_bytes()
                 self.send_response(200)
-                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Type", MIME.get(file.suffix, "application/octet-stream"))
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -208,6 +220,16 @@ class CgiHost:
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def ui_file(self, relative: str) -> Optional[Path]:
+        """The file DSM would serve for a URL under /webman/3rdparty/SmartPop/ (None: outside ui/)."""
+        if not relative or ".." in relative.split("/"):
+            return None
+        if self.ui_dir is not None:
+            return self.ui_dir / relative
+        if relative.startswith("static/"):
+            return STATIC_SOURCE / relative[len("static/"):]
+        return ROOT / "ui" / relative
 
     @property
     def url(self) -> str:

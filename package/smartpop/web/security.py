@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Collection, Optional
 
 from flask import Request
 
@@ -43,8 +43,8 @@ def equal(given: str, expected: str) -> bool:
     return bool(given) and hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
-def identify(request: Request, secret: str, dev_token: Optional[str]) -> Optional[Caller]:
-    """Return the caller when the request carries the CGI's proof (or the dev token); else None."""
+def identify(request: Request, secret: str, dev_sessions: Optional[Collection[str]] = None) -> Optional[Caller]:
+    """Return the caller when the request carries the CGI's proof (or a dev session cookie); else None."""
     if equal(request.headers.get(PROOF_HEADER, ""), secret):
         user = request.headers.get(USER_HEADER, "")
         if not _SAFE_USER.match(user):
@@ -52,8 +52,10 @@ def identify(request: Request, secret: str, dev_token: Optional[str]) -> Optiona
         token = request.headers.get(DSM_CSRF_HEADER, "")
         return Caller(user=user, session=request.headers.get(SESSION_HEADER, ""),
                       syno_token=token if _SAFE_SYNO_TOKEN.match(token) else "")
-    if dev_token and equal(request.cookies.get(DEV_COOKIE, ""), dev_token):
-        return Caller(user=DEV_USER, session=hashlib.sha256(dev_token.encode()).hexdigest()[:32])
+    cookie = request.cookies.get(DEV_COOKIE, "")
+    for session in dev_sessions or ():
+        if equal(cookie, session):
+            return Caller(user=DEV_USER, session=hashlib.sha256(session.encode()).hexdigest()[:32])
     return None
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from flask import Flask, Response, current_app, g, jsonify, render_template, request
+from flask import Flask, Response, current_app, g, jsonify, render_template, request, url_for
 
 from smartpop.config import store
 from smartpop.config.schema import Config
@@ -23,6 +26,32 @@ JS_KEYS = ["js.working", "js.copied", "js.copy_failed", "js.confirm_delete", "js
            "js.fetch_problems", "js.fetch_failed", "js.unavailable", "js.request_failed", "phase.connect",
            "phase.list", "phase.fetch", "phase.commit", "phase.done", "js.result_ok", "js.result_problem",
            "js.result_failed", "js.result_skipped"]
+
+
+# Where DSM serves the package's ui/ dir, which build.sh gives a copy of static/ (ui/static/).
+STATIC_DIR = "static"
+
+
+@lru_cache(maxsize=None)
+def _fingerprint(filename: str) -> str:
+    """A short digest of a static file, so a browser never keeps an old copy after an upgrade."""
+    data = (Path(__file__).resolve().parents[1] / "static" / filename).read_bytes()
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def asset(filename: str) -> str:
+    """The URL of a static file: under DSM the one DSM serves from ui/static without the CGI.
+
+    DSM links the package's ui/ dir (INFO dsmuidir) to /usr/syno/synoman/webman/3rdparty/SmartPop
+    and its web server answers files there itself (Synology Package Developer Guide, "Desktop
+    Application" and INFO "dsmuidir"; the app icon in ui/images is served the same way). Only
+    index.cgi starts Python, so a page view costs one CGI run, not three (issue 13 §1)."""
+    version = _fingerprint(filename)
+    base = request.script_root
+    if base:
+        # SCRIPT_NAME as index.cgi passed it: /webman/3rdparty/SmartPop/index.cgi
+        return f"{base.rsplit('/', 1)[0]}/{STATIC_DIR}/{filename}?v={version}"
+    return url_for("static", filename=filename, v=version)  # serve --dev: Flask serves it
 
 
 def paths() -> Paths:
@@ -66,6 +95,7 @@ def install(app: Flask) -> None:
 
     # A global (not only a context value) so that imported macros can translate too.
     app.jinja_env.globals["_"] = t
+    app.jinja_env.globals["asset"] = asset
 
     @app.context_processor
     def shared() -> Dict[str, Any]:

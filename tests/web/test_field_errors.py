@@ -309,7 +309,10 @@ def test_form_level_sentence_names_the_setting_and_uncoded_errors_stay_readable(
                                        "Bitte eine ganze Zahl von 1 bis 65535 eingeben.")
     assert form_message(exc, "en") == ("The setting “accounts[1].port” is not valid: "
                                        "Enter a whole number from 1 to 65535.")
-    assert errors_of(exc, "de", ["host"]) == {"_form": form_message(exc, "de")}
+    # A form's page names the setting by the label it shows, never by its key in config.json (issue 13 §6).
+    assert errors_of(exc, "de", ["host"]) == {"_form": "Die Einstellung „Port“ ist ungültig: "
+                                                       "Bitte eine ganze Zahl von 1 bis 65535 eingeben."}
+    assert form_message(exc, "en", human=True) == "The setting “Port” is not valid: Enter a whole number from 1 to 65535."
     assert errors_of(exc, "de", ["port"]) == {"port": "Bitte eine ganze Zahl von 1 bis 65535 eingeben."}
     alias = _raises(lambda: v.as_address("aliases['info@firma.de'][0]", "x"))
     assert list(errors_of(alias, "en", ["aliases"])) == ["aliases"]
@@ -369,12 +372,13 @@ def test_error_about_a_setting_the_form_lacks_goes_to_the_page_top(lang: str) ->
         assert response.status_code == 422
         banner = re.findall(r'id="form-error"[^>]*>(.*?)</div>', response.text, re.S)
         expected = {
-            "de": "Die Einstellung „local_domains“ ist ungültig: Ein Sammelpostfach braucht die eigenen "
+            "de": "Die Einstellung „Lokale Domains“ ist ungültig: Ein Sammelpostfach braucht die eigenen "
                   "Mail-Domains der Firma. Bitte eintragen, z. B. firma.de.",
-            "en": "The setting “local_domains” is not valid: A catch-all account needs the company's mail "
+            "en": "The setting “Local domains” is not valid: A catch-all account needs the company's mail "
                   "domains. Enter them, e.g. firma.de.",
         }[lang]
         assert [html.unescape(b) for b in banner] == [expected]
+        assert "local_domains“" not in html.unescape(response.text)  # the label, not the config key
         if lang == "de":
             assert "is empty but a multidrop account needs it" not in response.text
         assert SECRET not in response.text
@@ -390,9 +394,11 @@ def test_connection_test_answers_in_the_page_language(shared: Tuple[Rig, Browser
     assert response.status_code == 422
     answer = response.json()
     field = {"de": "Bitte eine ganze Zahl von 1 bis 65535 eingeben.", "en": "Enter a whole number from 1 to 65535."}
-    setting = {"de": "Die Einstellung „accounts[1].port“ ist ungültig: ",
-               "en": "The setting “accounts[1].port” is not valid: "}
+    # Named by the field's label, never by its config key (accounts[1].port): issue 13 §6.
+    setting = {"de": "Die Einstellung „Port“ ist ungültig: ",
+               "en": "The setting “Port” is not valid: "}
     assert answer["message"] == setting[lang] + field[lang]
+    assert "accounts[" not in response.text
     assert answer["fields"] == {"port": field[lang]}
     assert SECRET not in response.text
     response = client.post("/relay/test-mail", data={"csrf_token": token, "to": "kein-at"},
@@ -401,3 +407,42 @@ def test_connection_test_answers_in_the_page_language(shared: Tuple[Rig, Browser
     expected = i18n.translate(lang, "validation.not_an_address", value="kein-at")
     assert response.json() == {"ok": False, "message": expected, "fields": {"to": expected}}
 
+
+
+MANY = [
+    ("/accounts/new", dict(ACCOUNT, name="sammelpostfach", host="not a host", port="70000", username="anna\nx",
+                           password="", mode="single", ca_file="certs/ca.pem"),
+     {"name": "name_taken", "host": "not_a_host", "port": "not_in_range", "username": "control_characters",
+      "password": "password_missing", "deliver_to": "deliver_to_required", "ca_file": "not_an_absolute_path"}),
+    ("/accounts/sammelpostfach/edit", dict(ACCOUNT, host="kaputt host", port="0", security="none", password=""),
+     {"host": "not_a_host", "port": "not_in_range", "security": "insecure_needs_consent",
+      "password": "password_for_new_server"}),
+    ("/relay/", dict(RELAY, host="kein host", port="99999", username="r\x01x", password=SECRET),
+     {"host": "not_a_host", "port": "not_in_range", "username": "control_characters"}),
+    ("/relay/senders", dict(SENDER, sender="kaputt", port="0", host="", password=""),
+     {"sender": "not_an_address", "port": "not_in_range", "host": "missing", "password": "password_missing"}),
+]
+
+
+@pytest.mark.parametrize("path, form, expected", MANY, ids=[m[0].strip("/").replace("/", "-") for m in MANY])
+@pytest.mark.parametrize("lang", ["de", "en"])
+def test_every_field_error_at_once(shared: Tuple[Rig, Browserless, str], path: str, form: Dict[str, str],
+                                   expected: Dict[str, str], lang: str) -> None:
+    rig, client, token = shared
+    before = rig.config_document()
+    response = client.post(path, data=dict(form, csrf_token=token), headers={"Accept-Language": lang})
+    assert response.status_code == 422
+    page = html.unescape(response.text)
+    shown = dict(re.findall(r'<div class="field-error" id="err-([\w-]+)"[^>]*>(.*?)</div>', response.text, re.S))
+    assert set(shown) == set(expected), shown
+    for field, code in expected.items():
+        text = html.unescape(shown[field])
+        # The catalog text of that problem, in the page's language (its end follows the last placeholder).
+        assert text.endswith(re.split(r"\{\w+\}", CATALOGS[lang]["validation." + code])[-1]), (field, text)
+    assert 'id="form-error"' not in page
+    assert not re.search(r"(accounts|relay|sender_relays)\[\d+\]|relay\.\w+", page.split("<main>", 1)[1]), \
+        "no config keys on the page"
+    if lang == "de":
+        assert "Fix:" not in page and "must be" not in page
+    assert SECRET not in response.text
+    assert rig.config_document() == before

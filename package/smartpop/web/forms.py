@@ -7,8 +7,9 @@ same server and user (see require_same_server). Field messages come from the i18
 
 from __future__ import annotations
 
+import copy
 import re
-from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from werkzeug.datastructures import MultiDict
 
@@ -60,12 +61,34 @@ def field_message(exc: Exception, lang: str) -> str:
     return i18n.translate(lang, "validation." + code, **getattr(exc, "params", {}))
 
 
-def form_message(exc: Exception, lang: str) -> str:
-    """The error in `lang` as a sentence of its own that names the setting."""
+# Which catalog labels name a setting, by where its key lives in config.json.
+_LABELS = (("accounts[", ("accounts.field.",)), ("relay.sender_relays[", ("relay.senders.", "relay.field.")),
+           ("relay.", ("relay.field.",)), ("alerts.", ("alerts.field.",)), ("", ("routing.field.",)))
+_LABEL_NAMES = {"fallback_recipient": "fallback"}
+
+
+def setting_label(key: str, lang: str) -> str:
+    """The label a form shows for the setting at `key` ('accounts[0].security' -> 'Security'), else the key."""
+    field = field_of(key)
+    prefixes = next(labels for start, labels in _LABELS if key.startswith(start))
+    texts = i18n.catalog(lang)
+    for prefix in prefixes:
+        text = texts.get(prefix + _LABEL_NAMES.get(field, field))
+        if text:
+            return text
+    return key
+
+
+def form_message(exc: Exception, lang: str, human: bool = False) -> str:
+    """The error in `lang` as a sentence of its own that names the setting.
+
+    `human`: by the label the form shows, never by its key in config.json (a page about a form);
+    otherwise by the key (the banner about a config.json the admin edits outside the app)."""
     key = getattr(exc, "key", "")
     if not key or not getattr(exc, "code", ""):
         return field_message(exc, lang)
-    return i18n.translate(lang, "validation.setting", setting=key, message=field_message(exc, lang))
+    setting = setting_label(key, lang) if human else key
+    return i18n.translate(lang, "validation.setting", setting=setting, message=field_message(exc, lang))
 
 
 def errors_of(exc: Exception, lang: str = i18n.DEFAULT, fields: Optional[Collection[str]] = None) -> FieldErrors:
@@ -78,7 +101,51 @@ def errors_of(exc: Exception, lang: str = i18n.DEFAULT, fields: Optional[Collect
         return {"_form": str(exc)}
     if field and (fields is None or field in fields):
         return {field: field_message(exc, lang)}
-    return {"_form": form_message(exc, lang)}
+    return {"_form": form_message(exc, lang, human=True)}
+
+
+# Valid stand-ins for a field that already has its error: the next validation pass then finds the
+# next problem instead of stopping at the same one again (see collect_errors).
+ACCOUNT_STANDINS: Dict[str, Any] = {
+    "name": "standin-account", "enabled": True, "protocol": "pop3", "security": "ssl", "host": "mail.example.com",
+    "port": None, "username": "standin", "password": "standin", "mode": "multidrop",
+    "deliver_to": "standin@example.com", "interval": 60, "folder": "INBOX", "ca_file": None,
+    "keep_on_server": False, "idle": False, "allow_insecure": False}
+RELAY_STANDINS: Dict[str, Any] = {
+    "enabled": False, "host": "smtp.example.com", "port": None, "security": "starttls", "username": "standin",
+    "password": "standin", "sender": "standin@example.com"}
+
+
+def collect_errors(document: Document, entry: Callable[[Document], Document], owns: Callable[[str], bool],
+                   fields: Collection[str], standins: Mapping[str, Any], lang: str,
+                   check: Optional[Callable[[Config], None]] = None) -> FieldErrors:
+    """Every field error of one form at once, in `lang`, not only the first one the validators meet.
+
+    The validators stop at the first problem, so this validates again and again, each time with a
+    valid stand-in in the field that already has its message. `entry(document)` is the part the
+    form edits, `owns(key)` says whether a ConfigError key belongs to it (an error elsewhere in
+    the config goes to '_form' and ends the search); `check` runs after each clean parse."""
+    errors: FieldErrors = {}
+    work = copy.deepcopy(document)
+    for _ in range(len(fields) + 1):
+        try:
+            config = parse_config(work)
+            if check is not None:
+                check(config)
+            return errors
+        except (ConfigError, FormError) as exc:
+            key = getattr(exc, "key", "")
+            field = exc.field if isinstance(exc, FormError) else (field_of(key) if key and owns(key) else "")
+            if field in errors:
+                return errors  # a check the stand-in cannot satisfy (e.g. the password's server)
+            if field not in fields:
+                errors.setdefault("_form", form_message(exc, lang, human=True))
+                return errors
+            errors[field] = field_message(exc, lang)
+            if field not in standins:
+                return errors
+            entry(work)[field] = standins[field]
+    return errors
 
 
 def change_document(paths: Paths, edit: Callable[[Document], None],

@@ -6,6 +6,7 @@ import logging
 from typing import Any, Dict, List, Optional, Union
 
 from flask import Blueprint, Response, abort, g, redirect, request, url_for
+from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
 from smartpop.config.schema import DEFAULT_PORTS, MODES, PROTOCOLS, SECURITIES, Config, parse_config, render_config
@@ -15,10 +16,14 @@ from smartpop.web import presets, services
 from smartpop.web.forms import (
     ACCOUNT_FIELDS,
     ACCOUNT_SERVER,
+    ACCOUNT_STANDINS,
+    FieldErrors,
     FormError,
     account_document,
     change_document,
+    collect_errors,
     errors_of,
+    field_message,
     form_message,
     require_same_server,
 )
@@ -82,6 +87,44 @@ def edit(name: str) -> Reply:
     return _form_page(_public(doc), {}, False)
 
 
+def _all_errors(original: Optional[str], fields: List[str]) -> FieldErrors:
+    """Every problem of the posted account form, each at its field (the save stops at the first)."""
+    config, _ = load_config()
+    if config is None:
+        return {}
+    document = render_config(config)
+    accounts: List[Dict[str, Any]] = document["accounts"]
+    stored = next((a for a in accounts if a["name"] == original), None)
+    if original and stored is None:
+        return {}
+    errors: FieldErrors = {}
+    form: MultiDict = request.form
+    try:
+        doc = account_document(form, stored)
+    except FormError as exc:
+        errors[exc.field] = field_message(exc, g.lang)
+        form = form.copy()
+        form["password"] = ACCOUNT_STANDINS["password"]
+        doc = account_document(form, stored)
+    if original is None and any(a["name"] == doc["name"] for a in accounts):
+        errors["name"] = field_message(FormError("name", "", code="name_taken", value=doc["name"]), g.lang)
+        doc["name"] = ACCOUNT_STANDINS["name"]
+    if original is None:
+        accounts.append(doc)
+        index = len(accounts) - 1
+    else:
+        index = next(i for i, a in enumerate(accounts) if a["name"] == original)
+        accounts[index] = doc
+
+    def same_server(after: Config) -> None:
+        if original and not request.form.get("password"):
+            require_same_server(config.account(original), after.account(original), ACCOUNT_SERVER)
+
+    found = collect_errors(document, lambda d: d["accounts"][index], lambda key: key.startswith(f"accounts[{index}]."),
+                           fields, ACCOUNT_STANDINS, g.lang, same_server)
+    return {**found, **errors}
+
+
 def _save(original: Optional[str]) -> Reply:
     existing = _stored(original) if original else None
     if original and existing is None:
@@ -116,8 +159,10 @@ def _save(original: Optional[str]) -> Reply:
         for box in ("enabled", "allow_insecure", "keep_on_server", "idle"):
             shown[box] = box in request.form
         # An existing account's name is not an input, so an error about it goes to the page top.
-        fields = ACCOUNT_FIELDS if original is None else [f for f in ACCOUNT_FIELDS if f != "name"]
-        return _form_page(shown, errors_of(exc, g.lang, fields), original is None, status=422)
+        fields = list(ACCOUNT_FIELDS) if original is None else [f for f in ACCOUNT_FIELDS if f != "name"]
+        # All of them at once, so the admin does not fix one field per round trip.
+        errors = {**_all_errors(original, fields), **errors_of(exc, g.lang, fields)}
+        return _form_page(shown, errors, original is None, status=422)
     log.info("account %s %s by %s", saved["name"], "created" if original is None else "changed", g.caller.user)
     return redirect(url_for("accounts.index", done="created" if original is None else "saved"))
 
@@ -184,7 +229,7 @@ def test() -> Response:
         if existing is not None and not request.form.get("password"):
             require_same_server(config.account(existing["name"]), account, ACCOUNT_SERVER)
     except (ConfigError, FormError) as exc:
-        return answer(False, form_message(exc, g.lang), 422, fields=errors_of(exc, g.lang, ACCOUNT_FIELDS))
+        return answer(False, form_message(exc, g.lang, human=True), 422, fields=errors_of(exc, g.lang, ACCOUNT_FIELDS))
     try:
         collector = services.collector()
     except services.ServiceUnavailable:

@@ -6,18 +6,22 @@ import logging
 from typing import Any, Dict, List, Optional, Union
 
 from flask import Blueprint, Response, g, redirect, request, url_for
+from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
-from smartpop.config.schema import RELAY_SECURITIES, Config
+from smartpop.config.schema import RELAY_SECURITIES, Config, render_config
 from smartpop.config.validators import as_address
 from smartpop.errors import ConfigError
 from smartpop.web import presets, services
 from smartpop.web.forms import (
     RELAY_FIELDS,
     RELAY_SERVER,
+    RELAY_STANDINS,
     SENDER_FIELDS,
+    FieldErrors,
     FormError,
     change_document,
+    collect_errors,
     errors_of,
     field_message,
     relay_fields,
@@ -56,6 +60,57 @@ def _render(values: Optional[Dict[str, Any]] = None, errors: Optional[Dict[str, 
     return Response(body, status=status) if status != 200 else body
 
 
+def _relay_errors() -> FieldErrors:
+    """Every problem of the posted relay settings at once, each at its field."""
+    config, _ = load_config()
+    if config is None:
+        return {}
+    form = request.form
+    document = render_config(config)
+    document["relay"].update(relay_fields(form, document["relay"]))
+
+    def same_server(after: Config) -> None:
+        if not form.get("password"):
+            require_same_server(config.relay, after.relay, RELAY_SERVER)
+
+    return collect_errors(document, lambda d: d["relay"],
+                          lambda key: key.startswith("relay.") and not key.startswith("relay.sender_relays"),
+                          RELAY_FIELDS, RELAY_STANDINS, g.lang, same_server)
+
+
+def _sender_errors() -> FieldErrors:
+    """Every problem of the posted sender relay at once, each at its field."""
+    config, _ = load_config()
+    if config is None:
+        return {}
+    form: MultiDict = request.form
+    document = render_config(config)
+    items: List[Dict[str, Any]] = document["relay"]["sender_relays"]
+    errors: FieldErrors = {}
+    try:
+        item, index = sender_relay_document(form, items)
+    except FormError as exc:
+        errors[exc.field] = field_message(exc, g.lang)
+        form = form.copy()
+        form["password"] = RELAY_STANDINS["password"]
+        item, index = sender_relay_document(form, items)
+    replaced = index >= 0
+    if replaced:
+        items[index] = item
+    else:
+        items.append(item)
+        index = len(items) - 1
+
+    def same_server(after: Config) -> None:
+        if replaced and not request.form.get("password"):
+            require_same_server(config.relay.sender_relays[index], after.relay.sender_relays[index], RELAY_SERVER)
+
+    found = collect_errors(document, lambda d: d["relay"]["sender_relays"][index],
+                           lambda key: key.startswith(f"relay.sender_relays[{index}]."), SENDER_FIELDS,
+                           RELAY_STANDINS, g.lang, same_server)
+    return {**found, **errors}
+
+
 @bp.route("/")
 def index() -> Reply:
     """The relay page."""
@@ -79,7 +134,7 @@ def save() -> Reply:
     except (ConfigError, FormError) as exc:
         values: Dict[str, Any] = {k: form.get(k, "") for k in ("host", "port", "security", "username")}
         values["enabled"] = "enabled" in form
-        return _render(values, errors_of(exc, g.lang, RELAY_FIELDS), status=422)
+        return _render(values, {**_relay_errors(), **errors_of(exc, g.lang, RELAY_FIELDS)}, status=422)
     log.info("relay settings changed by %s", g.caller.user)
     return redirect(url_for("relay.index", done="saved"))
 
@@ -109,7 +164,8 @@ def add_sender() -> Reply:
         change_document(paths(), edit, same_server)
     except (ConfigError, FormError) as exc:
         # The sender form's fields share names with the main form; '_form' stays the page-top banner.
-        errors = {k if k == "_form" else "sr_" + k: v for k, v in errors_of(exc, g.lang, SENDER_FIELDS).items()}
+        found = {**_sender_errors(), **errors_of(exc, g.lang, SENDER_FIELDS)}
+        errors = {k if k == "_form" else "sr_" + k: v for k, v in found.items()}
         values = {"sr": {k: form.get(k, "") for k in ("sender", "host", "port", "security", "username")}}
         return _render(values, errors, status=422)
     log.info("sender relay %s saved by %s", form.get("sender"), g.caller.user)

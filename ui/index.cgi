@@ -416,7 +416,11 @@ def record_auth(token_source: str, result: str) -> None:
         uid = os.geteuid()
         if uid == 0 or os.stat(data).st_uid != uid:
             return  # only the package user writes into its own data dir
-        record = {"user": pwd.getpwuid(uid).pw_name, "token": token_source, "result": result}
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = f"uid {uid}"
+        record = {"user": name, "token": token_source, "result": result}
         path = os.path.join(data, AUTH_RECORD)
         try:
             with open(path, encoding="utf-8") as handle:

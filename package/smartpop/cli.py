@@ -23,8 +23,8 @@ from smartpop.errors import (
     TemporaryError,
     UsageError,
 )
-from smartpop.log import redact, setup_logging
-from smartpop.paths import Paths, ensure_data_dir, resolve_data_dir
+from smartpop.log import redact, redact_known, setup_logging
+from smartpop.paths import Paths, open_data_dir, resolve_data_dir_source
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="validate the config and test every account and the delivery target")
     status = sub.add_parser("status", help="per-account last run, counts, errors; relay state")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor = sub.add_parser("doctor", help="print every fact SmartPop relies on and whether it holds "
+                                           "(read-only; for bug reports)")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--postfix-dir", metavar="DIR", help="Postfix config dir (default: MailPlus's)")
+    doctor.add_argument("--postfix-bin", metavar="DIR", help="directory of postconf")
     # Internal: used by scripts/postinst. Reads wizard_* env vars, never argv.
     sub.add_parser("wizard-config", help="internal (postinst): write config.json from the wizard_* env vars")
     return parser
@@ -98,12 +103,14 @@ def _cmd_status(paths: Paths, args: argparse.Namespace) -> int:
 def _cmd_serve(paths: Paths, args: argparse.Namespace) -> int:
     from smartpop.collector.service import start_daemon
     from smartpop.config import store
-    from smartpop.web.server import serve
+    from smartpop.web.server import ensure_can_listen, serve
 
     config = store.load(paths)
+    dev = getattr(args, "dev", False)
+    ensure_can_listen(paths, config.web.port if dev else None)
     collector = start_daemon(paths, config)
     try:
-        serve(paths, config, dev=getattr(args, "dev", False))
+        serve(paths, config, dev=dev)
     finally:
         # serve() returns on SIGTERM; each collector worker finishes the message in hand and QUITs.
         collector.stop(timeout=120)
@@ -133,6 +140,7 @@ COMMANDS: Dict[str, Command] = {
     "relay": _lazy("smartpop.relay.commands", "cmd_relay", "relay"),
     "check": _lazy("smartpop.collector.commands", "cmd_check", "check"),
     "status": _cmd_status,
+    "doctor": _lazy("smartpop.doctor.command", "cmd_doctor", "doctor"),
     "wizard-config": _cmd_wizard_config,
 }
 
@@ -158,8 +166,8 @@ def _refuse_unverified_root(paths: Paths, command: str) -> None:
         if command != "relay":
             raise UsageError("the relay bundle runs `relay` commands only")
         return
-    if os.geteuid() != 0 or not _owned_by_other(paths.data):
-        return
+    if os.geteuid() != 0 or not _owned_by_other(paths.data) or command == "doctor":
+        return  # doctor only reads, and it writes nothing into DATA (see main)
     if command == "relay":
         line = roottask.task_command(paths)
         raise UsageError("refusing to run as root from the package's own files, which the package user can "
@@ -178,23 +186,37 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.command:
             parser.print_help()
             return EXIT_CONFIG
-        paths = Paths(resolve_data_dir(args.data))
+        data, source = resolve_data_dir_source(args.data)
+        paths = Paths(data)
         _refuse_unverified_root(paths, args.command)
         # Root (the relay task) writes nothing into DATA, which the package user owns: a
         # root-owned lock or log there would lock the package out, and a planted symlink
-        # would redirect root's writes. Its output goes to Task Scheduler instead.
-        as_root = os.geteuid() == 0 and args.command == "relay" and _owned_by_other(paths.data)
-        if not as_root:
-            ensure_data_dir(paths)
+        # would redirect root's writes. Its output goes to Task Scheduler instead. doctor is
+        # read-only for everyone: it must work on a broken DATA, and as root, without touching it.
+        read_only = args.command == "doctor" or (
+            os.geteuid() == 0 and args.command == "relay" and _owned_by_other(paths.data))
+        if not read_only:
+            # postinst creates DATA before wizard-config; any other command needs it to exist.
+            open_data_dir(paths, source, create=args.command == "wizard-config")
         level = logging.DEBUG if args.verbose else logging.INFO
         daemon = args.command == "serve"
         # The daemon logs to its rotated file only: its stderr (smartpop.out) is not rotated
         # and should hold nothing but start-up failures.
-        to_file = (daemon or args.command in ("fetch", "relay")) and not as_root
+        to_file = (daemon or args.command in ("fetch", "relay")) and not read_only
         setup_logging(paths.log_file if to_file else None, level, stderr=not daemon)
         return COMMANDS[args.command](paths, args)
-    except (ConfigError, UsageError, NotYetAvailable) as exc:
+    except ConfigError as exc:
+        # Validators build these from key names and their own words and never quote a secret:
+        # mask registered secret values only, so `accounts[0].auth: is not a known setting` stays readable.
+        print(f"smartpop: {redact_known(str(exc))}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (UsageError, NotYetAvailable) as exc:
         print(f"smartpop: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_CONFIG
+    except PermissionError as exc:
+        # A file in DATA changed owner or mode after the start-up check: one line, not a traceback.
+        print(f"smartpop: {exc.filename or 'a file'}: {exc.strerror}. Fix: the files in the data directory "
+              "must belong to the user that runs smartpop (chown -R that user DIR)", file=sys.stderr)
         return EXIT_CONFIG
     except TemporaryError as exc:
         print(f"smartpop: {redact(str(exc))}", file=sys.stderr)

@@ -18,6 +18,9 @@ _secrets_lock = threading.Lock()
 _KEY_VALUE = re.compile(
     r"(?i)(\b(?:pass(?:word)?|passwd|secret|token|auth)\b[\"']?\s*[:=]\s*[\"']?)([^\s\"',;}]+)"
 )
+# `accounts[0].auth: is not a known setting`: a key that ends a config path, then ": ", is how
+# SmartPop names a setting in its own messages; what follows is prose, not the setting's value.
+_CONFIG_PATH_KEY = re.compile(r"[.\]]\w+: $")
 
 
 def register_secrets(values: Iterable[str]) -> None:
@@ -29,14 +32,24 @@ def register_secrets(values: Iterable[str]) -> None:
                 _secrets.add(value)
 
 
-def redact(text: str) -> str:
-    """Mask every registered secret and every key=value password in `text`."""
+def redact_known(text: str) -> str:
+    """Mask every registered secret value in `text` (for SmartPop's own messages, which quote none)."""
     with _secrets_lock:
         known = sorted(_secrets, key=len, reverse=True)
     for secret in known:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    return _KEY_VALUE.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+def redact(text: str) -> str:
+    """Mask every registered secret and every key=value password in `text`."""
+    def mask(match: Match[str]) -> str:
+        if _CONFIG_PATH_KEY.search(match.string, 0, match.end(1)):
+            return match.group(0)
+        return match.group(1) + REDACTED
+
+    return _KEY_VALUE.sub(mask, redact_known(text))
 
 
 # Everything a reader (str.splitlines, a terminal, a browser) may take for a line break or a

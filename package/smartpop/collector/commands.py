@@ -30,6 +30,13 @@ def _stop_on_sigterm(stop: threading.Event) -> None:
 def cmd_fetch(paths: Paths, args: argparse.Namespace) -> int:
     """One collection pass; exit 1 if any account failed (its mail stays on the server)."""
     config = store.load(paths)
+    if not getattr(args, "account", None) and not any(a.enabled for a in config.accounts):
+        # Not an error (exit 0): an empty or paused setup is valid, and a scheduled fetch must
+        # not report a failure for it. But say so, instead of a silent success.
+        what = "no accounts configured" if not config.accounts else "every account is disabled"
+        print(f"{what}: nothing to fetch. Add or enable an account on the app's Accounts page "
+              "(or in config.json, docs/CONFIG.md)")
+        return 0
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         _stop_on_sigterm(stop)

@@ -37,6 +37,35 @@ def _v0_to_v1(doc: Document) -> Document:
 MIGRATIONS: List[Tuple[int, Callable[[Document], Document]]] = [(0, _v0_to_v1)]
 
 
+def _port_holders(doc: Document) -> List[Tuple[str, Dict[str, Any]]]:
+    """(key path, the object holding `port`) for every port setting of a document."""
+    holders: List[Tuple[str, Any]] = [("web", doc.get("web")), ("delivery", doc.get("delivery")),
+                                      ("relay", doc.get("relay"))]
+    accounts = doc.get("accounts")
+    if isinstance(accounts, list):
+        holders += [(f"accounts[{i}]", a) for i, a in enumerate(accounts)]
+    relay = doc.get("relay")
+    if isinstance(relay, dict) and isinstance(relay.get("sender_relays"), list):
+        holders += [(f"relay.sender_relays[{i}]", r) for i, r in enumerate(relay["sender_relays"])]
+    return [(key, holder) for key, holder in holders if isinstance(holder, dict)]
+
+
+def normalise_ports(doc: Document) -> List[str]:
+    """Turn ports written as text ("8765") into numbers in place; one note per change.
+
+    A hand-edited or scripted config.json often quotes numbers. Anything but digits stays as it
+    is, so the schema refuses it with the key named.
+    """
+    notes = []
+    for key, holder in _port_holders(doc):
+        value = holder.get("port")
+        if isinstance(value, str) and value.strip().isdigit():
+            holder["port"] = int(value.strip())
+            notes.append(f"{key}.port: {value!r} is text; read it as the number {holder['port']} "
+                         "and saved it without quotes")
+    return notes
+
+
 def migrate(raw: Any) -> Tuple[Document, bool]:
     """Bring a document up to SCHEMA_VERSION; return (document, whether it changed)."""
     if not isinstance(raw, dict):
@@ -55,4 +84,7 @@ def migrate(raw: Any) -> Tuple[Document, bool]:
             version = doc["schema_version"]
             changed = True
             log.info("config migrated from schema %d to %d", from_version, version)
+    for note in normalise_ports(doc):
+        log.warning("config.json: %s", note)
+        changed = True
     return doc, changed

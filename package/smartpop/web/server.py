@@ -92,10 +92,37 @@ def _answers(path: Path) -> bool:
     return True
 
 
+def _port_taken(port: int, exc: OSError) -> ConfigError:
+    return ConfigError(f"web.port: {BIND_HOST}:{port} is already in use ({exc.strerror}). Fix: stop the program "
+                       "that listens there, or set web.port in config.json to a free port (1025-65535)",
+                       key="web.port")
+
+
+def ensure_can_listen(paths: Paths, port: Optional[int] = None) -> None:
+    """Fail early, with one line, when the socket (or the dev port) is taken: before the collector starts."""
+    if port is None:
+        prepare_socket(paths)
+        return
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # Same option as waitress, so a port in TIME_WAIT after our own restart does not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((BIND_HOST, port))
+    except OSError as exc:
+        raise _port_taken(port, exc) from None
+    finally:
+        probe.close()
+
+
 def make_server(app: Any, paths: Paths, port: Optional[int] = None) -> Any:
     """A waitress server on the private socket, or (dev mode, `port` given) on 127.0.0.1:port."""
     if port is not None:
-        return create_server(app, host=BIND_HOST, port=port, threads=THREADS, ident="SmartPop")
+        try:
+            return create_server(app, host=BIND_HOST, port=port, threads=THREADS, ident="SmartPop")
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise _port_taken(port, exc) from None
     path = prepare_socket(paths)
     return create_server(app, unix_socket=str(path), unix_socket_perms="600", threads=THREADS,
                          ident="SmartPop")

@@ -312,7 +312,8 @@ def test_form_level_sentence_names_the_setting_and_uncoded_errors_stay_readable(
     # A form's page names the setting by the label it shows, never by its key in config.json (issue 13 §6).
     assert errors_of(exc, "de", ["host"]) == {"_form": "Die Einstellung „Port“ ist ungültig: "
                                                        "Bitte eine ganze Zahl von 1 bis 65535 eingeben."}
-    assert form_message(exc, "en", human=True) == "The setting “Port” is not valid: Enter a whole number from 1 to 65535."
+    assert form_message(exc, "en", human=True) == ("The setting “Port” is not valid: "
+                                                   "Enter a whole number from 1 to 65535.")
     assert errors_of(exc, "de", ["port"]) == {"port": "Bitte eine ganze Zahl von 1 bis 65535 eingeben."}
     alias = _raises(lambda: v.as_address("aliases['info@firma.de'][0]", "x"))
     assert list(errors_of(alias, "en", ["aliases"])) == ["aliases"]

@@ -58,7 +58,10 @@ def _read_status(paths: Paths) -> Dict[str, Any]:
 
 
 def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None) -> Dict[str, Any]:
-    """applied / pending / drift / disabled / unknown, read-only (works as the package user)."""
+    """applied / pending / drift / disabled / unknown, read-only (works as the package user).
+
+    `detail` is the English sentence the CLI prints; `reason` names it for the web UI, which says
+    it in the admin's language (issue 13 §6)."""
     from smartpop.relay.postfix import default_postfix_dir
     from smartpop.relay.roottask import task_state
 
@@ -69,7 +72,8 @@ def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None) -
                               "last_run": last.get("time"), "postfix_dir": directory}
     result.update(task_state(last))
     if request_file(paths).exists():
-        result.update(state="pending", detail="a rollback is requested; the root task carries it out on its next run")
+        result.update(state="pending", reason="rollback_requested",
+                      detail="a rollback is requested; the root task carries it out on its next run")
         return result
     try:
         # The map type only changes the table prefix; the fingerprint uses the one last applied.
@@ -77,32 +81,40 @@ def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None) -
         desired = desired_from_relay(config.relay, directory, str(last.get("map_type") or "hash"),
                                      str(ca_file) if ca_file else None)
     except ConfigError as exc:
-        result.update(state="unknown", detail=f"relay settings are invalid: {exc}")
+        result.update(state="unknown", reason="invalid_settings", detail=f"relay settings are invalid: {exc}")
         return result
     enabled = bool(desired.params)
     if last.get("state") == "rolled back" and not enabled:
         # Root restored MailPlus's files (or found nothing of ours) and the relay is off: nothing
         # is waiting for the task, so this is not 'pending'.
-        result.update(state="disabled", detail="the relay is off; MailPlus's own settings are in place")
+        result.update(state="disabled", reason="off_restored",
+                      detail="the relay is off; MailPlus's own settings are in place")
         return result
     if last.get("fingerprint") != desired.fingerprint():
         if not enabled and not last:
-            result.update(state="disabled", detail="the relay is off and SmartPop never changed Postfix")
+            result.update(state="disabled", reason="never_changed",
+                          detail="the relay is off and SmartPop never changed Postfix")
         else:
-            result.update(state="pending", detail="the settings are saved but not applied yet: the root task "
+            result.update(state="pending", reason="not_applied_yet",
+                          detail="the settings are saved but not applied yet: the root task "
                                                   "(DSM Task Scheduler) applies them on its next run")
         return result
     if last.get("state") == "drift":
-        result.update(state="drift", detail=str(last.get("detail") or "Postfix files changed under SmartPop"))
+        # The root task's own words stay in `detail`; the page quotes them.
+        result.update(state="drift", reason="drift_reported",
+                      detail=str(last.get("detail") or "Postfix files changed under SmartPop"))
         return result
     live = _live_block_matches(Path(directory), desired) if directory else None
     if live is False:
-        result.update(state="drift", detail="main.cf no longer holds SmartPop's settings (MailPlus may have "
+        result.update(state="drift", reason="maincf_rewritten",
+                      detail="main.cf no longer holds SmartPop's settings (MailPlus may have "
                                             "rewritten it); the root task re-applies them")
     elif not enabled:
-        result.update(state="disabled", detail="the relay is off; MailPlus's own settings are in place")
+        result.update(state="disabled", reason="off_restored",
+                      detail="the relay is off; MailPlus's own settings are in place")
     else:
-        result.update(state="applied", detail="the relay settings are in place"
+        result.update(state="applied", reason="applied_live" if live else "applied_last_run",
+                      detail="the relay settings are in place"
                       + ("" if live else " (according to the root task's last run)"))
     return result
 

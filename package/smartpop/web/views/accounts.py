@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from smartpop.config.schema import DEFAULT_PORTS, MODES, PROTOCOLS, SECURITIES, Config, parse_config, render_config
 from smartpop.errors import AuthError, ConfigError, ConnectError, SmartPopError
 from smartpop.log import redact
-from smartpop.web import presets, services
+from smartpop.web import explain, presets, services
 from smartpop.web.forms import (
     ACCOUNT_FIELDS,
     ACCOUNT_SERVER,
@@ -237,9 +237,9 @@ def test() -> Response:
     try:
         greeting = collector.test_connection(account, timeout=15.0)
     except AuthError as exc:
-        return answer(False, t("accounts.test.auth_failed", detail=redact(str(exc))))
+        return answer(False, explain.connection_failed(g.lang, redact(str(exc)), "auth_failed"))
     except ConnectError as exc:
-        return answer(False, t("accounts.test.connect_failed", detail=redact(str(exc))))
+        return answer(False, explain.connection_failed(g.lang, redact(str(exc)), "connect_failed"))
     except (SmartPopError, OSError) as exc:
-        return answer(False, t("accounts.test.failed", detail=redact(str(exc))))
-    return answer(True, t("accounts.test.ok", detail=redact(greeting)))
+        return answer(False, explain.connection_failed(g.lang, redact(str(exc))))
+    return answer(True, explain.connection_ok(g.lang, redact(greeting)))

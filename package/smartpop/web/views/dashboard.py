@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 
 from smartpop.config.schema import Config
 from smartpop.status import build_status
-from smartpop.web import services
+from smartpop.web import explain, services
 from smartpop.web.views.common import answer, load_config, page, paths, t
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def relay_state(config: Config) -> Dict[str, Any]:
         return dict(relay.relay_status(paths(), config))
     except Exception as exc:
         log.exception("relay status failed")
-        return {"state": "unknown", "detail": str(exc), "task_command": ""}
+        return {"state": "unknown", "reason": "status_failed", "detail": str(exc), "task_command": ""}
 
 
 def _report() -> Dict[str, Any]:
@@ -40,6 +40,7 @@ def index() -> str:
     """The dashboard page."""
     config, error = load_config()
     relay = relay_state(config) if config else {"state": "unknown", "detail": "", "task_command": ""}
+    relay["detail_text"] = explain.relay_detail(g.lang, relay)
     return page("dashboard.html", page_title="nav.dashboard", report=_report(), relay=relay, config_error=error,
                 job=current_app.extensions["smartpop_jobs"].snapshot())
 

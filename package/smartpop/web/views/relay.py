@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from smartpop.config.schema import RELAY_SECURITIES, Config, render_config
 from smartpop.config.validators import as_address
 from smartpop.errors import ConfigError
-from smartpop.web import presets, services
+from smartpop.web import explain, presets, services
 from smartpop.web.forms import (
     RELAY_FIELDS,
     RELAY_SERVER,
@@ -55,6 +55,7 @@ def _render(values: Optional[Dict[str, Any]] = None, errors: Optional[Dict[str, 
     if values:
         shown.update(values)
     state = relay_state(config) if config else {"state": "unknown", "detail": "", "task_command": ""}
+    state["detail_text"] = explain.relay_detail(g.lang, state)
     body = page("relay.html", page_title="nav.relay", relay=shown, errors=errors or {}, status=state,
                 securities=RELAY_SECURITIES, presets=presets.as_json_ready(), config_error=error)
     return Response(body, status=status) if status != 200 else body
@@ -203,8 +204,8 @@ def test_mail() -> Response:
     try:
         result = relay.send_test_mail(config, to)
     except Exception as exc:
-        return answer(False, t("relay.test.failed", detail=str(exc)))
+        return answer(False, explain.test_mail_failed(g.lang, str(exc)))
     log.info("relay test mail to %s requested by %s", to, g.caller.user)
-    return answer(True, t("relay.test.ok", detail=str(result)))
+    return answer(True, explain.test_mail_ok(g.lang, str(result)))
 
 

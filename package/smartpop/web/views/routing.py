@@ -12,6 +12,7 @@ from smartpop.config.schema import Account, Config
 from smartpop.config.secret import Secret
 from smartpop.errors import ConfigError
 from smartpop.log import redact
+from smartpop.web import explain as say
 from smartpop.web import services
 from smartpop.web.forms import (
     ROUTING_FIELDS,
@@ -103,6 +104,8 @@ def explain() -> Reply:
     if b"\n\n" not in raw:
         raw = raw.rstrip(b"\n") + b"\n\n"
     decision = collector.explain_routing(config, _tester_account(config, values["account"]), raw)
+    loop = bool(getattr(decision, "loop", False))
     result = {"recipients": list(decision.recipients), "rule": decision.rule, "detail": redact(decision.detail),
-              "loop": bool(getattr(decision, "loop", False))}
+              "loop": loop, "reason": say.routing_reason(g.lang, decision.rule, decision.recipients,
+                                                         tuple(getattr(decision, "refused", ())), loop)}
     return _render(config, error, values, {}, result=result)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from smartpop import fsutil
 from smartpop.config.schema import Config
+from smartpop.errors import LockBusy
 from smartpop.log import redact
 from smartpop.paths import Paths
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 APP_ID = "SYNO.SDS._ThirdParty.App.SmartPop"
 SYNODSMNOTIFY = "/usr/syno/bin/synodsmnotify"
 CHANNELS = ["dsm", "email", "webhook"]
-KINDS = ["account_failing", "fallback", "relay_drift", "relay_task", "test"]
+KINDS = ["account_failing", "fallback", "relay_drift", "relay_task", "state_write", "test"]
 NOT_AVAILABLE = "not available on this system"
 NOT_CONFIGURED = "not configured"
 _thread_lock = threading.Lock()
@@ -158,15 +159,19 @@ def notify(paths: Paths, config: Config, kind: str, subject: str, text: str, key
     """Send an alert on every enabled channel unless the same (kind, key) went out recently."""
     slot = f"{kind}:{key}"
     now = time.time()
-    with _state_lock(paths):
-        state = _read_state(paths)
-        sent = state.setdefault("sent", {})
-        last = sent.get(slot)
-        if isinstance(last, (int, float)) and now - last < config.alerts.repeat_minutes * 60:
-            log.info("alert %s suppressed (rate limit, last sent %d s ago)", slot, int(now - last))
-            return {}
-        sent[slot] = now
-        _write_state(paths, state)
+    try:
+        with _state_lock(paths):
+            state = _read_state(paths)
+            sent = state.setdefault("sent", {})
+            last = sent.get(slot)
+            if isinstance(last, (int, float)) and now - last < config.alerts.repeat_minutes * 60:
+                log.info("alert %s suppressed (rate limit, last sent %d s ago)", slot, int(now - last))
+                return {}
+            sent[slot] = now
+            _write_state(paths, state)
+    except (OSError, LockBusy) as exc:
+        # A full volume is one of the things alerts are for: send without the rate-limit record.
+        log.warning("alert %s: cannot record it in %s (%s); sending anyway", slot, paths.data, exc)
     results: Dict[str, str] = {}
     for channel in CHANNELS:
         if not channel_enabled(config, channel):

@@ -10,7 +10,7 @@ from smartpop.config import store
 from smartpop.errors import ConfigError
 from smartpop.paths import Paths
 
-ACCOUNT_FIELDS = ["last_run", "last_success", "collected", "fallback", "last_error", "waiting"]
+ACCOUNT_FIELDS = ["last_run", "last_success", "collected", "fallback", "last_error", "waiting", "redelivered"]
 # Figures of the most recent run (collected/fallback above are totals) and whether one runs now.
 COLLECTOR_EXTRA_FIELDS = ["last_collected", "last_fallback", "running"]
 
@@ -66,6 +66,7 @@ def format_status(report: Dict[str, Any]) -> str:
         lines.append(f"{entry['name']} ({entry['protocol']} {entry['host']}, {state}): "
                      f"last run {entry['last_run'] or 'never'}, last success {entry['last_success'] or 'never'}, "
                      f"collected {entry['collected'] or 0}, to fallback {entry['fallback'] or 0}, "
+                     f"sent again after an interrupted hand-over (possible duplicates) {entry['redelivered'] or 0}, "
                      f"waiting {entry['waiting'] if entry['waiting'] is not None else 'unknown'}, "
                      f"last error {entry['last_error'] or 'none'}")
     relay = report["relay"]

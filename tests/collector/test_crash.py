@@ -9,13 +9,14 @@ from typing import Dict, List
 
 import pytest
 
-from support.collect import Env, body_of, child_env, message
+from smartpop.status import build_status
+from support.collect import Env, assert_census_after_doubt, child_env, message
 
 pytestmark = pytest.mark.mailstack
 
 # How often each boundary is passed in one clean run over _mailbox(): five messages; one
 # SMTP transaction each, plus the fallback transaction for the unknown user; one QUIT.
-PASSES = {"after_retr": 5, "after_data": 6, "after_record": 5, "after_dele": 5, "before_quit": 1}
+PASSES = {"after_retr": 5, "after_note": 5, "after_data": 6, "after_record": 5, "after_dele": 5, "before_quit": 1}
 CASES = [(step, nth) for step, count in PASSES.items() for nth in range(1, count + 1)]
 
 
@@ -39,8 +40,10 @@ def _run(env: Env, step: str = "", nth: int = 1) -> subprocess.CompletedProcess[
 
 @pytest.mark.parametrize("protocol", ["pop3", "imap"])
 @pytest.mark.parametrize(("step", "nth"), CASES)
-def test_sigkill_at_each_step_then_restart_delivers_exactly_once(env: Env, step: str, nth: int,
-                                                                 protocol: str) -> None:
+def test_sigkill_at_each_step_then_restart_loses_nothing_and_marks_duplicates(env: Env, step: str, nth: int,
+                                                                             protocol: str) -> None:
+    """A kill, then a clean run: every message arrives, at most once unmarked (issue 12: a copy
+    whose 250 was not on disk yet is in doubt, so it is sent again with the redelivery mark)."""
     env.users("anna", "ben")
     box = _mailbox(env)
     originals = box["_all"]  # bodies are unique per message number, so they can be counted
@@ -50,8 +53,7 @@ def test_sigkill_at_each_step_then_restart_delivers_exactly_once(env: Env, step:
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]  # it really died at that point
     final = _run(env)
     assert final.returncode == 0, final.stderr[-3000:]
-    for name in ("anna", "ben", "postmaster"):
-        got = sorted(body_of(m) for m in env.local(name))
-        want = sorted(body_of(m) for m in box[name])
-        assert got == want, f"{name} after a kill at {step}#{nth}: {len(got)} messages, expected {len(want)}"
-    assert env.left_on_provider() == 0
+    assert_census_after_doubt(env, {name: box[name] for name in ("anna", "ben", "postmaster")})
+    # The counters come from the same durable records as the deliveries (the killed run counts too).
+    report = {a["name"]: a for a in build_status(env.paths)["accounts"]}["sammel"]
+    assert report["collected"] == len(originals), report

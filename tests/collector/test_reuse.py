@@ -17,7 +17,7 @@ import pytest
 
 from smartpop.collector import delivery, pop3, runner, service
 from smartpop.collector.runner import AccountResult
-from support.collect import Env, assert_census, body_of, child_env, message
+from support.collect import Env, assert_census, assert_census_after_doubt, body_of, child_env, message
 from support.faultproxy import Rule, SmtpFaultProxy
 
 pytestmark = pytest.mark.mailstack
@@ -179,4 +179,5 @@ def test_sigkill_with_parallel_hand_over_and_batched_records(env: Env, step: str
     assert final.returncode == 0, final.stderr[-3000:]
     want_anna = [m for n, m in enumerate(originals, 1) if n % 3]
     want_ben = [m for n, m in enumerate(originals, 1) if not n % 3 or n % 5 == 0]
-    assert_census(env, {"anna": want_anna, "ben": want_ben})
+    # Copies whose 250 was not on disk yet at the kill are in doubt: sent again, marked (issue 12).
+    assert_census_after_doubt(env, {"anna": want_anna, "ben": want_ben})

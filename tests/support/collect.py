@@ -126,3 +126,32 @@ def assert_census(env: Env, expected: Dict[str, List[bytes]]) -> None:
         got = sorted(body_of(m) for m in env.local(name))
         assert got == sorted(body_of(m) for m in messages), f"{name}: {len(got)} messages, expected {len(messages)}"
     assert env.left_on_provider() == 0
+
+
+REDELIVERED_MARK = b"X-SmartPop-Redelivered: possible duplicate"
+
+
+def is_marked(data: bytes) -> bool:
+    """True if a delivered message carries SmartPop's redelivery mark in its header."""
+    return REDELIVERED_MARK in data.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+
+
+def assert_census_after_doubt(env: Env, expected: Dict[str, List[bytes]]) -> int:
+    """Nothing lost, nothing misrouted, every duplicate marked; returns the number of marked extra copies.
+
+    After a crash, copies in doubt are delivered again with the redelivery mark: each expected
+    body must be there at least once, at most once without the mark, and nothing else may be.
+    """
+    extra = 0
+    for name, messages in expected.items():
+        got = env.local(name)
+        want = {body_of(m) for m in messages}
+        bodies = [body_of(m) for m in got]
+        assert set(bodies) == want, f"{name}: got {len(set(bodies))} distinct messages, expected {len(want)}"
+        for body in want:
+            plain = [m for m in got if body_of(m) == body and not is_marked(m)]
+            assert len(plain) <= 1, f"{name}: an unmarked duplicate of {body[:40]!r}"
+        extra += len(bodies) - len(want)
+    assert env.left_on_provider() == 0
+    return extra
+

@@ -3,7 +3,7 @@
     SMARTPOP_CRASH_AT=after_data SMARTPOP_CRASH_NTH=2 python -m support.crashrun --data DIR fetch
 
 The hook replaces smartpop.collector.runner.checkpoint, the seam the runner calls at each
-step boundary (after_retr, after_data, after_record, after_dele, before_quit).
+step boundary (after_retr, after_note, after_data, after_record, after_dele, before_quit).
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ def install() -> None:
         if name == step:
             seen["count"] += 1
             if seen["count"] == nth:
+                if name == "after_note":
+                    # Inside the hand-over window on purpose: the note is durable, the dot unsent.
+                    os.kill(os.getpid(), signal.SIGKILL)
                 # Other delivery threads may be between their durable note and their dot:
                 # a kill there is not a step boundary (runner.HandOver says why).
                 with runner.handover.quiet():

@@ -141,6 +141,9 @@ class Rule:
     close: bool = False
     after_bytes: int = 0
     sender: str = ""
+    # DATA_END only: a power cut at the dot. Postfix never gets the dot (it discards the
+    # message) and the collector never gets a reply; the client connection hangs open.
+    swallow: bool = False
 
 
 class SmtpFaultProxy(_Base):
@@ -257,7 +260,12 @@ class SmtpFaultProxy(_Base):
                     return upstream, ufile
                 # Never let Postfix queue a message we claim was refused: drop it mid-DATA.
                 upstream.close()
-                client.sendall(rule.reply.encode() + b"\r\n")
+                if rule.swallow:
+                    while cfile.readline():  # type: ignore[attr-defined]
+                        pass  # until the collector is killed (or gives up)
+                    return None, None
+                if rule.reply:  # an empty reply with close: the connection breaks after the dot
+                    client.sendall(rule.reply.encode() + b"\r\n")
                 if rule.close or rule.reply.startswith("421"):
                     return None, None
                 upstream, ufile = self._connect()

@@ -271,6 +271,13 @@ class SmtpSession:
                     self._after_dot()
             code, message = smtp.getreply()
             result.reply = _reply(code, message)
+            if not 200 <= code < 600:
+                # No readable reply to the dot (smtplib gives -1): MailPlus may or may not have it.
+                result.doubt = True
+                result.deferred.update({r: result.reply for r in result.accepted})
+                result.accepted = []
+                self.drop()
+                return result
             if code != 250:
                 target = result.rejected if code >= 500 else result.deferred
                 target.update({r: result.reply for r in result.accepted})
@@ -294,6 +301,12 @@ class SmtpSession:
                     result.deferred.setdefault(rcpt, text)
             result.reply = text
             return result
+        except BaseException:
+            # Anything else (the durable note before the dot failed on a full disk, a stop):
+            # close at once. A QUIT later would sit inside the open DATA until the network
+            # timeout, and without the dot Postfix discards what it got.
+            self.drop()
+            raise
 
     @staticmethod
     def _rcpt_reply(result: DeliveryResult, rcpt: str, code: int, message: bytes) -> None:

@@ -6,7 +6,10 @@ Order per message (DESIGN.md "Collection semantics"):
    (the multidrop ledger);
 3. note the copies as 'sending' (durable), send the DATA dot, then record the reply;
    5xx copies go to the fallback recipient in a second transaction; 4xx stay pending;
-4. once every recipient is placed, mark the message done; commit (durable), then DELE / \\Deleted;
+   a copy whose reply never came (or whose run died) is 'doubt': sent again with an
+   X-SmartPop-Redelivered header, never taken for delivered (docs/COLLECTION.md, "Doubt");
+4. once every recipient has a recorded 250, mark the message done; commit (durable), then
+   DELE / \\Deleted;
 5. QUIT / UID EXPUNGE commits the deletions at the end.
 
 Throughput: the thread that owns the provider session retrieves (with POP3 PIPELINING the
@@ -28,7 +31,6 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from smartpop import __version__, fsutil
@@ -43,8 +45,9 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[Dict[str, Any]], None]
 
-# Test seam: called at each step boundary with its name; the crash tests install a hook that
-# SIGKILLs the process there. In production it does nothing.
+# Test seam: called at each step boundary with its name (after_retr, after_note, after_data,
+# after_record, after_dele, before_quit); the crash tests install a hook that SIGKILLs the
+# process there. In production it does nothing.
 def _no_checkpoint(step: str) -> None:
     """Production: step boundaries are just boundaries."""
 
@@ -55,11 +58,11 @@ checkpoint: Callable[[str], None] = _no_checkpoint
 class HandOver:
     """Counts threads between a durable 'sending' entry and their dot leaving the socket.
 
-    A process that dies inside that window had promised the copy without sending it: the
-    next run takes the 'sending' entry for a delivered copy (no duplicate, but this copy
-    is lost). The window is a commit return plus one write, so it is kept short; `quiet()`
-    lets the crash tests' hook kill only while no thread is inside it, so that a kill at a
-    step boundary of one thread is not an arbitrary point in another.
+    A process that dies inside that window leaves a 'sending' copy that MailPlus may or may
+    not have: the next run sends it again, marked (a possible duplicate, never a loss).
+    `quiet()` lets the step-boundary crash tests' hook kill only while no thread is inside
+    it, so that a kill at a step boundary of one thread is not an arbitrary point in another;
+    the random-kill tests kill anywhere.
     """
 
     def __init__(self) -> None:
@@ -101,6 +104,8 @@ ACCOUNT_CONCURRENCY = 4
 # Messages the provider thread tells the source about in advance; the protocol decides how
 # many it asks for early (POP3 PIPELINING: pop3.WINDOW; IMAP: one batched UID FETCH).
 FETCH_AHEAD = 32
+# Marks a copy sent again because an earlier hand-over of it ended in doubt.
+REDELIVERED_HEADER = "X-SmartPop-Redelivered"
 # Errors that end the whole run rather than one message: the session, MailPlus or the store is gone.
 _FATAL = (ConnectError, AuthError, LockBusy, StateError)
 
@@ -138,6 +143,7 @@ class AccountResult:
     duplicates: int = 0
     deferred: int = 0
     deleted: int = 0
+    redelivered: int = 0
     waiting: Optional[int] = None
     remaining: int = -1
     error: Optional[str] = None
@@ -242,16 +248,17 @@ class AccountRun:
                 log.exception("progress callback failed")
 
     def recover(self) -> None:
-        """Settle copies a killed process left between the DATA dot and its record."""
+        """Settle copies a killed process left between its durable note and the record of the reply."""
         rows = self.store.in_flight(self.account.name)
         for row in rows:
-            log.warning("%s: uid %s for %s was being handed over when the last run stopped; MailPlus most "
-                        "likely has it, so it is not sent again (spool copy kept as doubt-*)",
+            # MailPlus has a message only once it answered 250, and a power cut takes Postfix
+            # down too: unknown means "send again, marked", never "probably delivered".
+            log.warning("%s: uid %s for %s was being handed over when the last run stopped; MailPlus may or "
+                        "may not have it, so it is delivered again, marked as a possible duplicate",
                         self.account.name, row["uid"], row["rcpt"])
             if row["spool"]:
-                source = Path(row["spool"])
-                if source.exists():
-                    os.replace(str(source), str(source.with_name("doubt-" + source.name)))
+                with contextlib.suppress(OSError):
+                    os.unlink(row["spool"])  # the message is fetched from the provider again
         if rows:
             self.store.resolve_in_flight(self.account.name)
         spool.clean(self.paths.spool, self.account.name)
@@ -276,6 +283,9 @@ class AccountRun:
             row = known.open.get(message.uid)
             if row is not None and row.next_try and row.next_try > now:
                 waiting += 1
+                # Held back until its retry time: still a problem of this run, so that status,
+                # the overview and the exit code say that mail waits on the server.
+                self._problem(f"uid {message.uid} waits on the server: {row.last_error or 'not placed yet'}")
             else:
                 todo.append(message)
         del known  # up to 100,000 entries: not needed while messages are delivered
@@ -427,7 +437,9 @@ class AccountRun:
             self._problem(error)
             return None
         # A message without journal entries from an earlier run has nothing placed yet.
-        placed = self.store.placed(key) if message.uid in self._journalled else {}
+        journalled = message.uid in self._journalled
+        placed = self.store.placed(key) if journalled else {}
+        doubtful = self.store.in_doubt(key) if journalled else set()
         todo = [r for r in decision.recipients if r not in placed]
         dupes = self.store.in_ledger(digest, todo)
         if dupes:
@@ -441,7 +453,7 @@ class AccountRun:
         unplaced: Dict[str, str] = {}
         deferred: Dict[str, str] = {}
         if todo:
-            outcome = self._send(key, spooled, sender, todo, decision, via="route")
+            outcome = self._hand_over(key, spooled, sender, todo, doubtful, via="route")
             deferred.update(outcome.deferred)
             unplaced.update(outcome.rejected)
         if unplaced:
@@ -454,8 +466,8 @@ class AccountRun:
             elif fallback:
                 log.warning("%s: message %s refused for %s; sending that copy to the fallback %s", name, msgid,
                             "; ".join(f"{r} ({why})" for r, why in unplaced.items()), fallback)
-                outcome = self._send(key, spooled, sender, [fallback], decision, via="fallback",
-                                     refused=unplaced)
+                outcome = self._hand_over(key, spooled, sender, [fallback], doubtful, via="fallback",
+                                          refused=unplaced)
                 if outcome.accepted:
                     used_fallback = True
                     self.store.record_duplicate(key, sorted(unplaced))
@@ -474,16 +486,32 @@ class AccountRun:
             self._problem(error)
             return None
         # Queued, not committed: the provider thread commits it before the DELE (_delete_ready).
-        done = self.store.mark_done(key, spooled.message_id, digest, spooled.size)
+        done = self.store.mark_done(key, spooled.message_id, digest, spooled.size, fallback=used_fallback)
         self._count("collected")
         if used_fallback:
             self._count("fallback")
         return done
 
-    def _send(self, key: Key, spooled: spool.Spooled, sender: str, rcpts: List[str],
-              decision: recipients.RoutingDecision, via: str,
-              refused: Optional[Dict[str, str]] = None) -> delivery.DeliveryResult:
-        prefix = self._trace_headers(key, spooled, rcpts, refused)
+    def _hand_over(self, key: Key, spooled: spool.Spooled, sender: str, rcpts: List[str], doubtful: Set[str],
+                   via: str, refused: Optional[Dict[str, str]] = None) -> delivery.DeliveryResult:
+        """Send fresh copies as usual and copies in doubt in their own transaction, marked."""
+        fresh = [r for r in rcpts if r not in doubtful]
+        again = [r for r in rcpts if r in doubtful]
+        outcome = delivery.DeliveryResult()
+        for part, marked in ((fresh, False), (again, True)):
+            if not part:
+                continue
+            one = self._send(key, spooled, sender, part, via, refused, redelivered=marked)
+            outcome.accepted += one.accepted
+            outcome.deferred.update(one.deferred)
+            outcome.rejected.update(one.rejected)
+            outcome.doubt = outcome.doubt or one.doubt
+            outcome.reply = one.reply
+        return outcome
+
+    def _send(self, key: Key, spooled: spool.Spooled, sender: str, rcpts: List[str], via: str,
+              refused: Optional[Dict[str, str]] = None, redelivered: bool = False) -> delivery.DeliveryResult:
+        prefix = self._trace_headers(key, spooled, rcpts, refused, redelivered)
         rewritten = headers.rewrite_for_reinjection(spooled.header)
 
         def chunks() -> Any:
@@ -492,11 +520,14 @@ class AccountRun:
             yield from spooled.body_chunks()
 
         digest = spooled.dedup_digest()
+        noted: List[str] = []  # the copies durably noted as 'sending' for this transaction
 
         def before_dot(accepted: List[str]) -> None:
             handover.enter()
             try:
                 self.store.begin_sending(key, accepted, via, str(spooled.path), digest)
+                noted.extend(accepted)
+                checkpoint("after_note")
             except BaseException:
                 handover.leave()
                 raise
@@ -506,18 +537,23 @@ class AccountRun:
         if outcome.unreachable:
             # No point fetching the rest of the mailbox: end the run, everything stays on the server.
             raise ConnectError(f"cannot hand mail to {target.host}:{target.port}: {outcome.reply}")
+        doubt: List[str] = []
         if outcome.doubt:
-            log.warning("%s: connection to %s:%d lost after the end of a message (%s); it is sent again next "
-                        "run (a duplicate is possible, a loss is not)", self.account.name, target.host, target.port,
-                        outcome.reply)
+            doubt = [r for r in noted if r not in outcome.accepted]
+            log.warning("%s: connection to %s:%d lost after the end of a message (%s); it is sent again, marked "
+                        "as a possible duplicate (a duplicate is possible, a loss is not)", self.account.name,
+                        target.host, target.port, outcome.reply)
         checkpoint("after_data")
         ledger = outcome.accepted if via == "route" else [rcpts[0]] if outcome.accepted else []
-        failed = [r for r in rcpts if r not in outcome.accepted]
-        self.store.finish_sending(key, {r: outcome.reply for r in outcome.accepted}, failed, digest, ledger)
+        failed = [r for r in rcpts if r not in outcome.accepted and r not in doubt]
+        self.store.finish_sending(key, {r: outcome.reply for r in outcome.accepted}, failed, digest, ledger,
+                                  doubt=doubt, redelivered=redelivered)
+        if redelivered and outcome.accepted:
+            self._count("redelivered", len(outcome.accepted))
         return outcome
 
     def _trace_headers(self, key: Key, spooled: spool.Spooled, rcpts: List[str],
-                       refused: Optional[Dict[str, str]]) -> bytes:
+                       refused: Optional[Dict[str, str]], redelivered: bool = False) -> bytes:
         """Our Received trace line, the loop marker (bound to the Message-ID), and (for fallback copies) why."""
         ident = hashlib.sha256("/".join(key).encode("utf-8", "surrogateescape")).hexdigest()[:16]
         date = email.utils.formatdate(localtime=False, usegmt=True)
@@ -528,6 +564,9 @@ class AccountRun:
             received += f"\r\n\tfor <{rcpts[0]}>"
         marker = recipients.loop_marker(self.policy.loop_key, recipients.message_id_of(spooled.fields))
         lines = [received + f"; {date}", f"{headers.LOOP_HEADER}: {marker}"]
+        if redelivered:
+            lines.append(f"{REDELIVERED_HEADER}: possible duplicate; an earlier hand-over of this copy to MailPlus "
+                         "was interrupted, so SmartPop cannot know whether it arrived")
         for rcpt, why in (refused or {}).items():
             lines.append(f"X-SmartPop-Fallback: {headers.safe_header_text(rcpt, 320)} refused: "
                          f"{headers.safe_header_text(why)}")
@@ -547,12 +586,31 @@ def run_account(paths: Paths, config: Config, account: Account, progress: Option
         return AccountResult(account.name, skipped=True)
 
 
+def _state_failed(paths: Paths, config: Config, account: Account, exc: StateError) -> None:
+    """Tell the admin at once: with the state unwritable, status.json and the store cannot say it."""
+    log.error("%s: the collection state could not be written (%s); this run stopped before deleting anything "
+              "on the server, its mail stays there and is delivered once space is free", account.name, exc)
+    try:
+        from smartpop import alerts
+
+        alerts.notify(paths, config, "state_write", f"SmartPop cannot write its state ({account.name})",
+                      f"SmartPop stopped collecting {account.name} because it cannot write its state in {paths.data} "
+                      f"({exc}). The volume may be full. No mail is lost: it stays at the provider and is "
+                      "collected once the problem is fixed.", key=account.name)
+    except Exception:  # an alert channel must never turn a stopped run into a crash
+        log.exception("%s: alert about the state failure could not be sent", account.name)
+
+
 def _run_locked(paths: Paths, config: Config, account: Account, progress: Optional[Progress],
                 stop: Optional[threading.Event]) -> AccountResult:
-    store = Store(paths.state_db)
+    try:
+        store = Store(paths.state_db)
+        store.run_started(account.name)
+    except StateError as exc:
+        _state_failed(paths, config, account, exc)
+        return AccountResult(account.name, ok=False, error=str(exc))
     run = AccountRun(paths, config, account, store, progress, stop)
     result = run.result
-    store.run_started(account.name)
     source: Optional[Source] = None
     try:
         run.recover()
@@ -570,6 +628,10 @@ def _run_locked(paths: Paths, config: Config, account: Account, progress: Option
             result.deleted -= 1
             result.remaining += 1
             result.problems.append(f"DELE {ref} refused: {why}")
+    except StateError as exc:
+        # Nothing more is deleted on the server: a DELE only follows a durable record.
+        result.ok, result.error = False, str(exc)
+        _state_failed(paths, config, account, exc)
     except TemporaryError as exc:
         result.ok, result.error = False, str(exc)
     except SmartPopError as exc:
@@ -587,12 +649,18 @@ def _run_locked(paths: Paths, config: Config, account: Account, progress: Option
         result.error = f"{len(result.problems)} message(s) could not be placed yet; last: {result.problems[-1]}"
     try:
         store.run_finished(account.name, result.ok, result.collected, result.fallback, result.error, result.waiting)
-    finally:
         store.close()
+    except StateError as exc:
+        # The state could not be written (full volume, I/O error): the mail stays on the server.
+        if result.ok:
+            result.ok, result.error = False, str(exc)
+            _state_failed(paths, config, account, exc)
+        with contextlib.suppress(Exception):
+            store.close()  # closes both connections even when its final commit fails
     run._progress("done", result.collected, result.collected + (result.waiting or 0))
-    log.info("%s: %d collected (%d to fallback, %d duplicate copies skipped), %d deleted on the server, "
-             "%s waiting", account.name, result.collected, result.fallback, result.duplicates, result.deleted,
-             "unknown" if result.waiting is None else result.waiting)
+    log.info("%s: %d collected (%d to fallback, %d duplicate copies skipped, %d copies in doubt delivered again), "
+             "%d deleted on the server, %s waiting", account.name, result.collected, result.fallback, result.duplicates,
+             result.redelivered, result.deleted, "unknown" if result.waiting is None else result.waiting)
     return result
 
 

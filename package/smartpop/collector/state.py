@@ -7,17 +7,20 @@ ledger, 'done') are queued and ride along with the next commit, which is at the 
 the one made before their message's deletion (runner: sync() before DELE). Concurrent
 threads share commits (group commit): one fsync covers every write queued before it.
 
-Why a queued write may be lost in a crash without harm: a delivered copy left at
-'sending' is recovered as 'doubt' (treated as delivered, put in the ledger), which is what
-it was; a lost 'done' only means the message is looked at again and found placed. A copy
-that MailPlus refused or deferred is NOT queued: clearing its 'sending' entry is committed
-at once, else a crash would turn it into 'doubt' and lose it.
+Why a queued write may be lost in a crash without harm: a copy left at 'sending' is
+recovered as 'doubt', and a copy in doubt is delivered again, marked as a possible
+duplicate (docs/COLLECTION.md, "Doubt"): MailPlus has a message only once it answered 250,
+and a power cut takes Postfix down with SmartPop. A lost 'done' only means the message is
+looked at again and found placed. The only price of a lost 'delivered' record is that
+marked duplicate; nothing is ever taken for delivered without a recorded 250.
 
 Tables:
 - messages: one row per server message (account, folder, uidvalidity, uid); state
   'pending' until every recipient is placed, then 'done'.
 - copies: one row per (message, recipient): 'sending' (written just before the DATA dot),
-  'delivered', or 'doubt' (the dot went out, the reply was lost, the process died).
+  'delivered' (MailPlus answered 250), or 'doubt' (the dot may have gone out, but no 250 was
+  recorded: the reply was lost or the process died). A copy in doubt is not placed: it is
+  sent again with an X-SmartPop-Redelivered header.
 - ledger: (message digest, recipient) pairs already delivered, across accounts, so a
   second multidrop copy of one message is not delivered twice.
 - account_status: the per-account figures `status` shows.
@@ -53,8 +56,10 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE TABLE IF NOT EXISTS account_status (
     account TEXT PRIMARY KEY, last_run REAL, last_success REAL, collected INTEGER NOT NULL DEFAULT 0,
     fallback INTEGER NOT NULL DEFAULT 0, last_error TEXT, waiting INTEGER, last_collected INTEGER,
-    last_fallback INTEGER, running INTEGER NOT NULL DEFAULT 0);
+    last_fallback INTEGER, running INTEGER NOT NULL DEFAULT 0, redelivered INTEGER NOT NULL DEFAULT 0);
 """
+# Columns added after the first release: (table, column, declaration) for ALTER TABLE.
+ADDED_COLUMNS = [("account_status", "redelivered", "INTEGER NOT NULL DEFAULT 0")]
 
 LEDGER_DAYS = 180
 VANISHED_DAYS = 30
@@ -81,6 +86,7 @@ class MessageRow(NamedTuple):
     done_at: Optional[float]
     next_try: Optional[float]
     attempts: int
+    last_error: Optional[str] = None
 
 
 class MailboxState(NamedTuple):
@@ -103,6 +109,10 @@ def connect(path: Path) -> sqlite3.Connection:
         # FULL: every commit is fsynced, also in WAL mode (NORMAL would not be).
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(SCHEMA)
+        for table, column, declaration in ADDED_COLUMNS:
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
     except sqlite3.DatabaseError as exc:
         raise StateError(f"state store {path} is unusable: {exc}") from exc
     try:
@@ -283,7 +293,7 @@ class Store:
     def message(self, key: Key) -> Optional[MessageRow]:
         """The row of `key`, or None if never seen."""
         self.sync_upto(self._key_seq.get(key, 0))
-        rows = self._read("SELECT state, first_seen, done_at, next_try, attempts FROM messages "
+        rows = self._read("SELECT state, first_seen, done_at, next_try, attempts, last_error FROM messages "
                           "WHERE account=? AND folder=? AND uidvalidity=? AND uid=?", key)
         return MessageRow(*rows[0]) if rows else None
 
@@ -298,7 +308,7 @@ class Store:
             else:
                 known.open[row[0]] = MessageRow(*row[1:])
 
-        self._each("SELECT uid, state, first_seen, done_at, next_try, attempts FROM messages "
+        self._each("SELECT uid, state, first_seen, done_at, next_try, attempts, last_error FROM messages "
                    "WHERE account=? AND folder=? AND uidvalidity=?", (account, folder, uidvalidity), take)
         return known
 
@@ -314,14 +324,22 @@ class Store:
             " digest=excluded.digest, size=excluded.size",
             (*key, now, message_id, digest, size, now + retry_after, error), False)], durable=True, key=key)
 
-    def mark_done(self, key: Key, message_id: str, digest: str, size: int) -> int:
-        """Every recipient is placed: queued; returns its number for is_durable() / sync_upto()."""
+    def mark_done(self, key: Key, message_id: str, digest: str, size: int, fallback: bool = False) -> int:
+        """Every recipient is placed: queued; returns its number for is_durable() / sync_upto().
+
+        The account's 'collected' (and 'fallback') figures ride in the same commit, so after
+        a crash they count exactly the messages whose records survived.
+        """
         now = time.time()
-        return self._enqueue([(
-            "INSERT INTO messages (account, folder, uidvalidity, uid, state, first_seen, done_at, message_id, digest,"
-            " size) VALUES (?,?,?,?, 'done', ?, ?, ?, ?, ?) ON CONFLICT (account, folder, uidvalidity, uid) DO UPDATE"
-            " SET state='done', done_at=excluded.done_at, last_error=NULL, next_try=NULL",
-            (*key, now, now, message_id, digest, size), False)], durable=False, key=key)
+        return self._enqueue([
+            ("INSERT INTO messages (account, folder, uidvalidity, uid, state, first_seen, done_at, message_id, digest,"
+             " size) VALUES (?,?,?,?, 'done', ?, ?, ?, ?, ?) ON CONFLICT (account, folder, uidvalidity, uid) DO UPDATE"
+             " SET state='done', done_at=excluded.done_at, last_error=NULL, next_try=NULL",
+             (*key, now, now, message_id, digest, size), False),
+            ("INSERT INTO account_status (account, collected, fallback) VALUES (?, 1, ?) ON CONFLICT (account)"
+             " DO UPDATE SET collected=collected+1, fallback=fallback+excluded.fallback",
+             (key.account, 1 if fallback else 0), False),
+        ], durable=False, key=key)
 
     def backdate_done(self, account: str, seconds: float) -> None:
         """Move every done_at of `account` into the past (for tests of delete_after_days)."""
@@ -362,11 +380,18 @@ class Store:
 
     # --- copies and the ledger ----------------------------------------------------------
     def placed(self, key: Key) -> Dict[str, str]:
-        """Recipients of `key` already handed over: rcpt -> status."""
+        """Recipients of `key` that MailPlus took (a recorded 250): rcpt -> status."""
         self.sync_upto(self._key_seq.get(key, 0))
         rows = self._read("SELECT rcpt, status FROM copies WHERE account=? AND folder=? AND uidvalidity=?"
-                          " AND uid=? AND status IN ('delivered', 'doubt')", key)
+                          " AND uid=? AND status='delivered'", key)
         return dict(rows)
+
+    def in_doubt(self, key: Key) -> Set[str]:
+        """Recipients of `key` whose hand-over was interrupted: sent again, marked as a possible duplicate."""
+        self.sync_upto(self._key_seq.get(key, 0))
+        rows = self._read("SELECT rcpt FROM copies WHERE account=? AND folder=? AND uidvalidity=?"
+                          " AND uid=? AND status='doubt'", key)
+        return {row[0] for row in rows}
 
     def in_ledger(self, digest: str, rcpts: Sequence[str]) -> Set[str]:
         """Which of `rcpts` already received the message with `digest` (any account of this process)."""
@@ -399,22 +424,29 @@ class Store:
             [(*key, r, via, now, spool, digest) for r in rcpts], True)], durable=True, key=key)
 
     def finish_sending(self, key: Key, delivered: Dict[str, str], failed: Sequence[str], digest: str,
-                       ledger_rcpts: Sequence[str], status: str = "delivered") -> None:
-        """After the DATA reply: record delivered copies (and the ledger); clear the failed intents.
+                       ledger_rcpts: Sequence[str], doubt: Sequence[str] = (), redelivered: bool = False) -> None:
+        """After the DATA reply: record delivered copies (and the ledger), clear failed intents, note doubt.
 
-        Only clearing a failed copy must be on disk at once (a crash would otherwise count it
-        as delivered); delivered copies are already safe as 'sending' and ride along later.
+        Delivered copies are queued (a crash before their commit leaves them 'sending', which
+        is recovered as doubt and sent again, marked). Clearing a refused copy and noting a
+        copy in doubt (dot sent, no reply) are committed at once, so the next attempt knows.
         """
         now = time.time()
         statements: List[Statement] = [
-            ("UPDATE copies SET status=?, reply=?, at=? WHERE account=? AND folder=? AND uidvalidity=? AND uid=?"
-             " AND rcpt=?", [(status, reply, now, *key, rcpt) for rcpt, reply in delivered.items()], True),
+            ("UPDATE copies SET status='delivered', reply=?, at=? WHERE account=? AND folder=? AND uidvalidity=?"
+             " AND uid=? AND rcpt=?", [(reply, now, *key, rcpt) for rcpt, reply in delivered.items()], True),
             ("DELETE FROM copies WHERE account=? AND folder=? AND uidvalidity=? AND uid=?"
              " AND rcpt=? AND status='sending'", [(*key, rcpt) for rcpt in failed], True),
+            ("UPDATE copies SET status='doubt', at=? WHERE account=? AND folder=? AND uidvalidity=? AND uid=?"
+             " AND rcpt=?", [(now, *key, rcpt) for rcpt in doubt], True),
             ("INSERT OR IGNORE INTO ledger (digest, rcpt, at) VALUES (?,?,?)",
              [(digest, r, now) for r in ledger_rcpts], True),
         ]
-        self._enqueue(statements, durable=bool(failed), key=key, digest=digest if ledger_rcpts else "")
+        if redelivered and delivered:
+            statements.append(("UPDATE account_status SET redelivered=redelivered+? WHERE account=?",
+                               (len(delivered), key.account), False))
+        self._enqueue(statements, durable=bool(failed) or bool(doubt), key=key,
+                      digest=digest if ledger_rcpts else "")
 
     def record_duplicate(self, key: Key, rcpts: Sequence[str]) -> None:
         """Note recipients skipped because another copy of the message already reached them."""
@@ -426,21 +458,20 @@ class Store:
             durable=False, key=key)
 
     def in_flight(self, account: str) -> List[Dict[str, Any]]:
-        """Copies left in 'sending' by a process that died between the dot and the record."""
+        """Copies left in 'sending' by a process that died between its durable note and the record."""
         self.sync()
         rows = self._read("SELECT folder, uidvalidity, uid, rcpt, spool, digest FROM copies WHERE account=?"
                           " AND status='sending'", (account,))
         return [dict(zip(("folder", "uidvalidity", "uid", "rcpt", "spool", "digest"), r)) for r in rows]
 
     def resolve_in_flight(self, account: str) -> None:
-        """Treat every 'sending' copy as handed over (status 'doubt', kept in the ledger)."""
+        """Every 'sending' copy becomes 'doubt': not placed, sent again and marked (never assumed delivered)."""
         now = time.time()
         rows = self.in_flight(account)
         self._enqueue([
             ("UPDATE copies SET status='doubt', at=? WHERE account=? AND folder=? AND uidvalidity=? AND uid=?"
-             " AND rcpt=?", [(now, account, r["folder"], r["uidvalidity"], r["uid"], r["rcpt"]) for r in rows], True),
-            ("INSERT OR IGNORE INTO ledger (digest, rcpt, at) VALUES (?,?,?)",
-             [(r["digest"], r["rcpt"], now) for r in rows if r["digest"]], True),
+             " AND rcpt=? AND status='sending'",
+             [(now, account, r["folder"], r["uidvalidity"], r["uid"], r["rcpt"]) for r in rows], True),
         ], durable=True)
 
     # --- status -------------------------------------------------------------------------
@@ -452,16 +483,15 @@ class Store:
 
     def run_finished(self, account: str, ok: bool, collected: int, fallback: int, error: Optional[str],
                      waiting: Optional[int]) -> None:
-        """Store the outcome of a run."""
+        """Store the outcome of a run (the totals are counted by mark_done, with the records)."""
         now = time.time()
         self._write(
-            "INSERT INTO account_status (account, last_run, last_success, collected, fallback, last_error, waiting,"
-            " last_collected, last_fallback, running) VALUES (?,?,?,?,?,?,?,?,?,0) ON CONFLICT (account) DO UPDATE SET"
-            " last_success=COALESCE(excluded.last_success, last_success), collected=collected+excluded.collected,"
-            " fallback=fallback+excluded.fallback, last_error=excluded.last_error,"
-            " waiting=COALESCE(excluded.waiting, waiting), last_collected=excluded.last_collected,"
-            " last_fallback=excluded.last_fallback, running=0",
-            (account, now, now if ok else None, collected, fallback, error, waiting, collected, fallback))
+            "INSERT INTO account_status (account, last_run, last_success, last_error, waiting,"
+            " last_collected, last_fallback, running) VALUES (?,?,?,?,?,?,?,0) ON CONFLICT (account) DO UPDATE SET"
+            " last_success=COALESCE(excluded.last_success, last_success),"
+            " last_error=excluded.last_error, waiting=COALESCE(excluded.waiting, waiting),"
+            " last_collected=excluded.last_collected, last_fallback=excluded.last_fallback, running=0",
+            (account, now, now if ok else None, error, waiting, collected, fallback))
 
 
 def lock_path(paths: Paths, account: str) -> Path:
@@ -490,6 +520,10 @@ def _iso(stamp: Optional[float]) -> Optional[str]:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
+_STATUS_QUERY = ("SELECT account, last_run, last_success, collected, fallback, last_error, waiting, last_collected,"
+                 " last_fallback, running, redelivered FROM account_status")
+
+
 def read_account_status(paths: Paths) -> Dict[str, Dict[str, Any]]:
     """Per-account status for `status` and the UI; empty when nothing ran yet. Never raises."""
     if not paths.state_db.exists():
@@ -497,8 +531,10 @@ def read_account_status(paths: Paths) -> Dict[str, Dict[str, Any]]:
     try:
         conn = sqlite3.connect(f"file:{paths.state_db}?mode=ro", uri=True, timeout=10)
         try:
-            rows = conn.execute("SELECT account, last_run, last_success, collected, fallback, last_error, waiting,"
-                                " last_collected, last_fallback, running FROM account_status").fetchall()
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(account_status)")}
+            # A store the running service has not migrated yet has no 'redelivered' column.
+            query = _STATUS_QUERY if "redelivered" in columns else _STATUS_QUERY.replace("redelivered", "0")
+            rows = conn.execute(query).fetchall()
         finally:
             conn.close()
     except sqlite3.Error:
@@ -509,5 +545,6 @@ def read_account_status(paths: Paths) -> Dict[str, Dict[str, Any]]:
             "last_run": _iso(row[1]), "last_success": _iso(row[2]), "collected": row[3], "fallback": row[4],
             "last_error": row[5], "waiting": row[6], "last_collected": row[7], "last_fallback": row[8],
             "running": bool(row[9]) and lock_held(lock_path(paths, row[0])),
+            "redelivered": row[10],
         }
     return result

@@ -112,6 +112,9 @@ _digest_guard = threading.Lock()
 
 @contextlib.contextmanager
 def _one_at_a_time(digest: str) -> Iterator[None]:
+    if not digest:
+        yield  # no identity, so no other copy to wait for
+        return
     with _digest_guard:
         entry = _digest_locks.setdefault(digest, [threading.Lock(), 0])
         entry[1] += 1

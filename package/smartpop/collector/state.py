@@ -370,6 +370,8 @@ class Store:
 
     def in_ledger(self, digest: str, rcpts: Sequence[str]) -> Set[str]:
         """Which of `rcpts` already received the message with `digest` (any account of this process)."""
+        if not digest:
+            return set()  # a message without identity is never a copy of another
         with _queued_lock:
             holders = list(_queued_digests.get(digest, ()))
         for store in holders:  # ledger rows of this digest still queued somewhere: commit them first
@@ -412,7 +414,7 @@ class Store:
             ("DELETE FROM copies WHERE account=? AND folder=? AND uidvalidity=? AND uid=?"
              " AND rcpt=? AND status='sending'", [(*key, rcpt) for rcpt in failed], True),
             ("INSERT OR IGNORE INTO ledger (digest, rcpt, at) VALUES (?,?,?)",
-             [(digest, r, now) for r in ledger_rcpts], True),
+             [(digest, r, now) for r in ledger_rcpts if digest], True),
         ]
         self._enqueue(statements, durable=bool(failed), key=key, digest=digest if ledger_rcpts else "")
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+from typing import Any, Dict
+
 import pytest
 
-from smartpop.collector import service
+from smartpop.collector import service, state
 from support.collect import Env, body_of, message
+from support.fakepop3 import FakePop3
 
 pytestmark = pytest.mark.mailstack
 
@@ -36,3 +41,65 @@ def test_messages_without_message_id_are_never_copies_of_each_other(env: Env) ->
     result = service.fetch_all(env.paths, config).results["sammel"]
     assert result.ok and result.duplicates == 1
     assert len(env.local("ben")) == 1 and env.left_on_provider() == 0
+
+
+def _fake_account(env: Env, server: FakePop3, **over: Any) -> Dict[str, Any]:
+    return env.account(host="127.0.0.1", port=server.port, security="none", allow_insecure=True,
+                       username=server.user, password=server.password, **over)
+
+
+def test_a_reused_uidl_with_another_size_is_a_new_message(env: Env) -> None:
+    env.users("anna")
+    first, second = message(1, env.addr("anna")), message(2, env.addr("anna"), body="A longer, different text.\n")
+    server = FakePop3([("UID-1", first)]).start()
+    try:
+        config = env.write_config([_fake_account(env, server)])
+        assert service.fetch_all(env.paths, config).results["sammel"].collected == 1
+        assert server.messages == []
+        # The server hands the next message the UIDL the deleted one had.
+        server.put("UID-1", second)
+        result = service.fetch_all(env.paths, config).results["sammel"]
+        assert result.ok and result.collected == 1, result
+        assert sorted(body_of(m) for m in env.local("anna")) == sorted([body_of(first), body_of(second)])
+        assert server.messages == []
+        retrs = [c for c in server.commands if c.startswith("RETR")]
+        assert len(retrs) == 2  # the second message was read before it was deleted
+        # A third poll finds nothing new and fetches nothing.
+        server.commands.clear()
+        assert service.fetch_all(env.paths, config).results["sammel"].collected == 0
+        assert not [c for c in server.commands if c.startswith("RETR")]
+    finally:
+        server.stop()
+
+
+def test_a_kept_message_listed_with_its_size_is_not_fetched_again(env: Env) -> None:
+    env.users("anna")
+    server = FakePop3([("UID-1", message(1, env.addr("anna")))]).start()
+    try:
+        config = env.write_config([_fake_account(env, server, keep_on_server=True)])
+        assert service.fetch_all(env.paths, config).results["sammel"].collected == 1
+        server.commands.clear()
+        assert service.fetch_all(env.paths, config).results["sammel"].collected == 0
+        assert not [c for c in server.commands if c.startswith("RETR")]
+        assert len(env.local("anna")) == 1 and len(server.messages) == 1
+    finally:
+        server.stop()
+
+
+def test_a_store_from_before_sizes_were_kept_is_upgraded_and_never_guesses(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    conn = sqlite3.connect(str(path))
+    conn.executescript(state.SCHEMA)  # today's tables, without the columns added since
+    conn.execute("INSERT INTO messages (account, folder, uidvalidity, uid, state, first_seen, done_at, size)"
+                 " VALUES ('sammel', '', '', 'u1', 'done', 1, 1, 123)")
+    conn.commit()
+    conn.close()
+    store = state.Store(path)
+    try:
+        known = store.messages_of("sammel", "", "", {"u1": 999})
+        assert "u1" in known.done and not known.reused  # no listed size recorded: no verdict
+        store.mark_done(state.Key("sammel", "", "", "u2"), "", "", 10, 10)
+        known = store.messages_of("sammel", "", "", {"u1": 999, "u2": 11})
+        assert known.reused == {"u2": 10} and "u2" not in known.done
+    finally:
+        store.close()

@@ -264,13 +264,19 @@ class AccountRun:
         account = self.account
         messages = source.list()
         folder = source.folder if source.protocol == "IMAP" else ""
-        known = self.store.messages_of(account.name, folder, source.uidvalidity)
+        known = self.store.messages_of(account.name, folder, source.uidvalidity,
+                                       {m.uid: m.size for m in messages})
         total = len(messages)
         self._progress("list", 0, total)
         waiting = 0
         todo: List[RemoteMessage] = []
         now = time.time()
         for message in messages:
+            if message.uid in known.reused:
+                self._set_aside(message, known.reused[message.uid], Key(account.name, folder, source.uidvalidity,
+                                                                        message.uid))
+                todo.append(message)
+                continue
             if message.uid in known.done:
                 if self._delete_due(known.done[message.uid]):
                     source.delete(message.ref)
@@ -323,6 +329,13 @@ class AccountRun:
         self.store.prune(account.name, folder, source.uidvalidity, {m.uid for m in messages})
         self.result.waiting = waiting
         self.result.remaining = total - self.result.deleted
+
+    def _set_aside(self, message: RemoteMessage, recorded: int, key: Key) -> None:
+        """A done uid listed with another size: a new message under a reused uid, never deleted unread."""
+        log.warning("%s: uid %s was collected before with size %d; the server now lists %d bytes under it. "
+                    "It reuses uids (RFC 1939 forbids that), so this is a new message: it is fetched and "
+                    "delivered", self.account.name, message.uid, recorded, message.size)
+        self.store.set_aside(key)
 
     def _settle(self, finished: Set[Future[bool]]) -> int:  # novermin
         """Collect finished deliveries: how many left their message waiting; re-raise a fatal error."""
@@ -477,7 +490,7 @@ class AccountRun:
             self._problem(error)
             return None
         # Queued, not committed: the provider thread commits it before the DELE (_delete_ready).
-        done = self.store.mark_done(key, spooled.message_id, digest, spooled.size)
+        done = self.store.mark_done(key, spooled.message_id, digest, spooled.size, message.size)
         self._count("collected")
         if used_fallback:
             self._count("fallback")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 
-from smartpop.collector import service, state
+from smartpop.collector import delivery, runner, service, state
 from support.collect import Env, body_of, message
 from support.fakepop3 import FakePop3
 
@@ -103,3 +105,46 @@ def test_a_store_from_before_sizes_were_kept_is_upgraded_and_never_guesses(tmp_p
         assert known.reused == {"u2": 10} and "u2" not in known.done
     finally:
         store.close()
+
+
+def test_thousands_of_local_recipients_are_placed_in_one_run(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    env.users("anna", "ben")
+    unknown = [f"n{i}.{env.tag}@firma.test" for i in range(3000)]  # no such mailboxes: Postfix refuses them
+    to = ", ".join([env.addr("anna"), env.addr("ben"), *unknown])
+    body = "To the whole company.\n"
+    raw = (f"Return-Path: <boss@remote.test>\nFrom: boss@remote.test\nTo: {to}\nSubject: all hands\n"
+           f"Message-ID: <all.{env.tag}@remote.test>\nDate: Sat, 28 Nov 2026 06:00:00 +0000\n\n{body}").encode()
+    env.fill([raw])
+    config = env.write_config()
+    started = time.monotonic()
+    result = service.fetch_all(env.paths, config).results["sammel"]
+    took = time.monotonic() - started
+    assert result.ok and result.collected == 1 and result.fallback == 1, result
+    assert took < 60, took  # was: Postfix hung up after 20 refusals, the message stayed, every run
+    assert [body_of(m) for m in env.local("anna")] == [body.encode()]
+    assert [body_of(m) for m in env.local("ben")] == [body.encode()]
+    fallback = env.local("postmaster")
+    assert len(fallback) == 1 and body_of(fallback[0]) == body.encode()  # one copy covers all the others
+    assert env.left_on_provider() == 0
+    assert fallback[0].count(b"X-SmartPop-Fallback:") == runner.FALLBACK_NOTES + 1
+    assert b"and 2980 more recipients" in fallback[0]
+
+
+
+def test_a_long_list_of_real_mailboxes_goes_in_bounded_transactions(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "RCPT_MAX", 30)
+    names = [f"u{i}" for i in range(70)]
+    env.users(*names)
+    body = "Seventy colleagues.\n"
+    to = ", ".join(env.addr(n) for n in names)
+    env.fill([(f"From: boss@remote.test\nTo: {to}\nSubject: all\nMessage-ID: <seventy.{env.tag}@remote.test>\n\n"
+               f"{body}").encode()])
+    result = service.fetch_all(env.paths, env.write_config()).results["sammel"]
+    assert result.ok and result.collected == 1 and result.fallback == 0, result
+    queue_ids = set()
+    for name in names:
+        got = env.local(name)
+        assert [body_of(m) for m in got] == [body.encode()], name
+        queue_ids.add(re.search(rb"with E?SMTP id (\w+)", got[0]).group(1))  # type: ignore[union-attr]
+    assert len(queue_ids) == 3  # 30 + 30 + 10 recipients, one transaction each
+    assert env.left_on_provider() == 0

@@ -101,6 +101,9 @@ ACCOUNT_CONCURRENCY = 4
 # Messages the provider thread tells the source about in advance; the protocol decides how
 # many it asks for early (POP3 PIPELINING: pop3.WINDOW; IMAP: one batched UID FETCH).
 FETCH_AHEAD = 32
+# X-SmartPop-Fallback lines one fallback copy carries at most: a list of thousands would
+# outgrow Postfix's header_size_limit (100 KB), which cuts the header short.
+FALLBACK_NOTES = 20
 # Errors that end the whole run rather than one message: the session, MailPlus or the store is gone.
 _FATAL = (ConnectError, AuthError, LockBusy, StateError)
 
@@ -528,7 +531,8 @@ class AccountRun:
                         outcome.reply)
         checkpoint("after_data")
         ledger = outcome.accepted if via == "route" else [rcpts[0]] if outcome.accepted else []
-        failed = [r for r in rcpts if r not in outcome.accepted]
+        taken = set(outcome.accepted)  # a set: lists may hold thousands of recipients
+        failed = [r for r in rcpts if r not in taken]
         self.store.finish_sending(key, {r: outcome.reply for r in outcome.accepted}, failed, digest, ledger)
         return outcome
 
@@ -544,9 +548,12 @@ class AccountRun:
             received += f"\r\n\tfor <{rcpts[0]}>"
         marker = recipients.loop_marker(self.policy.loop_key, recipients.message_id_of(spooled.fields))
         lines = [received + f"; {date}", f"{headers.LOOP_HEADER}: {marker}"]
-        for rcpt, why in (refused or {}).items():
+        notes = list((refused or {}).items())
+        for rcpt, why in notes[:FALLBACK_NOTES]:
             lines.append(f"X-SmartPop-Fallback: {headers.safe_header_text(rcpt, 320)} refused: "
                          f"{headers.safe_header_text(why)}")
+        if len(notes) > FALLBACK_NOTES:
+            lines.append(f"X-SmartPop-Fallback: and {len(notes) - FALLBACK_NOTES} more recipients (see the log)")
         return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
 
 

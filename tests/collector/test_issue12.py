@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -148,3 +149,34 @@ def test_a_long_list_of_real_mailboxes_goes_in_bounded_transactions(env: Env, mo
         queue_ids.add(re.search(rb"with E?SMTP id (\w+)", got[0]).group(1))  # type: ignore[union-attr]
     assert len(queue_ids) == 3  # 30 + 30 + 10 recipients, one transaction each
     assert env.left_on_provider() == 0
+
+
+def _eight_bit(to: str, n: int) -> bytes:
+    return (f"Return-Path: <jürgen@remote.test>\nDelivered-To: {to}\nFrom: Jürgen Müller <jm@remote.test>\n"
+            f"To: {to}\nSubject: Grüße {n}\nMessage-ID: <utf8.{n}.{os.urandom(4).hex()}@remote.test>\n\n"
+            f"Schöne Grüße, Nummer {n}.\n").encode()
+
+
+def test_pop3_utf8_mode_is_asked_for_where_offered(env: Env) -> None:
+    env.users("anna", "ben")
+    messages = [_eight_bit(env.addr("anna"), 1), _eight_bit(env.addr("ben"), 2)]
+    server = FakePop3([("A1", messages[0]), ("A2", messages[1])], courier_utf8=True).start()
+    try:
+        result = service.fetch_all(env.paths, env.write_config([_fake_account(env, server)])).results["sammel"]
+        assert result.ok and result.collected == 2 and result.fallback == 0, result
+        assert [body_of(m) for m in env.local("anna")] == [body_of(messages[0])]
+        assert [body_of(m) for m in env.local("ben")] == [body_of(messages[1])]
+        assert env.local("postmaster") == [] and server.messages == []
+        assert server.commands.index("UTF8") < server.commands.index(f"USER {server.user}")
+    finally:
+        server.stop()
+
+
+def test_pop3_without_utf8_in_capa_is_not_sent_utf8(env: Env) -> None:
+    env.users("anna")
+    server = FakePop3([("A1", message(1, env.addr("anna")))]).start()
+    try:
+        assert service.fetch_all(env.paths, env.write_config([_fake_account(env, server)])).ok
+        assert "UTF8" not in server.commands and len(env.local("anna")) == 1
+    finally:
+        server.stop()

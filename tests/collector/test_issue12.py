@@ -13,6 +13,7 @@ import pytest
 
 from smartpop.collector import delivery, runner, service, state
 from support.collect import Env, body_of, message
+from support.fakeimap import FakeImap
 from support.fakepop3 import FakePop3
 
 pytestmark = pytest.mark.mailstack
@@ -178,5 +179,23 @@ def test_pop3_without_utf8_in_capa_is_not_sent_utf8(env: Env) -> None:
     try:
         assert service.fetch_all(env.paths, env.write_config([_fake_account(env, server)])).ok
         assert "UTF8" not in server.commands and len(env.local("anna")) == 1
+    finally:
+        server.stop()
+
+
+def test_imap_utf8_accept_is_enabled_where_offered(env: Env) -> None:
+    env.users("anna", "ben")
+    messages = [_eight_bit(env.addr("anna"), 1), _eight_bit(env.addr("ben"), 2), message(3, env.addr("anna"))]
+    server = FakeImap(messages).start()
+    try:
+        account = env.account(protocol="imap", host="127.0.0.1", port=server.port, security="none",
+                              allow_insecure=True, username=server.user, password=server.password)
+        result = service.fetch_all(env.paths, env.write_config([account])).results["sammel"]
+        assert result.ok and result.collected == 3 and result.fallback == 0, result
+        assert sorted(body_of(m) for m in env.local("anna")) == sorted(body_of(m) for m in messages[0::2])
+        assert [body_of(m) for m in env.local("ben")] == [body_of(messages[1])]
+        assert env.local("postmaster") == [] and server.messages == {}
+        enable = server.commands.index("ENABLE UTF8=ACCEPT")
+        assert enable < next(i for i, c in enumerate(server.commands) if c.startswith("SELECT"))
     finally:
         server.stop()

@@ -12,7 +12,7 @@ import select
 import smtplib
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from smartpop.collector.recipients import safe_reason
 from smartpop.collector.transport import describe, nodelay
@@ -21,6 +21,14 @@ from smartpop.errors import ConnectError
 log = logging.getLogger(__name__)
 
 SEND_BUFFER = 64 * 1024
+# Recipients per transaction, well below Postfix's smtpd_recipient_limit (1000; beyond it every
+# RCPT gets 452, and past the overshoot limit each one counts as an error).
+RCPT_MAX = 100
+# Refused RCPTs one message may cost. Postfix counts each as an error of the session: from
+# smtpd_soft_error_limit (10) on it waits a second before every reply, at smtpd_hard_error_limit
+# (20) it hangs up, and only a delivered message resets the count. The recipients of a larger
+# list that are not asked once this many were refused get their copy via the fallback.
+REFUSALS_MAX = 5
 
 
 @dataclass
@@ -115,6 +123,8 @@ class SmtpSession:
         self.timeout = timeout
         self.helo = helo
         self.connects = 0
+        # Refusals since the server last took a message: Postfix's error count, as far as we know it.
+        self.errors = 0
         self._smtp: Optional[smtplib.SMTP] = None
         self._after_dot: Optional[Callable[[], None]] = None
 
@@ -176,7 +186,13 @@ class SmtpSession:
         sender, recipients, refused = screen(sender, recipients, self.domains)
         if not recipients:
             return DeliveryResult(rejected=refused, reply=next(iter(refused.values()), ""))
-        result = self._deliver(sender, recipients, chunks, before_dot, after_dot)
+        if self.errors + REFUSALS_MAX >= 10:
+            self.close()  # a fresh connection starts Postfix's error count at zero
+        if len(recipients) <= REFUSALS_MAX:
+            result = self._deliver(sender, recipients, chunks, before_dot, after_dot)
+            self.errors = 0 if result.accepted else self.errors + len(result.rejected) + len(result.deferred)
+        else:
+            result = deliver_many(self, sender, recipients, chunks, before_dot, after_dot)
         result.rejected.update(refused)
         return result
 
@@ -382,6 +398,127 @@ class SmtpSession:
             code = 0
         if code != 250:
             self.drop()
+
+
+def deliver_many(session: SmtpSession, sender: str, recipients: List[str], chunks: Callable[[], Iterable[bytes]],
+                 before_dot: Optional[Callable[[List[str]], None]] = None,
+                 after_dot: Optional[Callable[[], None]] = None) -> DeliveryResult:
+    """Deliver to a long recipient list: ask which are taken, then RCPT_MAX per transaction.
+
+    Asking first (MAIL, RCPTs, RSET) stops at REFUSALS_MAX refusals, so a message with
+    thousands of unknown addresses costs seconds, not a hang-up per run; the recipients not
+    asked come back rejected (their copy goes to the fallback), never deferred forever.
+    """
+    result, taken, untried, lost = probe_recipients(session, sender, recipients)
+    if lost:
+        return result
+    if untried:
+        log.warning("%d of %d recipients not asked: %d were refused already", len(untried), len(recipients),
+                    REFUSALS_MAX)
+        why = f"550 5.5.3 not asked by SmartPop: {REFUSALS_MAX} other recipients of this message were refused"
+        result.rejected.update({r: why for r in untried})
+    refusals = len(result.rejected) + len(result.deferred) - len(untried)
+    for start in range(0, len(taken), RCPT_MAX):
+        batch = taken[start:start + RCPT_MAX]
+        part = session._deliver(sender, batch, chunks, before_dot, after_dot)
+        result.accepted.extend(part.accepted)
+        result.deferred.update(part.deferred)
+        result.rejected.update(part.rejected)
+        result.doubt = result.doubt or part.doubt
+        result.reply = part.reply or result.reply
+        refusals += len(part.rejected) + len(part.deferred)
+        if part.accepted:
+            refusals = 0
+        if part.unreachable or part.doubt or (part.deferred and session._smtp is None):
+            # MailPlus went away: the rest waits for the next run (what was taken is recorded).
+            rest = taken[start + RCPT_MAX:]
+            result.deferred.update({r: part.reply for r in rest})
+            result.unreachable = part.unreachable and not result.accepted
+            break
+    session.errors = refusals
+    return result
+
+
+class Probe(NamedTuple):
+    """What asking the server about a recipient list found."""
+
+    result: DeliveryResult  # the refused and deferred recipients
+    taken: List[str]  # recipients the server accepted
+    untried: List[str]  # recipients not asked (REFUSALS_MAX reached)
+    lost: bool  # the connection failed: everything not refused is deferred
+
+
+def probe_recipients(session: SmtpSession, sender: str, recipients: List[str]) -> Probe:
+    """Ask (MAIL, RCPT..., RSET) which of `recipients` the server takes, up to REFUSALS_MAX refusals."""
+    result = DeliveryResult()
+    for attempt in (0, 1):
+        reused = attempt == 0
+        smtp = session._idle_connection() if reused else None
+        if smtp is None:
+            reused = False
+            try:
+                smtp = session._open()
+            except (OSError, smtplib.SMTPException) as exc:
+                text = describe(exc, session.host, session.port) if isinstance(exc, OSError) else str(exc)
+                session._smtp = None
+                return Probe(DeliveryResult(deferred={r: text for r in recipients}, reply=text, unreachable=True),
+                             [], [], True)
+        taken: List[str] = []
+        mail_answered = False
+        try:
+            code, message = _mail(smtp, sender)
+            mail_answered = True
+            if code != 250:
+                return Probe(session._refused(result, recipients, code, message, reset=code != 421), [], [], False)
+            group_max = REFUSALS_MAX if smtp.has_extn("pipelining") else 1
+            in_transaction = 0
+            index = 0
+            while index < len(recipients):
+                refused = len(result.rejected) + len(result.deferred)
+                if refused >= REFUSALS_MAX:
+                    break
+                if in_transaction >= RCPT_MAX:
+                    # Only asking: start over, so no transaction holds more than RCPT_MAX.
+                    session._reset(smtp)
+                    if session._smtp is None:
+                        raise smtplib.SMTPServerDisconnected("RSET failed")
+                    code, message = _mail(smtp, sender)
+                    if code != 250:
+                        raise smtplib.SMTPServerDisconnected(_reply(code, message))
+                    in_transaction = 0
+                # At most as many in one write as may still be refused (RFC 2920 groups).
+                group = recipients[index:index + min(group_max, REFUSALS_MAX - refused, RCPT_MAX - in_transaction)]
+                smtp.send("".join(f"RCPT TO:<{r}>\r\n" for r in group))
+                for rcpt in group:
+                    before = len(result.accepted)
+                    SmtpSession._rcpt_reply(result, rcpt, *smtp.getreply())
+                    if len(result.accepted) > before:
+                        in_transaction += 1
+                index += len(group)
+            session._reset(smtp)
+            taken, result.accepted = result.accepted, []
+            return Probe(result, taken, recipients[index:], False)
+        except (OSError, smtplib.SMTPException, socket.timeout) as exc:
+            session.drop()
+            if reused and not mail_answered:
+                result = DeliveryResult()
+                continue  # a stale kept connection: once more on a fresh one
+            text = (describe(exc, session.host, session.port) if isinstance(exc, OSError)
+                    else f"SMTP session with {session.host}:{session.port} ended: {exc}")
+            result.accepted = []
+            result.deferred.update({r: text for r in recipients if r not in result.rejected})
+            result.reply = text
+            return Probe(result, [], [], True)
+    raise AssertionError("unreachable")
+
+
+def _mail(smtp: smtplib.SMTP, sender: str) -> Tuple[int, bytes]:
+    """MAIL FROM, with the null sender when MailPlus refuses the sender (as in a transaction)."""
+    code, message = smtp.docmd("MAIL", f"FROM:<{sender}>")
+    if code >= 500 and sender:
+        smtp.rset()
+        code, message = smtp.docmd("MAIL", "FROM:<>")
+    return code, message
 
 
 def deliver(host: str, port: int, sender: str, recipients: List[str], chunks: Callable[[], Iterable[bytes]],

@@ -66,6 +66,7 @@ class ImapSource(Source):
         self._cache: Dict[str, Tuple[bytes, bool]] = {}  # uid -> (first bytes, partial fetch honoured)
         self._uidplus = False
         self._exists = -1
+        self.utf8 = False  # RFC 6855 UTF8=ACCEPT is enabled
 
     @classmethod
     def connect(cls, account: Account, timeout: float) -> ImapSource:
@@ -91,6 +92,7 @@ class ImapSource(Source):
                 typ, data = imap.capability()
                 caps = data[0].upper().split() if typ == "OK" and data and data[0] else []
                 self._uidplus = b"UIDPLUS" in caps
+                self._enable_utf8(caps)
                 typ, data = imap.select(_quote(account.folder))
                 if typ != "OK":
                     raise ProtocolError(f"cannot open folder {account.folder!r}: {_text(data)}")
@@ -103,6 +105,23 @@ class ImapSource(Source):
             self.abort()
             raise
         return self
+
+    def _enable_utf8(self, caps: List[bytes]) -> None:
+        """ENABLE UTF8=ACCEPT (RFC 6855) where offered: after login, before SELECT.
+
+        Without it a server like Courier replaces a message with 8-bit headers by a wrapper,
+        and its envelope headers are lost.
+        """
+        if b"UTF8=ACCEPT" not in caps or b"ENABLE" not in caps:
+            return
+        # imaplib checks ENABLE against the capabilities it saw before login.
+        self._imap.capabilities = tuple(c.decode("ascii", "replace") for c in caps)
+        try:
+            typ, data = self._imap.enable("UTF8=ACCEPT")
+        except imaplib.IMAP4.error as exc:
+            log.warning("%s:%d offers UTF8=ACCEPT but refused to enable it: %s", self.host, self.port, _text(exc))
+            return
+        self.utf8 = typ == "OK"
 
     def _call(self, *args: Any) -> List[Any]:
         with network_errors(self.host, self.port):

@@ -53,6 +53,7 @@ class Pop3Source(Source):
         self._sock: Optional[socket.socket] = None
         self._buf = bytearray()
         self.pipelining = False
+        self.utf8 = False  # RFC 6856 UTF-8 mode is on
         # Commands sent whose answers are not read yet, oldest first: (verb, message number).
         self._expect: Deque[Tuple[str, str]] = collections.deque()
         self.failed_deletes: List[Tuple[str, str]] = []
@@ -77,6 +78,7 @@ class Pop3Source(Source):
                     if self._buf:
                         raise ConnectError(f"{self.host}:{self.port} sent data before the TLS handshake")
                     self._attach(context.wrap_socket(self._sock, server_hostname=self.host))
+            self._ask_utf8()
             self._login(account.username, account.password.reveal())
             self.pipelining = USE_PIPELINING and "PIPELINING" in self._capabilities()
         except BaseException:
@@ -133,6 +135,21 @@ class Pop3Source(Source):
             self._status()
         except ProtocolError as exc:
             raise AuthError(f"login to {self.host}:{self.port} refused: {exc}") from None
+
+    def _ask_utf8(self) -> None:
+        """Turn on UTF-8 mode (RFC 6856) where CAPA offers it; the command is only valid before login.
+
+        Without it a server like Courier replaces a message with 8-bit headers by a wrapper:
+        its envelope headers are gone (the copy goes to the fallback) and it differs per RETR.
+        """
+        if "UTF8" not in self._capabilities():
+            return
+        try:
+            self._command("UTF8")
+        except ProtocolError as exc:
+            log.warning("%s:%d offers UTF8 but refused it: %s", self.host, self.port, exc)
+            return
+        self.utf8 = True
 
     def _capabilities(self) -> List[str]:
         """CAPA's keywords (upper case); [] for a server without CAPA."""

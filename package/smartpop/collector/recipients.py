@@ -197,6 +197,7 @@ def candidates(value: str) -> List[str]:
     """Every address-like word of a header value, as written (RFC 2047 decoded, groups and comments handled)."""
     text = _strip_comments(decode_words(value))
     found: List[str] = []
+    seen: Set[str] = set()  # lists of thousands of addresses: a list scan per item would be quadratic
     for raw_item in _split_items(text):
         # Group syntax "name: a@b, c@d;" leaves "name: a@b" as the first item.
         item = raw_item
@@ -204,7 +205,8 @@ def candidates(value: str) -> List[str]:
         if colon and "<" not in head and "@" not in head and '"' not in head:
             item = rest
         candidate = _candidate(item).rstrip(".")
-        if candidate and candidate not in found:
+        if candidate and candidate not in seen:
+            seen.add(candidate)
             found.append(candidate)
     return found
 
@@ -212,12 +214,14 @@ def candidates(value: str) -> List[str]:
 def _usable(raw: Iterable[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
     """Split candidates into (plain addresses, lower-cased; [(candidate, why not plain)])."""
     good: List[str] = []
+    seen: Set[str] = set()
     bad: List[Tuple[str, str]] = []
     for candidate in raw:
         why = safe_reason(candidate)
         if why is None:
             address = candidate.lower()
-            if address not in good:
+            if address not in seen:
+                seen.add(address)
                 good.append(address)
         else:
             bad.append((candidate, why))
@@ -253,14 +257,14 @@ class _Sorted:
 
 
 def _sort(raw: Iterable[str], policy: RoutingPolicy) -> _Sorted:
-    good, bad = _usable(raw)
+    good, bad = _usable(raw)  # already without repeats
     result = _Sorted()
     for address in good:
         if address in policy.own_addresses:
             result.skipped.append(f"{address} (the collected mailbox itself)")
         elif address.rpartition("@")[2] not in policy.local_domains:
             result.skipped.append(f"{address} (not a local domain)")
-        elif address not in result.kept:
+        else:
             result.kept.append(address)
     for candidate, why in bad:
         if _domain_of(candidate) in policy.local_domains:
@@ -273,11 +277,13 @@ def _sort(raw: Iterable[str], policy: RoutingPolicy) -> _Sorted:
 def expand_aliases(addresses: Sequence[str], aliases: Dict[str, List[str]]) -> List[str]:
     """Map addresses through `aliases` (nested, loop-safe), keeping order and dropping repeats."""
     result: List[str] = []
+    seen: Set[str] = set()
 
     def visit(address: str, trail: Set[str]) -> None:
         targets = aliases.get(address)
         if targets is None or address in trail:
-            if address not in result:
+            if address not in seen:
+                seen.add(address)
                 result.append(address)
             return
         for target in targets:

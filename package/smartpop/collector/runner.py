@@ -106,6 +106,9 @@ ACCOUNT_CONCURRENCY = 4
 FETCH_AHEAD = 32
 # Marks a copy sent again because an earlier hand-over of it ended in doubt.
 REDELIVERED_HEADER = "X-SmartPop-Redelivered"
+# X-SmartPop-Fallback lines one fallback copy carries at most: a list of thousands would
+# outgrow Postfix's header_size_limit (100 KB), which cuts the header short.
+FALLBACK_NOTES = 20
 # Errors that end the whole run rather than one message: the session, MailPlus or the store is gone.
 _FATAL = (ConnectError, AuthError, LockBusy, StateError)
 
@@ -117,6 +120,9 @@ _digest_guard = threading.Lock()
 
 @contextlib.contextmanager
 def _one_at_a_time(digest: str) -> Iterator[None]:
+    if not digest:
+        yield  # no identity, so no other copy to wait for
+        return
     with _digest_guard:
         entry = _digest_locks.setdefault(digest, [threading.Lock(), 0])
         entry[1] += 1
@@ -268,13 +274,19 @@ class AccountRun:
         account = self.account
         messages = source.list()
         folder = source.folder if source.protocol == "IMAP" else ""
-        known = self.store.messages_of(account.name, folder, source.uidvalidity)
+        known = self.store.messages_of(account.name, folder, source.uidvalidity,
+                                       {m.uid: m.size for m in messages})
         total = len(messages)
         self._progress("list", 0, total)
         waiting = 0
         todo: List[RemoteMessage] = []
         now = time.time()
         for message in messages:
+            if message.uid in known.reused:
+                self._set_aside(message, known.reused[message.uid], Key(account.name, folder, source.uidvalidity,
+                                                                        message.uid))
+                todo.append(message)
+                continue
             if message.uid in known.done:
                 if self._delete_due(known.done[message.uid]):
                     source.delete(message.ref)
@@ -330,6 +342,13 @@ class AccountRun:
         self.store.prune(account.name, folder, source.uidvalidity, {m.uid for m in messages})
         self.result.waiting = waiting
         self.result.remaining = total - self.result.deleted
+
+    def _set_aside(self, message: RemoteMessage, recorded: int, key: Key) -> None:
+        """A done uid listed with another size: a new message under a reused uid, never deleted unread."""
+        log.warning("%s: uid %s was collected before with size %d; the server now lists %d bytes under it. "
+                    "It reuses uids (RFC 1939 forbids that), so this is a new message: it is fetched and "
+                    "delivered", self.account.name, message.uid, recorded, message.size)
+        self.store.set_aside(key)
 
     def _settle(self, finished: Set[Future[bool]]) -> int:  # novermin
         """Collect finished deliveries: how many left their message waiting; re-raise a fatal error."""
@@ -486,7 +505,8 @@ class AccountRun:
             self._problem(error)
             return None
         # Queued, not committed: the provider thread commits it before the DELE (_delete_ready).
-        done = self.store.mark_done(key, spooled.message_id, digest, spooled.size, fallback=used_fallback)
+        done = self.store.mark_done(key, spooled.message_id, digest, spooled.size, message.size,
+                                    fallback=used_fallback)
         self._count("collected")
         if used_fallback:
             self._count("fallback")
@@ -545,7 +565,9 @@ class AccountRun:
                         target.host, target.port, outcome.reply)
         checkpoint("after_data")
         ledger = outcome.accepted if via == "route" else [rcpts[0]] if outcome.accepted else []
-        failed = [r for r in rcpts if r not in outcome.accepted and r not in doubt]
+        taken = set(outcome.accepted)  # a set: lists may hold thousands of recipients
+        in_doubt = set(doubt)
+        failed = [r for r in rcpts if r not in taken and r not in in_doubt]
         self.store.finish_sending(key, {r: outcome.reply for r in outcome.accepted}, failed, digest, ledger,
                                   doubt=doubt, redelivered=redelivered)
         if redelivered and outcome.accepted:
@@ -567,9 +589,12 @@ class AccountRun:
         if redelivered:
             lines.append(f"{REDELIVERED_HEADER}: possible duplicate; an earlier hand-over of this copy to MailPlus "
                          "was interrupted, so SmartPop cannot know whether it arrived")
-        for rcpt, why in (refused or {}).items():
+        notes = list((refused or {}).items())
+        for rcpt, why in notes[:FALLBACK_NOTES]:
             lines.append(f"X-SmartPop-Fallback: {headers.safe_header_text(rcpt, 320)} refused: "
                          f"{headers.safe_header_text(why)}")
+        if len(notes) > FALLBACK_NOTES:
+            lines.append(f"X-SmartPop-Fallback: and {len(notes) - FALLBACK_NOTES} more recipients (see the log)")
         return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
 
 

@@ -164,9 +164,14 @@ class Spooled:
         return (first(self.fields, "message-id") or "").strip()[:500]
 
     def dedup_digest(self) -> str:
-        """Identity of the message for multidrop de-duplication (same for every copy the provider made)."""
+        """Identity of the message for multidrop de-duplication ('' without a Message-ID: never a copy)."""
         if self._dedup is not None:
             return self._dedup  # asked for several times per message (lock, ledger, journal)
+        if not has_identity(self.message_id):
+            # Device alerts and the like: same text, no Message-ID, often no Date. Nothing tells
+            # two of them from two copies of one, so no fingerprint may make one skip the other.
+            self._dedup = ""
+            return self._dedup
         parts = [self.message_id] + [(first(self.fields, n) or "").strip() for n in ("from", "date", "subject")]
         data = "\0".join(parts).encode("utf-8", "surrogateescape") + b"\0" + self.body_digest.encode()
         self._dedup = hashlib.sha256(data).hexdigest()
@@ -193,6 +198,11 @@ class Spooled:
             self.path.unlink()
         except FileNotFoundError:
             pass
+
+
+def has_identity(message_id: str) -> bool:
+    """True if `message_id` can name one message (not empty, not just '<>' and blanks)."""
+    return bool(message_id.strip("<> \t\r\n"))
 
 
 def clean(directory: Path, account: str, doubt_days: int = 30) -> None:

@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from smartpop.errors import StateError
 from smartpop.paths import Paths
@@ -58,8 +58,14 @@ CREATE TABLE IF NOT EXISTS account_status (
     fallback INTEGER NOT NULL DEFAULT 0, last_error TEXT, waiting INTEGER, last_collected INTEGER,
     last_fallback INTEGER, running INTEGER NOT NULL DEFAULT 0, redelivered INTEGER NOT NULL DEFAULT 0);
 """
-# Columns added after the first release: (table, column, declaration) for ALTER TABLE.
-ADDED_COLUMNS = [("account_status", "redelivered", "INTEGER NOT NULL DEFAULT 0")]
+# Columns added after the first release; stores made before them get them on open.
+ADDED_COLUMNS = (
+    # Copies sent again, marked, after a hand-over ended in doubt (docs/COLLECTION.md).
+    ("account_status", "redelivered", "INTEGER NOT NULL DEFAULT 0"),
+    # The size the server listed (POP3 LIST, IMAP RFC822.SIZE) when the message was done: a done
+    # uid listed with another size is a new message under a reused uid.
+    ("messages", "listed_size", "INTEGER"),
+)
 
 LEDGER_DAYS = 180
 VANISHED_DAYS = 30
@@ -98,6 +104,8 @@ class MailboxState(NamedTuple):
 
     done: Dict[str, Optional[float]]  # uid -> done_at
     open: Dict[str, MessageRow]  # uid -> row, for messages not placed yet
+    # uid -> size recorded when done, for done uids the server now lists with another size
+    reused: Dict[str, int]
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -109,10 +117,7 @@ def connect(path: Path) -> sqlite3.Connection:
         # FULL: every commit is fsynced, also in WAL mode (NORMAL would not be).
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(SCHEMA)
-        for table, column, declaration in ADDED_COLUMNS:
-            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-            if column not in present:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        add_columns(conn)
     except sqlite3.DatabaseError as exc:
         raise StateError(f"state store {path} is unusable: {exc}") from exc
     try:
@@ -120,6 +125,19 @@ def connect(path: Path) -> sqlite3.Connection:
     except OSError:
         pass
     return conn
+
+
+def add_columns(conn: sqlite3.Connection) -> None:
+    """Add the ADDED_COLUMNS a store made by an older version lacks."""
+    for table, column, kind in ADDED_COLUMNS:
+        if column in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            continue
+        try:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError:
+            # Another process opening the store at the same moment may have added it first.
+            if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                raise
 
 
 Statement = Tuple[str, Any, bool]  # sql, parameters, executemany?
@@ -297,18 +315,26 @@ class Store:
                           "WHERE account=? AND folder=? AND uidvalidity=? AND uid=?", key)
         return MessageRow(*rows[0]) if rows else None
 
-    def messages_of(self, account: str, folder: str, uidvalidity: str) -> MailboxState:
-        """What is known of one mailbox generation, by uid (one query instead of one per message)."""
+    def messages_of(self, account: str, folder: str, uidvalidity: str,
+                    listed: Optional[Mapping[str, int]] = None) -> MailboxState:
+        """What is known of one mailbox generation, by uid (one query instead of one per message).
+
+        With `listed` (uid -> size the server lists now), a done uid whose recorded size differs
+        goes to `reused` instead of `done`: the server gave a new message an old uid.
+        """
         self.sync()
-        known = MailboxState({}, {})
+        known = MailboxState({}, {}, {})
 
         def take(row: Any) -> None:
             if row[1] == "done":
-                known.done[row[0]] = row[3]
+                if listed is not None and reused_uid(row[6], listed.get(row[0])):
+                    known.reused[row[0]] = row[6]
+                else:
+                    known.done[row[0]] = row[3]
             else:
-                known.open[row[0]] = MessageRow(*row[1:])
+                known.open[row[0]] = MessageRow(row[1], row[2], row[3], row[4], row[5], row[7])
 
-        self._each("SELECT uid, state, first_seen, done_at, next_try, attempts, last_error FROM messages "
+        self._each("SELECT uid, state, first_seen, done_at, next_try, attempts, listed_size, last_error FROM messages "
                    "WHERE account=? AND folder=? AND uidvalidity=?", (account, folder, uidvalidity), take)
         return known
 
@@ -324,7 +350,8 @@ class Store:
             " digest=excluded.digest, size=excluded.size",
             (*key, now, message_id, digest, size, now + retry_after, error), False)], durable=True, key=key)
 
-    def mark_done(self, key: Key, message_id: str, digest: str, size: int, fallback: bool = False) -> int:
+    def mark_done(self, key: Key, message_id: str, digest: str, size: int, listed_size: Optional[int] = None,
+                  fallback: bool = False) -> int:
         """Every recipient is placed: queued; returns its number for is_durable() / sync_upto().
 
         The account's 'collected' (and 'fallback') figures ride in the same commit, so after
@@ -333,13 +360,28 @@ class Store:
         now = time.time()
         return self._enqueue([
             ("INSERT INTO messages (account, folder, uidvalidity, uid, state, first_seen, done_at, message_id, digest,"
-             " size) VALUES (?,?,?,?, 'done', ?, ?, ?, ?, ?) ON CONFLICT (account, folder, uidvalidity, uid) DO UPDATE"
-             " SET state='done', done_at=excluded.done_at, last_error=NULL, next_try=NULL",
-             (*key, now, now, message_id, digest, size), False),
+             " size, listed_size) VALUES (?,?,?,?, 'done', ?, ?, ?, ?, ?, ?) ON CONFLICT (account, folder, uidvalidity,"
+             " uid) DO UPDATE SET state='done', done_at=excluded.done_at, last_error=NULL, next_try=NULL,"
+             " listed_size=excluded.listed_size",
+             (*key, now, now, message_id, digest, size, listed_size), False),
             ("INSERT INTO account_status (account, collected, fallback) VALUES (?, 1, ?) ON CONFLICT (account)"
              " DO UPDATE SET collected=collected+1, fallback=fallback+excluded.fallback",
              (key.account, 1 if fallback else 0), False),
         ], durable=False, key=key)
+
+    def set_aside(self, key: Key) -> None:
+        """Rename the records of the message that had `key` before the server reused its uid (durable).
+
+        The new message then starts with no journal, so nothing recorded for the old one can
+        make it skip a recipient. The renamed rows are pruned like those of any vanished message.
+        """
+        # A blank cannot occur in a POP3 UIDL or an IMAP UID, so the new name is nobody's uid.
+        renamed = f"{key.uid} (reused {time.time():.6f})"
+        self._enqueue([
+            ("UPDATE messages SET uid=? WHERE account=? AND folder=? AND uidvalidity=? AND uid=?", (renamed, *key),
+             False),
+            ("UPDATE copies SET uid=? WHERE account=? AND folder=? AND uidvalidity=? AND uid=?", (renamed, *key),
+             False)], durable=True, key=key)
 
     def backdate_done(self, account: str, seconds: float) -> None:
         """Move every done_at of `account` into the past (for tests of delete_after_days)."""
@@ -395,6 +437,8 @@ class Store:
 
     def in_ledger(self, digest: str, rcpts: Sequence[str]) -> Set[str]:
         """Which of `rcpts` already received the message with `digest` (any account of this process)."""
+        if not digest:
+            return set()  # a message without identity is never a copy of another
         with _queued_lock:
             holders = list(_queued_digests.get(digest, ()))
         for store in holders:  # ledger rows of this digest still queued somewhere: commit them first
@@ -440,7 +484,7 @@ class Store:
             ("UPDATE copies SET status='doubt', at=? WHERE account=? AND folder=? AND uidvalidity=? AND uid=?"
              " AND rcpt=?", [(now, *key, rcpt) for rcpt in doubt], True),
             ("INSERT OR IGNORE INTO ledger (digest, rcpt, at) VALUES (?,?,?)",
-             [(digest, r, now) for r in ledger_rcpts], True),
+             [(digest, r, now) for r in ledger_rcpts if digest], True),
         ]
         if redelivered and delivered:
             statements.append(("UPDATE account_status SET redelivered=redelivered+? WHERE account=?",
@@ -492,6 +536,12 @@ class Store:
             " last_error=excluded.last_error, waiting=COALESCE(excluded.waiting, waiting),"
             " last_collected=excluded.last_collected, last_fallback=excluded.last_fallback, running=0",
             (account, now, now if ok else None, error, waiting, collected, fallback))
+
+
+def reused_uid(recorded: Optional[int], listed: Optional[int]) -> bool:
+    """True if a done uid listed with size `listed` cannot be the message recorded with size `recorded`."""
+    # Unknown on either side (a record from before sizes were kept, a server that lists 0): no verdict.
+    return bool(recorded) and bool(listed) and recorded != listed
 
 
 def lock_path(paths: Paths, account: str) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Dict, List
@@ -18,11 +17,10 @@ from typing import Dict, List
 import pytest
 
 from support.ports import free_ports
-from support.postfix_relay import have_postfix, tree_digest
+from support.postfix_relay import have_postfix, mailplus_like_dir, tree_digest
 from support.synopkg import FakeDSM, Spk, assert_all_ok, wizard
 
 pytestmark = pytest.mark.skipif(not have_postfix(), reason="needs root and the postfix tools")
-MAINCF = Path(__file__).resolve().parent.parent / "data" / "maincf" / "mailplus.cf"
 ROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
 
 
@@ -69,11 +67,7 @@ print(len(hit))
 
 def _postfix_dir(world_tmp: Path) -> Path:
     """MailPlus's config dir stand-in: root's, outside the package user's reach."""
-    etc = world_tmp / "mailplus-etc"
-    etc.mkdir()
-    shutil.copy(MAINCF, etc / "main.cf")
-    shutil.copy("/etc/postfix/master.cf", etc / "master.cf")
-    return etc
+    return mailplus_like_dir(world_tmp / "mailplus-etc")
 
 
 def _markers(world_tmp: Path) -> Path:

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 
-from support.postfix_relay import have_postfix, run_relay, tree_digest, write_config
+from support.postfix_relay import have_postfix, mailplus_like_dir, run_relay, tree_digest, write_config
 from support.relay_bundle import root_task_argv
 
 pytestmark = pytest.mark.skipif(not have_postfix(), reason="needs root and the postfix tools")
-MAINCF = Path(__file__).resolve().parent.parent / "data" / "maincf" / "mailplus.cf"
 ENABLED = {"enabled": True, "host": "smtp.provider.test", "port": 587, "security": "starttls",
            "username": "anna@firma.test", "password": "main-pw"}
 
 
 def _etc(tmp_path: Path) -> Path:
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    shutil.copy(MAINCF, etc / "main.cf")
-    shutil.copy("/etc/postfix/master.cf", etc / "master.cf")
-    return etc
+    return mailplus_like_dir(tmp_path / "etc")
 
 
 def _state(data: Path, etc: Path) -> Dict[str, Any]:

@@ -205,3 +205,11 @@ def run_relay(data_dir: Path, action: str, postfix_dir: Path, *extra: str, ca_fi
     """Run the real CLI (as the root task would) and return its completed process (text)."""
     return subprocess.run(relay_argv(data_dir, action, postfix_dir, *extra), capture_output=True, text=True,
                           env=smartpop_env(ca_file), timeout=timeout, cwd=str(data_dir.parent))
+
+
+def mailplus_like_dir(etc: Path) -> Path:
+    """A Postfix config dir at `etc` like MailPlus's: its main.cf fixture and the system's master.cf."""
+    etc.mkdir(parents=True)
+    shutil.copy(REPO / "tests" / "data" / "maincf" / "mailplus.cf", etc / "main.cf")
+    shutil.copy("/etc/postfix/master.cf", etc / "master.cf")
+    return etc

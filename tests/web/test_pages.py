@@ -212,3 +212,23 @@ def test_fetch_now_reports_a_failed_account(rig: Rig, admin: Browserless) -> Non
     assert result["account"] == "sammelpostfach" and result["skipped"] is False
     assert result["collected"] == 0 and result["fallback"] == 0
     assert "pop.provider.invalid" in result["error"]
+
+
+def test_an_outdated_root_task_shows_on_the_overview_and_the_relay_page(rig: Rig, admin: Browserless) -> None:
+    """Root last ran an older bundle (its hash differs): both pages say the pasted line refuses to run."""
+    import json
+
+    doc = rig.config_document()
+    doc["relay"]["enabled"] = True
+    rig.write_config(doc)
+    state = rig.paths.data / "relay" / "state"
+    state.mkdir(parents=True)
+    (state / "status.json").write_text(json.dumps({"state": "applied", "fingerprint": "old", "version": "0.1.0-0001",
+                                                   "bundle_sha256": "0" * 64, "time": "2026-11-29T20:00:00Z"}))
+    overview = admin.get("/").text
+    assert 'id="relay-task-outdated"' in overview and "still runs SmartPop 0.1.0-0001" in overview
+    relay = admin.get("/relay/").text
+    assert 'class="task-state task-outdated"' in relay and "refuses to run this version" in relay
+    (state / "status.json").unlink()
+    assert 'id="relay-task-outdated"' not in admin.get("/").text
+    assert "has not run yet" in admin.get("/relay/").text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Dict
+
 from flask import Blueprint, Response, jsonify
 
 from smartpop.doctor import facts, probes
@@ -10,7 +12,7 @@ from smartpop.web.views.common import page, paths
 bp = Blueprint("doctor", __name__, url_prefix="/doctor")
 
 
-def _report() -> dict:  # type: ignore[type-arg]
+def _report() -> Dict[str, Any]:
     return facts.report(probes.collect(paths()))
 
 

@@ -263,8 +263,8 @@ def _postfix_facts(snap: Mapping[str, Any], facts: List[Fact]) -> None:
         exists = customize.get("exists")
         shown = f"{customize.get('path')}: " + (", ".join(found) or "empty") if exists else "absent"
         _fact(facts, "customize", "MailPlus customize override", shown, OK if exists else UNKNOWN,
-              "One community source says MailPlus keeps this override across restarts; SmartPop does not use it yet."
-              if exists else "Not present on this NAS; SmartPop patches main.cf directly and re-applies after drift.")
+              "One community source says MailPlus keeps this override across restarts; not confirmed by Synology."
+              if exists else "Not present on this NAS: the relay's settings live in main.cf, re-applied after drift.")
 
 
 def _protection_facts(snap: Mapping[str, Any], facts: List[Fact]) -> None:

@@ -54,9 +54,10 @@ def test_a_kill_between_the_durable_note_and_the_dot_delivers_again_marked(env: 
     extra = assert_census_after_doubt(env, {"anna": messages})
     got = env.local("anna")
     marked = _marked(got)
-    # The copy killed in the hand-over never reached MailPlus: its only copy is the marked one.
-    second = [m for m in got if body_of(m) == body_of(messages[1])]
-    assert len(second) == 1 and second == [m for m in marked if body_of(m) == body_of(messages[1])]
+    # The copy killed in the hand-over (whichever message the second note was for: three
+    # connections work in parallel) never reached MailPlus, so its only copy is the marked one.
+    only_marked = [b for b in {body_of(m) for m in got} if all(m in marked for m in got if body_of(m) == b)]
+    assert len(only_marked) >= 1, "the copy killed between its note and its dot arrives, marked"
     report = {a["name"]: a for a in build_status(env.paths)["accounts"]}["sammel"]
     assert report["redelivered"] == len(marked) == extra + 1 and report["collected"] == 3
 

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "request-rollback"])
     relay.add_argument("--postfix-dir", metavar="DIR", help="Postfix config dir (default: MailPlus's)")
     relay.add_argument("--postfix-bin", metavar="DIR", help="directory of postconf/postmap/postfix")
+    relay.add_argument("--maps-dir", metavar="DIR",
+                       help="root-owned dir for SmartPop's map files (default: MailPlus's etc/smartpop)")
+    relay.add_argument("--customize-dir", metavar="DIR",
+                       help="MailPlus's main.cf override dir (default: MailPlus's etc/customize/postfix)")
     relay.add_argument("--force", action="store_true", help="rollback: restore even files changed since apply")
     relay.add_argument("--json", action="store_true", help="status: machine-readable output")
     sub.add_parser("check", help="validate the config and test every account and the delivery target")

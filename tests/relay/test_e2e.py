@@ -18,7 +18,7 @@ import pytest
 
 from support import certs as certs_mod
 from support.certs import make_certs
-from support.postfix_relay import RelayPostfix, have_postfix, run_relay, tree_digest, write_config
+from support.postfix_relay import RelayPostfix, config_digest, have_postfix, run_relay, write_config
 from support.upstream_smtp import Upstream
 
 pytestmark = [
@@ -91,7 +91,7 @@ def test_relay_starttls_and_per_sender_wrapper_tls_then_rollback(
     postfix, main, other = rig
     _clear(main, other)
     data = tmp_path / "data"
-    before = tree_digest(postfix.etc)
+    before = config_digest(postfix.etc)
     code, text = _probe_refused(postfix)
     assert code == 554 and b"Relay access denied" in text
 
@@ -137,7 +137,7 @@ def test_relay_starttls_and_per_sender_wrapper_tls_then_rollback(
     rolled = run_relay(data, "rollback", postfix.etc)
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
     assert json.loads(run_relay(data, "status", postfix.etc, "--json").stdout)["state"] == "pending"
-    assert tree_digest(postfix.etc) == before  # main.cf, master.cf, maps: byte-identical, same modes
+    assert config_digest(postfix.etc) == before  # main.cf, master.cf: byte-identical, same modes; no maps left
     code, _ = _probe_refused(postfix)
     assert code == 554
 
@@ -147,7 +147,7 @@ def test_wrong_password_defers_in_queue_and_is_delivered_after_fix(
     postfix, main, other = rig
     _clear(main, other)
     data = tmp_path / "data"
-    before = tree_digest(postfix.etc)
+    before = config_digest(postfix.etc)
     write_config(data, _relay(main, other, password="wrong password"))
     assert run_relay(data, "apply", postfix.etc, ca_file=certs.ca_cert).returncode == 0
 
@@ -171,7 +171,7 @@ def test_wrong_password_defers_in_queue_and_is_delivered_after_fix(
     assert postfix.wait_queue(0) == []
 
     assert run_relay(data, "rollback", postfix.etc).returncode == 0
-    assert tree_digest(postfix.etc) == before
+    assert config_digest(postfix.etc) == before
 
 
 def test_untrusted_certificate_is_refused_not_sent(
@@ -179,7 +179,7 @@ def test_untrusted_certificate_is_refused_not_sent(
     postfix, main, other = rig
     _clear(main, other)
     data = tmp_path / "data"
-    before = tree_digest(postfix.etc)
+    before = config_digest(postfix.etc)
     stranger = make_certs(tmp_path / "other-ca")  # a CA that did not sign the provider's cert
     write_config(data, _relay(main, other))
     assert run_relay(data, "apply", postfix.etc, ca_file=stranger.ca_cert).returncode == 0
@@ -191,5 +191,5 @@ def test_untrusted_certificate_is_refused_not_sent(
     assert main.messages == [] and main.auth_failures == []  # the password never left Postfix
     subprocess.run(["postsuper", "-c", str(postfix.etc), "-d", "ALL"], capture_output=True, check=True)
     assert run_relay(data, "rollback", postfix.etc).returncode == 0
-    assert tree_digest(postfix.etc) == before
+    assert config_digest(postfix.etc) == before
 

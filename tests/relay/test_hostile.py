@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from support.postfix_relay import have_postfix, run_relay, tree_digest, write_config
+from support.postfix_relay import config_digest, have_postfix, maps_dir_for, run_relay, tree_digest, write_config
 
 pytestmark = pytest.mark.skipif(not have_postfix(), reason="needs root and the postfix tools")
 DATA = Path(__file__).resolve().parent.parent / "data" / "maincf"
@@ -127,7 +127,7 @@ def test_shell_metacharacters_in_secrets_stay_inert(tmp_path: Path) -> None:
     relay = _main(username=f"`touch${{IFS}}{marker}`", password=password)
     relay["sender_relays"][0]["password"] = f"';touch {marker};'"
     write_config(data, relay)
-    etc_before = tree_digest(etc)
+    etc_before = config_digest(etc)
     outside_before = tree_digest(root / "outside")
     params_before = set(_param_names(etc))
     proc = run_relay(data, "apply", etc)
@@ -137,16 +137,16 @@ def test_shell_metacharacters_in_secrets_stay_inert(tmp_path: Path) -> None:
     from smartpop.relay.desired import WHITELIST
 
     assert added and added <= WHITELIST
-    sasl = etc / "smartpop_sasl_passwd"
+    sasl = maps_dir_for(etc) / "smartpop_sasl_passwd"
     assert stat.S_IMODE(sasl.stat().st_mode) == 0o600
     assert f"smtp.provider.test]:587 `touch${{IFS}}{marker}`:{password}\n" in sasl.read_text()
     main_cf = (etc / "main.cf").read_text()
     assert password not in main_cf and "touch" not in main_cf  # secrets only in the 0600 map
     assert tree_digest(root / "outside") == outside_before
-    # Nothing was written in the tree except the Postfix dir and DATA.
-    assert sorted(p.name for p in root.iterdir()) == ["data", "etc", "outside"]
+    # Nothing was written in the tree except the Postfix dir, the maps dir and DATA.
+    assert sorted(p.name for p in root.iterdir()) == ["data", "etc", "outside", "smartpop-maps"]
     assert run_relay(data, "rollback", etc).returncode == 0
-    assert tree_digest(etc) == etc_before
+    assert config_digest(etc) == etc_before
     assert not marker.exists()
 
 
@@ -179,12 +179,12 @@ def test_dsm_symlinked_data_dir_still_works(tmp_path: Path) -> None:
     write_config(real, _base())
     data = root / "var"
     data.symlink_to(real)
-    before = tree_digest(etc)
+    before = config_digest(etc)
     proc = run_relay(data, "apply", etc)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (real / "relay" / "state" / "checkpoint" / "manifest.json").is_file()
     assert run_relay(data, "rollback", etc).returncode == 0
-    assert tree_digest(etc) == before
+    assert config_digest(etc) == before
 
 
 def _chown_tree(path: Path, uid: int) -> None:

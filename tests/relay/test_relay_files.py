@@ -15,6 +15,7 @@ from smartpop.errors import ConfigError, StateError
 from smartpop.relay import maincf, patcher
 from smartpop.relay import postfix as pf
 from smartpop.relay.desired import WHITELIST, desired_from_relay
+from smartpop.relay.layout import Layout
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "maincf"
 FIXTURES = sorted(p.name for p in DATA.glob("*.cf"))
@@ -47,7 +48,12 @@ def _setup(tmp: Path, fixture: str) -> Path:
     directory.mkdir()
     shutil.copy(DATA / fixture, directory / "main.cf")
     shutil.copy("/etc/postfix/master.cf", directory / "master.cf")
+    (tmp / "maps").mkdir(mode=0o700)
     return directory
+
+
+def _layout(directory: Path) -> Layout:
+    return Layout(directory, directory.parent / "maps", directory.parent / "customize")
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)
@@ -62,46 +68,52 @@ def test_apply_verify_idempotent_drift_rollback(tmp_path: Path, fixture: str) ->
     directory = _setup(tmp_path, fixture)
     relay_dir = tmp_path / "relay"
     tools = pf.locate()
+    layout = _layout(directory)
+    maps = layout.maps_dir
     before = _tree(directory)
-    desired = desired_from_relay(_relay(), str(directory), pf.map_type(tools, str(directory)))
-    assert patcher.verify(directory, tools, desired)
-    assert patcher.apply(relay_dir, directory, tools, desired, "hash").changed
-    assert patcher.verify(directory, tools, desired) == []
+    desired = desired_from_relay(_relay(), str(maps), pf.map_type(tools, str(directory)))
+    assert patcher.verify(layout, tools, desired)
+    assert patcher.apply(relay_dir, layout, tools, desired, "hash").changed
+    assert patcher.verify(layout, tools, desired) == []
     live = pf.postconf_n(tools, str(directory))
     assert live["relayhost"] == "[smtp.provider.test]:587"
     assert live["smtp_tls_security_level"] == "secure"
-    assert (directory / "smartpop_sasl_passwd").stat().st_mode & 0o777 == 0o600
-    assert (directory / "smartpop_sasl_passwd.db").stat().st_mode & 0o777 == 0o600
+    assert live["smtp_sasl_password_maps"] == f"hash:{maps}/smartpop_sasl_passwd"
+    assert (maps / "smartpop_sasl_passwd").stat().st_mode & 0o777 == 0o600
+    assert (maps / "smartpop_sasl_passwd.db").stat().st_mode & 0o777 == 0o600
     after = _tree(directory)
-    assert not patcher.apply(relay_dir, directory, tools, desired, "hash").changed
+    assert not any(name.startswith("smartpop_") for name in after)  # nothing of ours in MailPlus's dir
+    assert not patcher.apply(relay_dir, layout, tools, desired, "hash").changed
     assert _tree(directory) == after
     # lines outside our block untouched
     assert (directory / "main.cf").read_bytes().startswith((DATA / fixture).read_bytes().rstrip(b"\n"))
     # drift: MailPlus regenerates main.cf
     shutil.copy(DATA / fixture, directory / "main.cf")
-    assert patcher.verify(directory, tools, desired)
+    assert patcher.verify(layout, tools, desired)
     with pytest.raises(StateError, match="changed since"):
-        patcher.rollback(relay_dir, directory, tools)
-    patcher.apply(relay_dir, directory, tools, desired, "hash")
-    assert patcher.verify(directory, tools, desired) == []
+        patcher.rollback(relay_dir, layout, tools)
+    patcher.apply(relay_dir, layout, tools, desired, "hash")
+    assert patcher.verify(layout, tools, desired) == []
     assert maincf.decode((directory / "main.cf").read_bytes()).count("BEGIN SMARTPOP") == 1
-    patcher.rollback(relay_dir, directory, tools)
+    patcher.rollback(relay_dir, layout, tools)
     assert _tree(directory) == before
+    assert not maps.exists()  # SmartPop's own dir goes with its maps
 
 
 def test_failure_mid_apply_rolls_back(tmp_path: Path) -> None:
     directory = _setup(tmp_path, "mailplus.cf")
     tools = pf.locate()
     before = _tree(directory)
-    desired = desired_from_relay(_relay(), str(directory), "hash")
+    desired = desired_from_relay(_relay(), str(tmp_path / "maps"), "hash")
 
     def boom(name: str) -> None:
         if name == "master.cf":
             raise KeyboardInterrupt
 
     with pytest.raises(Exception, match="rolled back"):
-        patcher.apply(tmp_path / "relay", directory, tools, desired, "hash", hook=boom)
+        patcher.apply(tmp_path / "relay", _layout(directory), tools, desired, "hash", hook=boom)
     assert _tree(directory) == before
+    assert not (tmp_path / "maps").exists()  # no map left behind; the empty dir goes too
 
 
 @pytest.mark.parametrize("field,value", [

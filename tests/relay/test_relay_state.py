@@ -9,7 +9,7 @@ from typing import Any, Dict
 
 import pytest
 
-from support.postfix_relay import have_postfix, mailplus_like_dir, run_relay, tree_digest, write_config
+from support.postfix_relay import config_digest, have_postfix, mailplus_like_dir, run_relay, tree_digest, write_config
 from support.relay_bundle import root_task_argv
 
 pytestmark = pytest.mark.skipif(not have_postfix(), reason="needs root and the postfix tools")
@@ -39,7 +39,7 @@ def test_a_rollback_with_nothing_to_do_leaves_the_state_disabled_not_pending(tmp
 
 def test_state_follows_apply_disable_task_and_rollback(tmp_path: Path) -> None:
     etc, data = _etc(tmp_path), tmp_path / "data"
-    before = tree_digest(etc)
+    before = config_digest(etc)
     write_config(data, ENABLED)
     assert _state(data, etc)["state"] == "pending"
     assert run_relay(data, "task", etc).returncode == 0
@@ -50,7 +50,7 @@ def test_state_follows_apply_disable_task_and_rollback(tmp_path: Path) -> None:
     assert _state(data, etc)["state"] == "disabled"
     assert run_relay(data, "rollback", etc).returncode == 0
     assert _state(data, etc)["state"] == "disabled"
-    assert tree_digest(etc) == before
+    assert config_digest(etc) == before
 
 
 @pytest.mark.parametrize("action", ["plan", "apply", "task", "verify", "rollback"])

@@ -49,6 +49,17 @@ def tree_digest(root: Path) -> Dict[str, str]:
     return result
 
 
+def config_digest(postfix_dir: Path) -> Dict[str, str]:
+    """tree_digest of everything a relay command may touch: the Postfix, maps and customize dirs."""
+    result: Dict[str, str] = {}
+    for area, directory in (("etc", postfix_dir), ("maps", maps_dir_for(postfix_dir)),
+                            ("customize", customize_dir_for(postfix_dir))):
+        if directory.is_dir():
+            result[area] = "dir"
+            result.update({f"{area}/{rel}": value for rel, value in tree_digest(directory).items()})
+    return result
+
+
 class RelayPostfix:
     """One running Postfix instance; see the module docstring."""
 
@@ -193,11 +204,29 @@ def smartpop_env(ca_file: Optional[Path] = None) -> Dict[str, str]:
     return env
 
 
+def maps_dir_for(postfix_dir: Path) -> Path:
+    """The test's stand-in for MailPlus's etc/smartpop: next to the Postfix dir, outside it."""
+    return postfix_dir.parent / "smartpop-maps"
+
+
+def customize_dir_for(postfix_dir: Path) -> Path:
+    """The test's stand-in for MailPlus's etc/customize/postfix (absent unless a test creates it)."""
+    return postfix_dir.parent / "customize" / "postfix"
+
+
 def relay_argv(data_dir: Path, action: str, postfix_dir: Path, *extra: str) -> List[str]:
-    """argv of the verified root command (README/Relay page) for `relay ACTION --postfix-dir DIR ...`."""
+    """argv of the verified root command (README/Relay page) for `relay ACTION --postfix-dir DIR ...`.
+
+    Unless `extra` names them, --maps-dir and --customize-dir point next to the Postfix dir, so a
+    test never touches the machine's /var/packages."""
     from support.relay_bundle import root_task_argv
 
-    return root_task_argv(data_dir, action, "--postfix-dir", str(postfix_dir), *extra)
+    dirs = ["--postfix-dir", str(postfix_dir)]
+    if "--maps-dir" not in extra:
+        dirs += ["--maps-dir", str(maps_dir_for(postfix_dir))]
+    if "--customize-dir" not in extra:
+        dirs += ["--customize-dir", str(customize_dir_for(postfix_dir))]
+    return root_task_argv(data_dir, action, *dirs, *extra)
 
 
 def run_relay(data_dir: Path, action: str, postfix_dir: Path, *extra: str, ca_file: Optional[Path] = None,

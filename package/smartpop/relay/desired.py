@@ -76,14 +76,19 @@ def _password(key: str, value: Any) -> str:
     return text
 
 
-def ca_file_value(path: str) -> str:
-    """A CA bundle path as it may appear in main.cf (absolute, no spaces, '$', ',' or controls)."""
+def maincf_path(path: str, what: str = "CA bundle path") -> str:
+    """A path as it may appear in main.cf (absolute, no spaces, '$', ',' or controls)."""
     # '$' would be expanded by Postfix, ',' and whitespace split lists: refuse rather than quote.
     if (not path.startswith("/") or any(ch.isspace() or ch in "$,\\" for ch in path)
             or _CONTROL.search(path) or "/../" in path + "/"):
-        raise ConfigError(f"CA bundle path {path!r} cannot be used in main.cf "
+        raise ConfigError(f"{what} {path!r} cannot be used in main.cf "
                           "(needs an absolute path without spaces, '$', ',' or '..')")
     return path
+
+
+def ca_file_value(path: str) -> str:
+    """A CA bundle path as it may appear in main.cf."""
+    return maincf_path(path)
 
 
 def _nexthop(host: str, port: int) -> str:
@@ -132,20 +137,23 @@ def _relay_fields(key: str, raw: Any) -> Tuple[str, int, str, str, str]:
     return host, port, security, username, password
 
 
-def desired_from_relay(relay: Any, postfix_dir: str, map_type: str, ca_file: Optional[str] = None) -> Desired:
+def desired_from_relay(relay: Any, maps_dir: str, map_type: str, ca_file: Optional[str] = None) -> Desired:
     """Build the desired state from a schema Relay (re-validated, never trusted).
 
-    `ca_file` is the CA bundle Postfix verifies the providers against (see trust.find_ca_file).
+    `maps_dir` is where the map files live (layout.py: outside MailPlus's target/); `ca_file` is
+    the CA bundle Postfix verifies the providers against (see trust.find_ca_file).
     """
     if not v.as_bool("relay.enabled", getattr(relay, "enabled", False)):
         return Desired()
     if map_type not in ("hash", "btree", "lmdb", "cdb", "texthash"):
         raise ConfigError(f"unsupported map type {map_type!r}")
     host, port, security, username, password = _relay_fields("relay", relay)
+    # The maps dir is named in main.cf: the same rules as any path there.
+    maps_dir = maincf_path(maps_dir, "maps dir")
     default_hop = _nexthop(host, port)
 
     def table(name: str) -> str:
-        return f"{map_type}:{postfix_dir.rstrip('/')}/{name}"
+        return f"{map_type}:{maps_dir.rstrip('/')}/{name}"
 
     params = {
         "relayhost": default_hop,

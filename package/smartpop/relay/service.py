@@ -57,19 +57,32 @@ def _read_status(paths: Paths) -> Dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None) -> Dict[str, Any]:
+def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None, maps_dir: Optional[str] = None,
+                 customize_dir: Optional[str] = None) -> Dict[str, Any]:
     """applied / pending / drift / disabled / unknown, read-only (works as the package user).
 
     `detail` is the English sentence the CLI prints; `reason` names it for the web UI, which says
-    it in the admin's language (issue 13 §6)."""
+    it in the admin's language (issue 13 §6). `mechanism` says how the relay survives MailPlus
+    regenerating main.cf: `customize` (MailPlus's override file holds the block too) or `reapply`
+    (the root task puts it back after drift)."""
+    from smartpop.relay import layout
     from smartpop.relay.postfix import default_postfix_dir
     from smartpop.relay.roottask import task_state
 
     command = task_command(paths)
     last = _read_status(paths)
     directory = postfix_dir or str(last.get("postfix_dir") or default_postfix_dir() or "")
+    # Before 0.3 the maps lived in the Postfix dir (no maps_dir in the status): the fingerprint
+    # then differs from the new layout's, which is right, the task has not moved them yet.
+    maps = maps_dir or str(last.get("maps_dir") or layout.default_maps_dir() or layout.MAPS_DIR)
+    customize = customize_dir or str(last.get("customize_dir") or layout.CUSTOMIZE_DIR)
+    mechanism = str(last.get("mechanism") or "")
+    if mechanism not in (layout.CUSTOMIZE, layout.REAPPLY) or customize_dir:
+        usable, _ = layout.customize_state(Path(customize), Path(directory or "/"))
+        mechanism = layout.CUSTOMIZE if usable else layout.REAPPLY
     result: Dict[str, Any] = {"state": "unknown", "detail": "", "task_command": command,
-                              "last_run": last.get("time"), "postfix_dir": directory}
+                              "last_run": last.get("time"), "postfix_dir": directory, "maps_dir": maps,
+                              "mechanism": mechanism}
     result.update(task_state(last))
     if request_file(paths).exists():
         result.update(state="pending", reason="rollback_requested",
@@ -78,7 +91,7 @@ def relay_status(paths: Paths, config: Any, postfix_dir: Optional[str] = None) -
     try:
         # The map type only changes the table prefix; the fingerprint uses the one last applied.
         ca_file = last.get("ca_file")
-        desired = desired_from_relay(config.relay, directory, str(last.get("map_type") or "hash"),
+        desired = desired_from_relay(config.relay, maps, str(last.get("map_type") or "hash"),
                                      str(ca_file) if ca_file else None)
     except ConfigError as exc:
         result.update(state="unknown", reason="invalid_settings", detail=f"relay settings are invalid: {exc}")

@@ -1,4 +1,4 @@
-"""What the root entry point may trust: its own state directory and the CA bundle.
+"""What the root entry point may trust: its own state and maps directories and the CA bundle.
 
 DATA (and DATA/relay) belong to the unprivileged package user, who could plant symlinks or a
 forged checkpoint there. Root therefore keeps its checkpoints in DATA/relay/state, a directory
@@ -85,6 +85,29 @@ def open_state_dir(relay_dir: Path) -> Tuple[int, Path]:
     if not proc_path.is_dir():  # no /proc (not Linux): the checked name is the best we have
         return state_fd, relay_dir / STATE
     return state_fd, proc_path
+
+
+def open_maps_dir(maps_dir: Path, postfix_dir: Path) -> int:
+    """Open (creating, mode 0700) SmartPop's root-owned maps dir; returns its fd, refuses a foreign one."""
+    # Postfix opens the maps by path as root, so the path must stay ours: the parent may only be
+    # writable by root or the Postfix dir's owner, and the dir itself is root's, not a symlink.
+    from smartpop.relay.layout import check_maps_parent
+
+    problem = check_maps_parent(maps_dir.parent, postfix_dir)
+    if problem:
+        raise StateError(f"refusing the maps dir {maps_dir}: {problem}; name another one with --maps-dir DIR")
+    parent_fd = _open_dir(str(maps_dir.parent), None, maps_dir.parent)
+    try:
+        _mkdir(maps_dir.name, parent_fd, 0o700)
+        fd = _open_dir(maps_dir.name, parent_fd, maps_dir)
+    finally:
+        os.close(parent_fd)
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        os.close(fd)
+        raise StateError(f"{maps_dir} is not owned by this user or is writable by others; SmartPop will not "
+                         "put the relay password there. Remove it and run the task again")
+    return fd
 
 
 def state_dir_name(relay_dir: Path) -> Path:

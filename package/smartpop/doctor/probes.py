@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 from smartpop import __version__
 from smartpop.doctor.facts import POSTCONF_PARAMS
 from smartpop.paths import OWN_DIRS, OWN_FILES, Paths
+from smartpop.relay.postfix import parse_postconf
 
 DSM_VERSION = "etc.defaults/VERSION"
 MAILPLUS = "var/packages/MailPlus-Server"
@@ -130,16 +131,10 @@ def postconf(directory: str, bin_dir: Optional[str] = None) -> Dict[str, Any]:
     tool = _tool(bin_dir)
     if tool is None:
         return {"error": "postconf not found"}
-    params: Dict[str, str] = {}
     out = _run([tool, "-c", directory, "-x", *POSTCONF_PARAMS]) or _run([tool, "-c", directory, *POSTCONF_PARAMS])
     if out is None:
         return {"error": f"{tool} -c {directory} failed"}
-    for line in out.splitlines():
-        name, sep, value = line.partition(" = ")
-        if sep:
-            params[name.strip()] = value.strip()
-        elif line.rstrip().endswith(" ="):
-            params[line.rstrip()[:-2].strip()] = ""
+    params = parse_postconf(out)
     master = [line.split(None, 7) for line in (_run([tool, "-c", directory, "-M"]) or "").splitlines() if line.strip()]
     services: Dict[str, Dict[str, str]] = {}
     for line in (_run([tool, "-c", directory, "-P"]) or "").splitlines():

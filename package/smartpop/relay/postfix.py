@@ -72,9 +72,8 @@ def run(argv: List[str], check: bool = True) -> subprocess.CompletedProcess[byte
     return proc
 
 
-def postconf_n(tools: Tools, postfix_dir: str) -> Dict[str, str]:
-    """Non-default parameters as Postfix sees them (`postconf -c DIR -n`)."""
-    out = run([tools.postconf, "-c", postfix_dir, "-n"]).stdout.decode("utf-8", "replace")
+def parse_postconf(out: str) -> Dict[str, str]:
+    """`name = value` lines of postconf's output as a dict (`name =` is an empty value)."""
     params: Dict[str, str] = {}
     for line in out.splitlines():
         name, sep, value = line.partition(" = ")
@@ -83,6 +82,11 @@ def postconf_n(tools: Tools, postfix_dir: str) -> Dict[str, str]:
         elif line.rstrip().endswith(" ="):
             params[line.rstrip()[:-2].strip()] = ""
     return params
+
+
+def postconf_n(tools: Tools, postfix_dir: str) -> Dict[str, str]:
+    """Non-default parameters as Postfix sees them (`postconf -c DIR -n`)."""
+    return parse_postconf(run([tools.postconf, "-c", postfix_dir, "-n"]).stdout.decode("utf-8", "replace"))
 
 
 def map_type(tools: Tools, postfix_dir: str) -> str:

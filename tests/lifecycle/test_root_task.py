@@ -86,8 +86,8 @@ def _installed_with_relay(dsm: FakeDSM, spk: Spk) -> Dict[str, object]:
 
 
 def _run_as_admin_would(command: str, postfix_dir: Path, cwd: Path) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    """Task Scheduler: root, a shell, the pasted line (plus the test's Postfix dir)."""
-    line = f"{command} --postfix-dir {postfix_dir}"
+    """Task Scheduler: root, a shell, the pasted line (plus the test's Postfix and maps dirs)."""
+    line = f"{command} --postfix-dir {postfix_dir} --maps-dir {postfix_dir.parent / 'smartpop-maps'}"
     return subprocess.run(["/bin/sh", "-c", line], cwd=str(cwd), env=ROOT_ENV, capture_output=True, text=True,
                           timeout=120)
 
@@ -185,3 +185,21 @@ def test_after_an_upgrade_the_old_command_refuses_and_status_shows_the_new_one(
     assert _run_as_admin_would(new_command, etc, dsm.var).returncode == 0
     relay = json.loads(dsm.cli("status", "--json").stdout)["relay"]
     assert relay["task_state"] == "current" and relay["task_version"] == spk_v2.version
+
+
+@pytest.mark.parametrize("command", [["fetch"], ["check"], ["status"], ["serve"], ["fetch", "--account", "x"]])
+def test_other_commands_as_root_on_the_package_data_refuse_and_leave_nothing(dsm: FakeDSM, spk: Spk,
+                                                                             command: List[str]) -> None:
+    """Admins pick root in Task Scheduler by habit: root must not leave files the package user cannot use."""
+    _installed_with_relay(dsm, spk)
+    before = sorted(str(p.relative_to(dsm.var)) for p in dsm.var.rglob("*"))
+    line = " ".join([str(dsm.target / "bin" / "smartpop"), "--data", str(dsm.var), *command])
+    proc = subprocess.run(["/bin/sh", "-c", line], cwd="/", env=ROOT_ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"refusing to run `{command[0]}` as root" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert sorted(str(p.relative_to(dsm.var)) for p in dsm.var.rglob("*")) == before
+    assert dsm.user is not None
+    assert _foreign_files(dsm.var, dsm.user.pw_uid) == []
+    result = dsm.cli("status")
+    assert result.returncode == 0, result.stderr  # the package user is not locked out

@@ -9,7 +9,9 @@ config dir byte-identical (master.cf included).
 from __future__ import annotations
 
 import json
+import shutil
 import smtplib
+import stat
 import subprocess
 from pathlib import Path
 from typing import Dict, Iterator, Tuple
@@ -18,7 +20,15 @@ import pytest
 
 from support import certs as certs_mod
 from support.certs import make_certs
-from support.postfix_relay import RelayPostfix, config_digest, have_postfix, run_relay, write_config
+from support.postfix_relay import (
+    RelayPostfix,
+    config_digest,
+    have_postfix,
+    maps_dir_for,
+    run_relay,
+    tree_digest,
+    write_config,
+)
 from support.upstream_smtp import Upstream
 
 pytestmark = [
@@ -193,3 +203,44 @@ def test_untrusted_certificate_is_refused_not_sent(
     assert run_relay(data, "rollback", postfix.etc).returncode == 0
     assert config_digest(postfix.etc) == before
 
+
+
+def test_maps_outside_the_postfix_dir_relay_and_survive_a_mailplus_upgrade(
+        rig: Tuple[RelayPostfix, Upstream, Upstream], certs: certs_mod.TestCerts, tmp_path: Path) -> None:
+    # Issue 13 §3: the password maps live in a root-only dir outside MailPlus's target/etc; an
+    # upgrade that puts back MailPlus's shipped files loses nothing, and the next task run
+    # brings the relay back.
+    postfix, main, other = rig
+    _clear(main, other)
+    data = tmp_path / "data"
+    maps = maps_dir_for(postfix.etc)
+    shipped = tmp_path / "shipped"
+    shutil.copytree(postfix.etc, shipped)
+    before = config_digest(postfix.etc)
+    write_config(data, _relay(main, other))
+    assert run_relay(data, "task", postfix.etc, ca_file=certs.ca_cert).returncode == 0
+    assert not [p.name for p in postfix.etc.iterdir() if p.name.startswith("smartpop_")]
+    assert maps.stat().st_uid == 0 and stat.S_IMODE(maps.stat().st_mode) == 0o700
+    assert stat.S_IMODE((maps / "smartpop_sasl_passwd.db").stat().st_mode) == 0o600
+    assert postfix.postconf_n()["smtp_sasl_password_maps"] == f"hash:{maps}/smartpop_sasl_passwd"
+    maps_before = tree_digest(maps)
+
+    # The upgrade: target/etc comes back as shipped and MailPlus restarts its Postfix.
+    shutil.rmtree(postfix.etc)
+    shutil.copytree(shipped, postfix.etc)
+    subprocess.run(["postfix", "-c", str(postfix.etc), "reload"], capture_output=True, check=True)
+    assert tree_digest(maps) == maps_before
+    assert json.loads(run_relay(data, "status", postfix.etc, "--json").stdout)["state"] == "drift"
+
+    proc = run_relay(data, "task", postfix.etc, ca_file=certs.ca_cert)
+    assert proc.returncode == 0 and "re-applied after drift" in proc.stdout, proc.stdout + proc.stderr
+    postfix.submit(MAIN_USER, ["ext@far-away.test"], _message(MAIN_USER, "ext@far-away.test", "after upgrade"))
+    postfix.submit("carl@zweit.test", ["ext2@far-away.test"],
+                   _message("carl@zweit.test", "ext2@far-away.test", "after upgrade, zweit"))
+    got_main, got_other = main.wait_messages(1), other.wait_messages(1)
+    assert len(got_main) == 1 and len(got_other) == 1, postfix.log()[-3000:]
+    assert got_main[0].user == MAIN_USER and got_other[0].user == OTHER_USER  # SASL from the moved maps
+    assert _body(got_main[0].data) == BODY and postfix.wait_queue(0) == []
+
+    assert run_relay(data, "rollback", postfix.etc).returncode == 0
+    assert config_digest(postfix.etc) == before and not maps.exists()

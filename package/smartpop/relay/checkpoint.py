@@ -97,7 +97,8 @@ def load(store: Path) -> Optional[Dict[str, Any]]:
 def recorded_dirs(manifest: Dict[str, Any]) -> Dict[str, Path]:
     """The directories a checkpoint was taken from (only the Postfix dir for older checkpoints)."""
     raw = manifest.get("dirs") or {"postfix": manifest.get("postfix_dir")}
-    return {str(area): Path(str(path)) for area, path in raw.items() if area in ("postfix", "maps", "customize") and path}
+    return {str(area): Path(str(path)) for area, path in raw.items()
+            if area in ("postfix", "maps", "customize") and path}
 
 
 def names(manifest: Dict[str, Any]) -> List[str]:

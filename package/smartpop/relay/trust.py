@@ -96,17 +96,20 @@ def open_maps_dir(maps_dir: Path, postfix_dir: Path) -> int:
     problem = check_maps_parent(maps_dir.parent, postfix_dir)
     if problem:
         raise StateError(f"refusing the maps dir {maps_dir}: {problem}; name another one with --maps-dir DIR")
-    parent_fd = _open_dir(str(maps_dir.parent), None, maps_dir.parent)
     try:
-        _mkdir(maps_dir.name, parent_fd, 0o700)
-        fd = _open_dir(maps_dir.name, parent_fd, maps_dir)
-    finally:
-        os.close(parent_fd)
+        parent_fd = _open_dir(str(maps_dir.parent), None, maps_dir.parent)
+        try:
+            _mkdir(maps_dir.name, parent_fd, 0o700)
+            fd = _open_dir(maps_dir.name, parent_fd, maps_dir)
+        finally:
+            os.close(parent_fd)
+    except StateError as exc:
+        raise StateError(f"refusing the maps dir {maps_dir}: {exc}") from None
     info = os.fstat(fd)
     if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         os.close(fd)
-        raise StateError(f"{maps_dir} is not owned by this user or is writable by others; SmartPop will not "
-                         "put the relay password there. Remove it and run the task again")
+        raise StateError(f"refusing the maps dir {maps_dir}: it is not owned by this user or is writable by "
+                         "others, and SmartPop will not put the relay password there. Remove it and run the task again")
     return fd
 
 

@@ -93,7 +93,7 @@ def test_issue_12_a_local_part_is_taken_whole_or_not_at_all() -> None:
     # Plain and non-ASCII side by side: the plain one is delivered, the other copy goes to the fallback.
     d = route("Delivered-To: ben@firma.de\nDelivered-To: zoëanna@firma.de\n\n")
     assert d.recipients == ["ben@firma.de", "postmaster@firma.de"] and d.rule == "Delivered-To"
-    assert d.refused == (("zoëanna@firma.de", "non-ASCII local part (needs SMTPUTF8, which SmartPop does not use)"),)
+    assert d.refused == (("zoëanna@firma.de", "non-ASCII local part (MailPlus does not offer SMTPUTF8)"),)
     # RFC 2047 cannot smuggle one in either.
     assert route("To: =?utf-8?q?r=C3=BCben?=@firma.de\n\n").recipients == FALLBACK
     assert candidates("GMX delivery to anna@gmx.example") == ["anna@gmx.example"]

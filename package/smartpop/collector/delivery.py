@@ -3,6 +3,8 @@
 smtplib's sendmail() wants the whole message in memory, so MAIL/RCPT go through smtplib
 and the DATA body is streamed here (CRLF line ends, dot-stuffing). A hook runs right
 before the terminating dot: that is where the runner makes its journal entry durable.
+A transaction with a non-ASCII recipient uses SMTPUTF8 (RFC 6531) where MailPlus offers it;
+all other transactions send exactly what they sent before.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from smartpop.collector.recipients import safe_reason
+from smartpop.collector.recipients import NO_SMTPUTF8, safe_reason
 from smartpop.collector.transport import describe, nodelay
 from smartpop.errors import ConnectError
 
@@ -52,7 +54,16 @@ def _reply(code: int, message: bytes) -> str:
     return f"{code} {message.decode('utf-8', 'replace')}".replace("\n", " ")[:300]
 
 
-def screen(sender: str, recipients: Sequence[str], domains: Optional[Sequence[str]]
+def needs_smtputf8(recipients: Iterable[str]) -> bool:
+    """True if any recipient has a non-ASCII local part (its transaction needs SMTPUTF8)."""
+    return not all(rcpt.isascii() for rcpt in recipients)
+
+
+def _not_sent(why: str) -> str:
+    return f"550 5.1.3 not sent by SmartPop: {why}"
+
+
+def screen(sender: str, recipients: Sequence[str], domains: Optional[Sequence[str]], smtputf8: bool = False
            ) -> Tuple[str, List[str], Dict[str, str]]:
     """(sender to use, recipients to send, refused recipient -> reply) under the plain-mailbox rule.
 
@@ -60,16 +71,18 @@ def screen(sender: str, recipients: Sequence[str], domains: Optional[Sequence[st
     mydestination rewrites "a%b@local" and "b!a@local" (allow_percent_hack, swap_bangpath)
     into outside addresses and relays them. A refused recipient gets a 5xx-like reply, so
     the runner sends that copy to the fallback (which passes this guard too, or stays put).
+    `smtputf8` (MailPlus offers it) admits well-formed non-ASCII local parts, as in routing.
+    The sender stays ASCII: a bounce address is not worth SMTPUTF8 for an ASCII transaction.
     """
     send: List[str] = []
     refused: Dict[str, str] = {}
     for rcpt in recipients:
-        why = safe_reason(rcpt, domains)
+        why = safe_reason(rcpt, domains, smtputf8)
         if why is None:
             send.append(rcpt)
         else:
-            log.error("RCPT TO %r not sent: %s", rcpt, why)
-            refused[rcpt] = f"550 5.1.3 not sent by SmartPop: {why}"
+            log.log(logging.WARNING if why == NO_SMTPUTF8 else logging.ERROR, "RCPT TO %r not sent: %s", rcpt, why)
+            refused[rcpt] = _not_sent(why)
     if sender and safe_reason(sender) is not None:
         # The sender only matters for bounces, which must not reach a rewritten address either.
         log.warning("MAIL FROM %r is not a plain address (%s); using <>", sender, safe_reason(sender))
@@ -158,6 +171,17 @@ class SmtpSession:
             return None
         return smtp
 
+    def offers_smtputf8(self) -> Optional[bool]:
+        """Whether MailPlus announces SMTPUTF8 in its EHLO reply (connecting if needed); None if unreachable."""
+        smtp = self._idle_connection()
+        if smtp is None:
+            try:
+                smtp = self._open()
+            except (OSError, smtplib.SMTPException):
+                self._smtp = None
+                return None
+        return bool(smtp.has_extn("smtputf8"))
+
     def drop(self) -> None:
         """Close the connection without QUIT (after an error its state is unknown)."""
         if self._smtp is not None:
@@ -183,7 +207,10 @@ class SmtpSession:
         `after_dot` runs when that write is done (or failed). A recipient that is not a plain
         mailbox in `domains` is never sent: it comes back in `rejected` (see `screen`).
         """
-        sender, recipients, refused = screen(sender, recipients, self.domains)
+        # Unreachable (None) screens as if offered: the transaction then defers the copy, and
+        # checks the connection it actually gets before any non-ASCII RCPT.
+        smtputf8 = needs_smtputf8(recipients) and self.offers_smtputf8() is not False
+        sender, recipients, refused = screen(sender, recipients, self.domains, smtputf8)
         if not recipients:
             return DeliveryResult(rejected=refused, reply=next(iter(refused.values()), ""))
         if self.errors + REFUSALS_MAX >= 10:
@@ -222,27 +249,49 @@ class SmtpSession:
     def _transaction(self, smtp: smtplib.SMTP, sender: str, recipients: List[str],
                      chunks: Callable[[], Iterable[bytes]], before_dot: Optional[Callable[[List[str]], None]],
                      reused: bool) -> Optional[DeliveryResult]:
-        """One MAIL..DATA transaction; None if a reused connection was found dead at MAIL."""
+        """One MAIL..DATA transaction, with SMTPUTF8 if a recipient needs it; None as in `_exchange`."""
+        send, refused = _utf8_split(smtp, recipients)
+        if not send:
+            return DeliveryResult(rejected=refused, reply=next(iter(refused.values()), ""))
+        utf8 = needs_smtputf8(send)
+        if utf8:
+            log.info("RCPT TO with a non-ASCII local part (%s): sent with SMTPUTF8 (MailPlus offers it)",
+                     ", ".join(r for r in send if not r.isascii()))
+        # smtplib encodes commands as ASCII unless told otherwise; only this transaction may use UTF-8.
+        smtp.command_encoding = "utf-8" if utf8 else "ascii"
+        try:
+            result = self._exchange(smtp, sender, send, chunks, before_dot, reused, " SMTPUTF8" if utf8 else "")
+        finally:
+            smtp.command_encoding = "ascii"
+        if result is not None:
+            result.rejected.update(refused)
+            result.reply = result.reply or next(iter(refused.values()), "")
+        return result
+
+    def _exchange(self, smtp: smtplib.SMTP, sender: str, recipients: List[str],
+                  chunks: Callable[[], Iterable[bytes]], before_dot: Optional[Callable[[List[str]], None]],
+                  reused: bool, params: str) -> Optional[DeliveryResult]:
+        """One MAIL..DATA transaction (`params` after MAIL FROM); None if a reused connection was found dead at MAIL."""
         result = DeliveryResult()
         dot_sent = False
         mail_answered = False
         try:
             if smtp.has_extn("pipelining"):
-                envelope = self._pipelined(smtp, sender, recipients, result)
+                envelope = self._pipelined(smtp, sender, recipients, result, params)
                 mail_answered = True
                 if envelope is not None:
                     return envelope
             else:
                 # docmd, not smtp.mail()/rcpt(): those run every address through email.utils'
                 # parser (0.1 ms each in the profile); ours are normalised bare addresses already.
-                code, message = smtp.docmd("MAIL", f"FROM:<{sender}>")
+                code, message = smtp.docmd("MAIL", f"FROM:<{sender}>{params}")
                 mail_answered = True
                 if code >= 500 and sender:
                     # A sender MailPlus dislikes (e.g. a local address, "not logged in") must not
                     # block the message: the null sender can always be accepted and never bounces.
                     log.warning("MAIL FROM:<%s> refused (%s); using <>", sender, _reply(code, message))
                     smtp.rset()
-                    code, message = smtp.docmd("MAIL", "FROM:<>")
+                    code, message = smtp.docmd("MAIL", f"FROM:<>{params}")
                 if code != 250:
                     return self._refused(result, recipients, code, message, reset=code != 421)
                 for rcpt in recipients:
@@ -336,14 +385,14 @@ class SmtpSession:
             raise smtplib.SMTPServerDisconnected(_reply(code, message))
 
     def _pipelined(self, smtp: smtplib.SMTP, sender: str, recipients: List[str],
-                   result: DeliveryResult) -> Optional[DeliveryResult]:
+                   result: DeliveryResult, params: str = "") -> Optional[DeliveryResult]:
         """MAIL, every RCPT and DATA in one write (RFC 2920); None once DATA got its 354.
 
         Saves two round trips per message. The replies come back in order; a refused MAIL
         makes the server refuse the rest too, and the transaction is reset.
         """
         for attempt in (sender, ""):
-            lines = [f"MAIL FROM:<{attempt}>"] + [f"RCPT TO:<{r}>" for r in recipients] + ["DATA"]
+            lines = [f"MAIL FROM:<{attempt}>{params}"] + [f"RCPT TO:<{r}>" for r in recipients] + ["DATA"]
             smtp.send("\r\n".join(lines) + "\r\n")
             mail_code, mail_message = smtp.getreply()
             if mail_code == 421:
@@ -398,6 +447,19 @@ class SmtpSession:
             code = 0
         if code != 250:
             self.drop()
+
+
+def _utf8_split(smtp: smtplib.SMTP, recipients: List[str]) -> Tuple[List[str], Dict[str, str]]:
+    """(recipients to send, refused ones): non-ASCII ones are refused on a connection without SMTPUTF8.
+
+    `deliver` screened against an earlier EHLO; a reconnect may reach a MailPlus that no longer offers it.
+    """
+    if not needs_smtputf8(recipients) or smtp.has_extn("smtputf8"):
+        return recipients, {}
+    refused = {r: _not_sent(NO_SMTPUTF8) for r in recipients if not r.isascii()}
+    for rcpt in refused:
+        log.warning("RCPT TO %r not sent: %s", rcpt, NO_SMTPUTF8)
+    return [r for r in recipients if r.isascii()], refused
 
 
 def deliver_many(session: SmtpSession, sender: str, recipients: List[str], chunks: Callable[[], Iterable[bytes]],
@@ -465,16 +527,20 @@ def probe_recipients(session: SmtpSession, sender: str, recipients: List[str]) -
                              [], [], True)
         taken: List[str] = []
         mail_answered = False
+        asked, unsent = _utf8_split(smtp, recipients)
+        result.rejected.update(unsent)
+        params = " SMTPUTF8" if needs_smtputf8(asked) else ""
+        smtp.command_encoding = "utf-8" if params else "ascii"  # as in a transaction: reset below
         try:
-            code, message = _mail(smtp, sender)
+            code, message = _mail(smtp, sender, params)
             mail_answered = True
             if code != 250:
-                return Probe(session._refused(result, recipients, code, message, reset=code != 421), [], [], False)
+                return Probe(session._refused(result, asked, code, message, reset=code != 421), [], [], False)
             group_max = REFUSALS_MAX if smtp.has_extn("pipelining") else 1
             in_transaction = 0
             index = 0
-            while index < len(recipients):
-                refused = len(result.rejected) + len(result.deferred)
+            while index < len(asked):
+                refused = len(result.rejected) + len(result.deferred) - len(unsent)  # unsent cost no error
                 if refused >= REFUSALS_MAX:
                     break
                 if in_transaction >= RCPT_MAX:
@@ -482,12 +548,12 @@ def probe_recipients(session: SmtpSession, sender: str, recipients: List[str]) -
                     session._reset(smtp)
                     if session._smtp is None:
                         raise smtplib.SMTPServerDisconnected("RSET failed")
-                    code, message = _mail(smtp, sender)
+                    code, message = _mail(smtp, sender, params)
                     if code != 250:
                         raise smtplib.SMTPServerDisconnected(_reply(code, message))
                     in_transaction = 0
                 # At most as many in one write as may still be refused (RFC 2920 groups).
-                group = recipients[index:index + min(group_max, REFUSALS_MAX - refused, RCPT_MAX - in_transaction)]
+                group = asked[index:index + min(group_max, REFUSALS_MAX - refused, RCPT_MAX - in_transaction)]
                 smtp.send("".join(f"RCPT TO:<{r}>\r\n" for r in group))
                 for rcpt in group:
                     before = len(result.accepted)
@@ -497,7 +563,7 @@ def probe_recipients(session: SmtpSession, sender: str, recipients: List[str]) -
                 index += len(group)
             session._reset(smtp)
             taken, result.accepted = result.accepted, []
-            return Probe(result, taken, recipients[index:], False)
+            return Probe(result, taken, asked[index:], False)
         except (OSError, smtplib.SMTPException, socket.timeout) as exc:
             session.drop()
             if reused and not mail_answered:
@@ -509,15 +575,17 @@ def probe_recipients(session: SmtpSession, sender: str, recipients: List[str]) -
             result.deferred.update({r: text for r in recipients if r not in result.rejected})
             result.reply = text
             return Probe(result, [], [], True)
+        finally:
+            smtp.command_encoding = "ascii"
     raise AssertionError("unreachable")
 
 
-def _mail(smtp: smtplib.SMTP, sender: str) -> Tuple[int, bytes]:
+def _mail(smtp: smtplib.SMTP, sender: str, params: str = "") -> Tuple[int, bytes]:
     """MAIL FROM, with the null sender when MailPlus refuses the sender (as in a transaction)."""
-    code, message = smtp.docmd("MAIL", f"FROM:<{sender}>")
+    code, message = smtp.docmd("MAIL", f"FROM:<{sender}>{params}")
     if code >= 500 and sender:
         smtp.rset()
-        code, message = smtp.docmd("MAIL", "FROM:<>")
+        code, message = smtp.docmd("MAIL", f"FROM:<>{params}")
     return code, message
 
 

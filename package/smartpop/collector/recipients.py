@@ -10,11 +10,12 @@ are Resent-To/Resent-Cc, then To/Cc consulted. Aliases map the result; if nothin
 remains, the fallback recipient gets it.
 
 Every recipient is a plain mailbox (`safe_reason`): a local part that no MTA rewrites into
-another destination, in a local domain. A local-domain address that is not plain (`%`, `!`,
-quotes, source routes, non-ASCII, ...) is never shortened or repaired: its copy goes to the
-fallback recipient and the decision says why. A message carrying a loop marker that this
-installation wrote (an HMAC under its own key) goes to the fallback and is never routed by
-its headers again; a marker that does not verify is ignored.
+another destination, in a local domain. A local part with non-ASCII letters counts only when
+MailPlus offers SMTPUTF8 (`RoutingPolicy.smtputf8`) and it is one script's letters in NFC. A
+local-domain address that is not plain (`%`, `!`, quotes, source routes, mixed scripts, ...) is
+never shortened or repaired: its copy goes to the fallback recipient and the decision says why.
+A message carrying a loop marker that this installation wrote (an HMAC under its own key) goes
+to the fallback and is never routed by its headers again; a marker that does not verify is ignored.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -34,14 +36,16 @@ DISPLAY_NAMES = {"delivered-to": "Delivered-To", "x-original-to": "X-Original-To
 # A local part SmartPop hands to MailPlus: ASCII letters, digits and . _ + = -, as a dot-atom
 # that does not start with '-' (Postfix refuses those: allow_min_user). Everything else is
 # either rewritten by MTAs into another destination ('%' percent hack, '!' bang path, '@' and
-# ':' source routes), handed to programs ('|', '/'), needs quoting ('"', '\\', spaces), or needs
-# SMTPUTF8 (non-ASCII), which SmartPop does not send.
+# ':' source routes), handed to programs ('|', '/') or needs quoting ('"', '\\', spaces). A local
+# part with non-ASCII letters needs SMTPUTF8 (RFC 6531) and passes only `_utf8_reason`.
 _SAFE_LOCAL = re.compile(r"^[A-Za-z0-9_+=][A-Za-z0-9_+=-]*(?:\.[A-Za-z0-9_+=-]+)*$")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
 _QUOTED_LOCAL = re.compile(r'"(?:[^"\\]|\\.)*"@[^\s,;<>()"]+')
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
-_RECEIVED_FOR = re.compile(r"\bfor\s+<?\s*([^\s<>;()]+@[^\s<>;()]+?)\s*>?(?=[\s;)]|$)", re.IGNORECASE)
+_RECEIVED_FOR = re.compile(r"\bfor\s+<?\s*([^\s<>;()]+@[^\s<>;()]+?)\s*>?(?=[\s;)]|$)",
+                           re.IGNORECASE | re.ASCII)  # \s as in SMTP: a U+00A0 inside a name does not split it
+_ASCII_SPACE = re.compile(r"[ \t\r\n]+")
 _SPECIAL = {
     "%": "'%' in the local part (percent hack: an MTA may relay it to the domain after the '%')",
     "!": "'!' in the local part (bang path: an MTA may relay it to the host before the '!')",
@@ -53,6 +57,12 @@ _SPECIAL = {
     "\\": "'\\' in the local part (quoting)",
 }
 LOOP_VERSION = "v2"
+NO_SMTPUTF8 = "non-ASCII local part (MailPlus does not offer SMTPUTF8)"
+# Scripts that one name legitimately mixes; any other mix of scripts may imitate another user
+# ("anna" with a Cyrillic U+0430 for the first "a"). The script is the first word of the Unicode character name.
+_SCRIPT_ALIASES = {"CJK": "HAN", "IDEOGRAPHIC": "HAN", "HIRAGANA": "KANA", "KATAKANA": "KANA",
+                   "KATAKANA-HIRAGANA": "KANA"}
+_SCRIPT_MIXES = ({"HAN", "KANA"}, {"HAN", "HANGUL"})
 
 
 @dataclass(frozen=True)
@@ -85,10 +95,50 @@ class RoutingPolicy:
     deliver_to: Optional[str] = None
     own_addresses: Tuple[str, ...] = ()
     loop_key: bytes = field(default=b"", repr=False)
+    smtputf8: bool = False  # MailPlus offers SMTPUTF8: a well-formed non-ASCII local part is a recipient
 
 
-def safe_reason(address: str, domains: Optional[Iterable[str]] = None) -> Optional[str]:
-    """Why `address` must not be a RCPT, or None for a plain mailbox (in `domains`, if given)."""
+def _script(ch: str) -> str:
+    word = unicodedata.name(ch, "?").split(" ")[0]
+    return _SCRIPT_ALIASES.get(word, word)
+
+
+def _utf8_reason(local: str) -> Optional[str]:
+    """Why a local part with non-ASCII characters is not a plain mailbox, or None (checked for SMTPUTF8)."""
+    if unicodedata.normalize("NFC", local) != local:
+        return "non-ASCII local part not in Unicode NFC"
+    if unicodedata.normalize("NFKC", local) != local:
+        # Fullwidth, styled (mathematical) or ligature letters: they stand for other letters.
+        return "compatibility character in the local part (fullwidth, styled or ligature letter)"
+    if len(local.encode("utf-8")) > 64:
+        return "local part longer than 64 octets"
+    scripts: Set[str] = set()
+    after_letter = False
+    for ch in local:
+        if ord(ch) < 128:
+            if ch.isalpha():
+                scripts.add("LATIN")
+            after_letter = ch.isalpha()
+            continue
+        category = unicodedata.category(ch)
+        script = _script(ch)
+        if category.startswith("L") and script != "MODIFIER":
+            scripts.add(script)
+            after_letter = True
+        elif category.startswith("M") and after_letter:
+            if not unicodedata.name(ch, "").startswith("COMBINING"):
+                scripts.add(script)
+        else:
+            # Digits other than 0-9, spaces, format characters (U+200B, U+202E), punctuation...
+            what = "combining mark not after a letter" if category.startswith("M") else f"category {category}"
+            return f"character U+{ord(ch):04X} in the local part ({what})"
+    if len(scripts) > 1 and not any(scripts <= mix for mix in _SCRIPT_MIXES):
+        return f"mixed scripts in the local part ({', '.join(sorted(s.title() for s in scripts))})"
+    return None
+
+
+def safe_reason(address: str, domains: Optional[Iterable[str]] = None, smtputf8: bool = False) -> Optional[str]:
+    """Why `address` must not be a RCPT, or None for a plain mailbox (in `domains`; non-ASCII only with `smtputf8`)."""
     if "@" not in address:
         return "not an address (no '@')"
     if address.startswith("@"):
@@ -96,15 +146,23 @@ def safe_reason(address: str, domains: Optional[Iterable[str]] = None) -> Option
     local, _, domain = address.rpartition("@")
     if not local:
         return "empty local part"
-    if any(ord(ch) > 127 for ch in local):
-        return "non-ASCII local part (needs SMTPUTF8, which SmartPop does not use)"
+    ascii_only = local.isascii()
+    if not ascii_only and not smtputf8:
+        # The address's own fault first: SMTPUTF8 would not make a mixed-script name acceptable.
+        return safe_reason(address, domains, smtputf8=True) or NO_SMTPUTF8
     for ch in local:
         if ch in _SPECIAL:
             return _SPECIAL[ch]
     if len(local) > 64:
         return "local part longer than 64 characters"
-    if not _SAFE_LOCAL.match(local):
-        bad = sorted({ch for ch in local if not (ch.isalnum() or ch in "._+=-")})
+    if not ascii_only:
+        why = _utf8_reason(local)
+        if why is not None:
+            return why
+    # Non-ASCII letters (and their marks) stand in as 'a': the dot-atom rule is the ASCII one.
+    skeleton = local if ascii_only else "".join(ch if ord(ch) < 128 else "a" for ch in local)
+    if not _SAFE_LOCAL.match(skeleton):
+        bad = sorted({ch for ch in skeleton if not (ch.isalnum() or ch in "._+=-")})
         if bad:
             return f"character {bad[0]!r} in the local part"
         return "local part starts with '.' or '-', ends with '.' or has '..'"
@@ -189,7 +247,9 @@ def _candidate(item: str) -> str:
         return quoted[-1]
     # A bare address is the whole whitespace-separated word that holds the '@': a pattern
     # that matched only its ASCII tail turned "rüben@" into "ben@", another user.
-    words = [w for w in _QUOTED.sub(" ", item).split() if "@" in w]
+    # Words end only at ASCII whitespace: str.split() also splits at U+00A0, U+2028, U+3000 and
+    # \x1c-\x1f, which turned "rü<U+00A0>ben@" into "ben@" too.
+    words = [w for w in _ASCII_SPACE.split(_QUOTED.sub(" ", item)) if "@" in w]
     return words[-1] if words else ""
 
 
@@ -211,20 +271,31 @@ def candidates(value: str) -> List[str]:
     return found
 
 
-def _usable(raw: Iterable[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
-    """Split candidates into (plain addresses, lower-cased; [(candidate, why not plain)])."""
+def _usable(raw: Iterable[str], smtputf8: bool = False) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """Split candidates into (plain addresses, lower-cased, NFC; [(candidate, why not plain)])."""
     good: List[str] = []
     seen: Set[str] = set()
     bad: List[Tuple[str, str]] = []
-    for candidate in raw:
-        why = safe_reason(candidate)
+    for written in raw:
+        # The same name in decomposed form ("u" + U+0308) is the same mailbox: compare and send NFC.
+        candidate = written if written.isascii() else unicodedata.normalize("NFC", written)
+        why = safe_reason(candidate, smtputf8=smtputf8)
+        if why is None and candidate.isascii() and not written.isascii():
+            why = "non-ASCII character that stands for an ASCII one (e.g. U+212A KELVIN SIGN for 'K')"
         if why is None:
             address = candidate.lower()
+            if not address.isascii():
+                # Lower-casing may decompose ("İ" -> "i" + U+0307): the result must pass too.
+                address = unicodedata.normalize("NFC", address)
+                why = safe_reason(address, smtputf8=smtputf8)
+                if why is not None:
+                    bad.append((written, why))
+                    continue
             if address not in seen:
                 seen.add(address)
                 good.append(address)
         else:
-            bad.append((candidate, why))
+            bad.append((written, why))
     return good, bad
 
 
@@ -257,7 +328,7 @@ class _Sorted:
 
 
 def _sort(raw: Iterable[str], policy: RoutingPolicy) -> _Sorted:
-    good, bad = _usable(raw)  # already without repeats
+    good, bad = _usable(raw, policy.smtputf8)  # already without repeats
     result = _Sorted()
     for address in good:
         if address in policy.own_addresses:
@@ -361,7 +432,7 @@ def _final(policy: RoutingPolicy, found: _Sorted, rule: str, detail: str, notes:
     targets: List[str] = []
     for address in expanded:
         # Alias targets come from the config: they must be plain local mailboxes too.
-        why = safe_reason(address, policy.local_domains)
+        why = safe_reason(address, policy.local_domains, policy.smtputf8)
         if why is None:
             targets.append(address)
         else:

@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from smartpop import __version__, fsutil
@@ -436,6 +436,9 @@ class AccountRun:
     def _place(self, message: RemoteMessage, key: Key, spooled: spool.Spooled) -> Optional[int]:
         """Route and hand over one message; the number of its queued 'done' record, None if not placed."""
         decision = recipients.decide(spooled.fields, self.policy)
+        if any(recipients.NO_SMTPUTF8 in why for _, why in decision.refused) and self._session().offers_smtputf8():
+            # Only now is it worth asking MailPlus: the exact non-ASCII address beats the fallback.
+            decision = recipients.decide(spooled.fields, replace(self.policy, smtputf8=True))
         with _one_at_a_time(spooled.dedup_digest()):
             return self._place_routed(message, key, spooled, decision)
 

@@ -160,3 +160,14 @@ def test_connection_test_on_a_german_page(rig: Rig) -> None:
     assert answer["ok"] is False
     assert answer["message"] == (f"127.0.0.1:{port} hat die Verbindung abgelehnt: Auf diesem Port läuft kein "
                                  "Mailserver.")
+
+
+def test_the_run_summary_on_the_logs_page_is_in_the_pages_language(rig: Rig, admin: Browserless) -> None:
+    line = ("sammelpostfach: 12 collected (2 to fallback, 1 duplicate copies skipped, 3 copies in doubt delivered "
+            "again), 12 deleted on the server, 0 waiting")
+    rig.paths.log_file.write_text(f"2026-11-30 00:10:00,123 INFO smartpop.collector.runner: {line}\n")
+    german = html.unescape(admin.get("/logs/", headers={"Accept-Language": "de"}).text)
+    assert "sammelpostfach: 12 abgeholt (2 an die Sammeladresse, 1 doppelte Kopien übersprungen, 3 Kopien nach " \
+           "unterbrochener Übergabe erneut zugestellt), 12 beim Provider gelöscht, 0 wartend" in german
+    assert line not in german
+    assert line in html.unescape(admin.get("/logs/", headers={"Accept-Language": "en"}).text)

@@ -135,3 +135,24 @@ def routing_reason(lang: str, rule: str, recipients: Sequence[str], refused: Seq
     if refused:
         text += " " + _t(lang, "explain.routing.refused", addresses=", ".join(a for a, _ in refused))
     return text
+
+
+# The collector's per-run summary (collector/runner.py, end of _run_locked).
+_RUN_SUMMARY = re.compile(
+    r"^(?P<account>[^:]+): (?P<collected>\d+) collected \((?P<fallback>\d+) to fallback, (?P<dupes>\d+) duplicate "
+    r"copies skipped, (?P<again>\d+) copies in doubt delivered again\), (?P<deleted>\d+) deleted on the server, "
+    r"(?P<waiting>\d+|unknown) waiting$")
+
+
+def log_line(lang: str, message: str) -> str:
+    """A log record as the Logs page shows it: SmartPop's run summary in the page's language, else as logged."""
+    if lang == "en":
+        return message
+    match = _RUN_SUMMARY.match(message)
+    if match is None:
+        return message
+    values = match.groupdict()
+    if values["waiting"] == "unknown":
+        values["waiting"] = _t(lang, "common.unknown")
+    return _t(lang, "log.run_summary", **values)
+

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint, g, request
 
+from smartpop.web import explain
 from smartpop.web.logview import LEVELS, read_events
 from smartpop.web.views.common import load_config, page, paths
 
@@ -20,5 +21,7 @@ def index() -> str:
     if account not in names:
         account = None
     events = read_events(paths().log_file, account=account, level=level)
+    for event in events:
+        event.message = explain.log_line(g.lang, event.message)
     return page("logs.html", page_title="nav.logs", events=events, accounts=names, account=account or "",
                 level=level, levels=LEVELS, config_error=error)

@@ -77,7 +77,9 @@ def test_unknown_lines_stay_readable_and_are_marked_as_english() -> None:
 def test_test_mail_results_in_german() -> None:
     ok = explain.test_mail_ok("de", "accepted by 127.0.0.1:25 for anna@firma.de (250 2.0.0 Ok)")
     assert ok == "Testmail an anna@firma.de von 127.0.0.1:25 angenommen. Antwort des Servers: „250 2.0.0 Ok“"
-    for line, answer in (("MailPlus at 127.0.0.1:25 refused the test mail: 554 5.7.1 nope", "554 5.7.1 nope"),
+    # An answer word no other test uses as a password: registered secrets are masked process-wide.
+    for line, answer in (("MailPlus at 127.0.0.1:25 refused the test mail: 554 5.7.1 policy rejection",
+                          "554 5.7.1 policy rejection"),
                          ("MailPlus refused anna@firma.de: 550 unknown", "550 unknown"),
                          ("cannot send the test mail via 127.0.0.1:25: [Errno 111] Connection refused",
                           "[Errno 111] Connection refused")):

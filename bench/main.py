@@ -1,6 +1,6 @@
 """bench/run: bring up Dovecot + Postfix, run the chosen benches, print markdown, clean up.
 
-    bench/run [--messages 2000] [--only throughput|memory|accounts|idle ...] [--save FILE]
+    bench/run [--messages 2000] [--only throughput|memory|accounts|idle ...] [--idle-minutes 20] [--save FILE]
 
 Everything runs on loopback, on ports chosen at start-up, under short dirs in /tmp. The
 stack, the scratch dir and every child process are removed on exit, on Ctrl-C and on SIGTERM.
@@ -34,7 +34,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--accounts", type=int, default=200, help="accounts bench: number of accounts (default 200)")
     p.add_argument("--keep-messages", type=int, default=100_000,
                    help="accounts bench: messages kept on the server (default 100000; 0 skips)")
-    p.add_argument("--idle-messages", type=int, default=50, help="idle bench: messages injected (default 50)")
+    p.add_argument("--idle-messages", type=int, default=50,
+                   help="idle bench, IMAP IDLE push: messages injected (default 50; 0 skips the push part)")
+    p.add_argument("--idle-minutes", type=float, default=20.0,
+                   help="idle bench, quiet serve with 10 accounts: minutes watched (default 20; 0 skips it)")
+    p.add_argument("--idle-settle", type=float, default=90.0,
+                   help="idle bench, quiet serve: seconds before the window starts (first polls; default 90)")
     p.add_argument("--no-slow", action="store_true", help="skip fetchmail over SMTP (~90 s for 2000 messages)")
     p.add_argument("--pairs", type=int, default=3,
                    help="throughput: SmartPop/baseline pairs, alternating; the verdict is their median (default 3)")
@@ -133,9 +138,14 @@ def _run_one(name: str, bench: Bench, args: argparse.Namespace) -> str:
         from bench import accounts
 
         return accounts.run(bench, args.accounts, args.keep_messages)
-    from bench import idle
+    from bench import idle, quiet
 
-    return idle.run(bench, args.idle_messages)
+    parts = []
+    if args.idle_messages > 0:
+        parts.append(idle.run(bench, args.idle_messages))
+    if args.idle_minutes > 0:
+        parts.append(quiet.run(bench, args.idle_minutes, args.idle_settle))
+    return "\n".join(parts) if parts else "#### IDLE: nothing to do (--idle-messages 0 and --idle-minutes 0)\n"
 
 
 if __name__ == "__main__":

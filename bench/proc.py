@@ -115,11 +115,12 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | None = 
     return Measured(proc.returncode, wall, cpu, rss, text, start, timed_out.is_set(), busy, util)
 
 
-def start(cmd: list[str], *, env: dict[str, str] | None = None, log: Path) -> subprocess.Popen[bytes]:
-    """Start a long-running child (the daemon of the IDLE bench) in its own session."""
+def start(cmd: list[str], *, env: dict[str, str] | None = None, log: Path,
+          pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+    """Start a long-running child (the daemon of the IDLE benches) in its own session."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, pass_fds=pass_fds)
     _running[proc.pid] = proc
     return proc
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator, Union
-
-import filelock
 
 from smartpop.errors import LockBusy
 
 PathLike = Union[str, Path]
+
+# How often a lock with a timeout is tried again while another process holds it.
+LOCK_POLL = 0.05
 
 
 def atomic_write(path: PathLike, data: bytes, mode: int = 0o600) -> None:
@@ -47,12 +50,38 @@ def fsync_dir(directory: PathLike) -> None:
 @contextlib.contextmanager
 def locked(lock_path: PathLike, timeout: float = -1) -> Iterator[None]:
     """Hold an exclusive inter-process lock; timeout<0 waits forever, 0 fails at once."""
-    lock = filelock.FileLock(str(lock_path), timeout=timeout, mode=0o600)
+    # flock(2) on a file opened read-only, never truncated or chmod-ed once it exists: taking
+    # the lock then changes no inode, so a poll that finds nothing writes nothing to disk
+    # (filelock truncates and chmods its file on every acquire, which dirties the inode and
+    # keeps a hibernating volume awake). The lock is released by close, also when the
+    # process dies, so no stale lock is ever left behind.
+    name = str(lock_path)
     try:
-        lock.acquire()
-    except filelock.Timeout as exc:
-        raise LockBusy(f"{lock_path} is held by another process") from exc
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        Path(name).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(name, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        _acquire(fd, name, timeout)
+    except BaseException:
+        os.close(fd)
+        raise
     try:
         yield
     finally:
-        lock.release()
+        os.close(fd)  # closing drops the lock
+
+
+def _acquire(fd: int, name: str, timeout: float) -> None:
+    if timeout < 0:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockBusy(f"{name} is held by another process") from None
+            time.sleep(LOCK_POLL)

@@ -11,8 +11,9 @@ from smartpop.errors import ConfigError
 from smartpop.paths import Paths
 
 ACCOUNT_FIELDS = ["last_run", "last_success", "collected", "fallback", "last_error", "waiting", "redelivered"]
-# Figures of the most recent run (collected/fallback above are totals) and whether one runs now.
-COLLECTOR_EXTRA_FIELDS = ["last_collected", "last_fallback", "running"]
+# Figures of the most recent run (collected/fallback above are totals), whether one runs now,
+# and how the daemon waits for new mail ('idle', 'polling: <why>', or None: polling by design).
+COLLECTOR_EXTRA_FIELDS = ["last_collected", "last_fallback", "running", "push"]
 
 
 def _runtime(paths: Paths) -> Dict[str, Any]:
@@ -53,6 +54,14 @@ def build_status(paths: Paths) -> Dict[str, Any]:
     return report
 
 
+def _push_text(push: Any) -> str:
+    if push == "idle":
+        return ", new mail: pushed by the server (IMAP IDLE)"
+    if isinstance(push, str) and push:
+        return f", new mail: {push}"
+    return ""
+
+
 def format_status(report: Dict[str, Any]) -> str:
     """Render the status report for a terminal."""
     lines = [f"SmartPop {report['version']}"]
@@ -68,7 +77,7 @@ def format_status(report: Dict[str, Any]) -> str:
                      f"collected {entry['collected'] or 0}, to fallback {entry['fallback'] or 0}, "
                      f"sent again after an interrupted hand-over (possible duplicates) {entry['redelivered'] or 0}, "
                      f"waiting {entry['waiting'] if entry['waiting'] is not None else 'unknown'}, "
-                     f"last error {entry['last_error'] or 'none'}")
+                     f"last error {entry['last_error'] or 'none'}" + _push_text(entry.get("push")))
     relay = report["relay"]
     lines.append(f"relay: {relay['state']}: {relay.get('detail', '')}")
     task = relay.get("task_state")

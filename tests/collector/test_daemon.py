@@ -139,11 +139,8 @@ def test_daemon_polls_again_after_the_interval(env: Env) -> None:
     assert env.left_on_provider() == 0
 
 
-def test_imap_idle_collects_new_mail_without_waiting_for_the_interval(env: Env,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    # The scheduler's tick is an hour too: the pushed run must be started by the wake-up
-    # itself, not by the scheduler's next look (which was up to a second of push latency).
-    monkeypatch.setattr(daemon, "TICK", 3600.0)
+def test_imap_idle_collects_new_mail_without_waiting_for_the_interval(env: Env) -> None:
+    # The scheduler has no tick: the pushed run is started by the wake-up itself.
     env.users("anna")
     env.fill([message(1, env.addr("anna"))])
     config = env.write_config([env.account(protocol="imap", idle=True, interval=3600)])
@@ -162,8 +159,7 @@ def test_imap_idle_collects_new_mail_without_waiting_for_the_interval(env: Env,
 
 def test_a_push_that_brings_nothing_does_not_loop(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     # A server that keeps announcing mail SmartPop cannot take (here: every IDLE says "new
-    # mail", every run collects nothing) gets one immediate run, then the scheduler's tick.
-    monkeypatch.setattr(daemon, "TICK", 3600.0)
+    # mail", every run collects nothing) gets one immediate run, then its polling interval.
     runs: List[str] = []
 
     def run_account(paths: object, config: object, account: Account, **_: object) -> AccountResult:
@@ -171,7 +167,13 @@ def test_a_push_that_brings_nothing_does_not_loop(env: Env, monkeypatch: pytest.
         return AccountResult(account.name, remaining=0)
 
     monkeypatch.setattr(daemon, "run_account", run_account)
-    monkeypatch.setattr(daemon, "wait_for_mail", lambda account, timeout, stop, known=-1: not stop.is_set())
+    class Announcing:
+        mail = True
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(daemon.IdleSession, "open", classmethod(lambda cls, account, known=-1: Announcing()))
     config = env.write_config([env.account(protocol="imap", idle=True, interval=3600)])
     handle = service.start_daemon(env.paths, config)
     try:

@@ -45,3 +45,43 @@ def test_prune_marks_only_messages_gone_from_the_server(tmp_path: Path) -> None:
     with sqlite3.connect(str(path)) as db:
         rows = dict(db.execute("SELECT uid, on_server FROM messages"))
     assert rows == {"a": 1, "b": 0, "c": 1, "z": 1}
+
+
+def test_a_run_that_changes_nothing_keeps_its_time_in_memory(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from smartpop.collector import state
+    from smartpop.paths import Paths
+
+    paths = Paths(tmp_path)
+    store = Store(paths.state_db)
+    try:
+        store.run_started("sammel")
+        assert store.run_finished("sammel", True, 2, 0, None, 0) == "changed"  # it collected
+        assert store.run_finished("sammel", True, 0, 0, None, 0) == "changed"  # last_collected 2 -> 0
+        written = sqlite3.connect(str(paths.state_db)).execute(
+            "SELECT last_run FROM account_status WHERE account='sammel'").fetchone()[0]
+        assert store.run_finished("sammel", True, 0, 0, None, 0) == "quiet"
+        on_disk = sqlite3.connect(str(paths.state_db)).execute(
+            "SELECT last_run FROM account_status WHERE account='sammel'").fetchone()[0]
+        assert on_disk == written  # nothing was written
+        held = state.LIVENESS.get(paths.state_db, "sammel")
+        assert held is not None and held[0] > written
+        # In this process the status shows the time of the quiet run.
+        assert state.read_account_status(paths)["sammel"]["last_run"] == state._iso(held[0])
+        # An error is a change, and so is the recovery after it.
+        assert store.run_finished("sammel", False, 0, 0, "connection refused", None) == "changed"
+        assert store.run_finished("sammel", False, 0, 0, "connection refused", None) == "quiet"
+        assert store.run_finished("sammel", True, 0, 0, None, 0) == "changed"
+        # A time older than FLUSH_EVERY on disk is written at the next run.
+        monkeypatch.setattr(state, "FLUSH_EVERY", 0.0)
+        assert store.run_finished("sammel", True, 0, 0, None, 0) == "flushed"
+        monkeypatch.setattr(state, "FLUSH_EVERY", 3600.0)
+        assert store.run_finished("sammel", True, 0, 0, None, 0) == "quiet"
+    finally:
+        store.close()
+    held = state.LIVENESS.get(paths.state_db, "sammel")
+    assert held is not None
+    assert state.flush_liveness(paths) == 1
+    assert state.LIVENESS.get(paths.state_db, "sammel") is None
+    row = sqlite3.connect(str(paths.state_db)).execute(
+        "SELECT last_run, last_success, last_error FROM account_status WHERE account='sammel'").fetchone()
+    assert row == (held[0], held[1], None)

@@ -78,8 +78,10 @@ class _Base:
 class TcpProxy(_Base):
     """Byte-for-byte proxy; `cut(conn_index, after_bytes)` drops that connection mid-stream."""
 
-    def __init__(self, target_port: int, listen_host: str = "127.0.0.1") -> None:
+    def __init__(self, target_port: int, listen_host: str = "127.0.0.1", idle_timeout: Optional[float] = 30) -> None:
         super().__init__(target_port, listen_host)
+        # A server silent this long ends the connection (None: never, for sessions in IMAP IDLE).
+        self.idle_timeout = idle_timeout
         self._cuts: dict = {}  # type: ignore[type-arg]
         self.cut_done = threading.Event()
 
@@ -90,6 +92,7 @@ class TcpProxy(_Base):
     def _serve(self, client: socket.socket, index: int) -> None:
         try:
             upstream = self._track(socket.create_connection(self.target, timeout=30))
+            upstream.settimeout(self.idle_timeout)
         except OSError:
             client.close()
             return

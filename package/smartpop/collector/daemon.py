@@ -1,34 +1,49 @@
 """The polling daemon of `smartpop serve`: each account at its interval, backoff on failure.
 
-IMAP accounts with `idle` wait in IMAP IDLE between runs and collect as soon as the server
-announces new mail (at the latest after the interval).
+One scheduler thread sleeps in select() until the next account is due, a server in IMAP
+IDLE announces mail, config.json changes (inotify), or stop() wakes it: no thread wakes on a
+fixed timer while nothing is due. A due account gets a worker thread for its run (never two
+for one account; the file lock also keeps a concurrent `smartpop fetch` out); at most
+ACCOUNT_CONCURRENCY of them collect at the same time.
 
-One scheduler thread starts one worker per due account (never two for one account; the
-file lock also keeps a concurrent `smartpop fetch` out); at most ACCOUNT_CONCURRENCY of
-them collect at the same time. The config is re-read when
-config.json changes, so accounts edited in the UI take effect without a restart.
-Stopping lets a worker finish the message in hand, then QUIT, so nothing is left half done.
+IMAP accounts with `idle` are not polled while IDLE works: after each run the worker opens
+an IDLE session and hands it to the scheduler, which select()s on all of them at once (no
+thread per waiting account). New mail ends the session and starts a run. Before RFC 2177's
+29 minutes a worker renews the session. Where the server cannot IDLE the account is polled
+at its interval, and the status says why (`push`).
+
+Quiet runs write nothing (runner, state.Liveness); their times are written once an hour
+together with a one-line summary, and on stop. Stopping lets a worker finish the message in
+hand, then QUIT, so nothing is left half done.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import selectors
+import socket
 import threading
 import time
-from typing import Dict, Optional, Set
+from typing import Dict, List, Optional, Set
 
-from smartpop.collector import runner
-from smartpop.collector.idle import wait_for_mail
+from smartpop import fswatch
+from smartpop.collector import runner, state
+from smartpop.collector.idle import IdleSession, IdleUnavailable
 from smartpop.collector.runner import run_account
 from smartpop.config import store
 from smartpop.config.schema import Account, Config
-from smartpop.errors import ConfigError
+from smartpop.errors import ConfigError, SmartPopError
 from smartpop.paths import Paths
 
 log = logging.getLogger(__name__)
 
-TICK = 1.0
 MAX_BACKOFF = 3600.0
+# How often quiet runs' times are written and the summary line is logged.
+SUMMARY_EVERY = state.FLUSH_EVERY
+# Without inotify, config.json is looked at this often while nothing else wakes the scheduler.
+CONFIG_CHECK = 60.0
+IDLE = "idle"
 
 
 def next_delay(interval: int, failures: int) -> float:
@@ -45,18 +60,52 @@ class DaemonHandle:
         self.paths = paths
         self.config = config
         self._stop = threading.Event()
-        # Wakes the scheduler before its next tick: IDLE announced mail, or stop() was called.
-        self._wake = threading.Event()
         self._workers: Dict[str, threading.Thread] = {}
         self._due: Dict[str, float] = {}
         self._failures: Dict[str, int] = {}
         self._pushed: Set[str] = set()  # accounts whose next run is set off by an IDLE push
+        self._idle: Dict[str, IdleSession] = {}  # sessions waiting in IDLE (scheduler thread only)
+        self._arrivals: List[IdleSession] = []  # sessions a worker hands to the scheduler
+        self._push: Dict[str, Optional[str]] = {}  # the push state last recorded per account
         self._lock = threading.Lock()
-        # Bounds how many accounts collect at once (a worker waiting in IDLE does not count).
+        # Bounds how many accounts collect at once (a session waiting in IDLE does not count).
         self._slots = threading.BoundedSemaphore(runner.ACCOUNT_CONCURRENCY)
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._watch = fswatch.Watch.open()
+        if self._watch is not None and self._watch.add(paths.data, fswatch.IN_CLOSE_WRITE | fswatch.IN_MOVED_TO):
+            self._selector.register(self._watch.fd, selectors.EVENT_READ, "config")
+        elif self._watch is not None:
+            self._watch.close()
+            self._watch = None
         self._config_mtime = self._mtime()
+        self._config_looked = time.monotonic()
+        # Open stores kept between runs: opening and closing one per poll writes to the disk.
+        self._stores = state.StorePool(paths.state_db)
+        self._quiet = 0  # runs since the last summary that found and changed nothing
+        self._runs = 0
+        self._summary_at = time.monotonic() + SUMMARY_EVERY
         self._thread = threading.Thread(target=self._loop, name="smartpop-scheduler", daemon=True)
 
+    # --- waking -----------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Make the scheduler look now (a worker finished, a session arrived, stop)."""
+        try:
+            self._wake_w.send(b"x")
+        except (BlockingIOError, OSError):
+            pass  # already full of wake-ups, or closed at stop: either way it wakes
+
+    def _drain(self) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    # --- config -----------------------------------------------------------------------------
     def _mtime(self) -> Optional[float]:
         try:
             return self.paths.config.stat().st_mtime
@@ -64,6 +113,7 @@ class DaemonHandle:
             return None
 
     def _reload(self) -> None:
+        self._config_looked = time.monotonic()
         mtime = self._mtime()
         if mtime == self._config_mtime:
             return
@@ -73,45 +123,201 @@ class DaemonHandle:
             log.info("configuration changed; the collector uses the new settings")
         except ConfigError as exc:
             log.error("configuration changed but is invalid, keeping the previous one: %s", exc)
+            return
+        # A changed account starts afresh: its IDLE session (made with the old settings) ends.
+        for name, session in list(self._idle.items()):
+            if self._account(name) != session.account:
+                self._end_session(name)
+                self._due[name] = 0.0
 
+    def _account(self, name: str) -> Optional[Account]:
+        for account in self.config.accounts:
+            if account.name == name:
+                return account
+        return None
+
+    # --- the scheduler ---------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            # Cleared before the look, not after the wait: a wake-up that comes during the
-            # look then ends the next wait at once instead of being lost.
-            self._wake.clear()
+            timeout: Optional[float] = None
             try:
-                self._reload()
-                now = time.monotonic()
-                for account in self.config.accounts:
-                    if not account.enabled:
-                        continue
-                    with self._lock:
-                        busy = account.name in self._workers and self._workers[account.name].is_alive()
-                    if busy or now < self._due.get(account.name, 0.0):
-                        continue
-                    worker = threading.Thread(target=self._work, args=(account, self.config),
-                                              name=f"smartpop-{account.name}", daemon=True)
-                    with self._lock:
-                        self._workers[account.name] = worker
-                    worker.start()
+                timeout = self._look()
             except Exception:  # the scheduler must survive anything
                 log.exception("collector scheduler error")
-            self._wake.wait(TICK)
+                timeout = 1.0
+            if self._stop.is_set():
+                break
+            try:
+                ready = self._selector.select(timeout)
+            except (OSError, ValueError):  # a session's socket went bad under select
+                log.exception("collector scheduler: select failed")
+                self._end_broken_sessions()
+                continue
+            for key, _ in ready:
+                try:
+                    self._ready(key.data)
+                except Exception:
+                    log.exception("collector scheduler error")
+        for name in list(self._idle):
+            self._end_session(name)
 
-    def _work(self, account: Account, config: Config) -> None:
+    def _look(self) -> Optional[float]:
+        """Start what is due; return how long select() may sleep (None: until woken)."""
+        if self._watch is None and time.monotonic() - self._config_looked >= CONFIG_CHECK:
+            self._reload()
+        with self._lock:
+            arrivals, self._arrivals = self._arrivals, []
+        for session in arrivals:
+            self._adopt(session)
+        now = time.monotonic()
+        next_at = self._summary_at
+        enabled = {a.name for a in self.config.accounts if a.enabled}
+        for name in [n for n in self._idle if n not in enabled]:
+            self._end_session(name)
+        for account in self.config.accounts:
+            if not account.enabled or self._busy(account.name):
+                continue
+            waiting = self._idle.get(account.name)
+            if waiting is not None:
+                if now >= waiting.due():
+                    self._selector.unregister(waiting)
+                    del self._idle[account.name]
+                    self._start(account, renew=waiting)
+                else:
+                    next_at = min(next_at, waiting.due())
+                continue
+            due = self._due.get(account.name, 0.0)
+            if now >= due:
+                self._start(account)
+            else:
+                next_at = min(next_at, due)
+        if now >= self._summary_at:
+            self._summarise()
+            next_at = min(next_at, self._summary_at)
+        if self._watch is None:
+            next_at = min(next_at, self._config_looked + CONFIG_CHECK)
+        return None if math.isinf(next_at) else max(0.0, next_at - time.monotonic())
+
+    def _ready(self, what: object) -> None:
+        if what == "wake":
+            self._drain()
+        elif what == "config":
+            assert self._watch is not None
+            if any(path.name == self.paths.config.name for path, _ in self._watch.read()):
+                self._reload()
+        elif isinstance(what, IdleSession):
+            name = what.account.name
+            news = what.news()
+            if news is False:
+                return  # a keep-alive ("* OK still here") or a flag change: wait on
+            self._end_session(name)
+            self._due[name] = 0.0
+            if news:
+                self._pushed.add(name)
+            else:
+                log.info("%s: the IDLE connection ended; collecting now, then waiting in IDLE again", name)
+
+    def _busy(self, name: str) -> bool:
+        with self._lock:
+            worker = self._workers.get(name)
+            return worker is not None and worker.is_alive()
+
+    def _start(self, account: Account, renew: Optional[IdleSession] = None) -> None:
+        worker = threading.Thread(target=self._work, args=(account, self.config, renew),
+                                  name=f"smartpop-{account.name}", daemon=True)
+        with self._lock:
+            self._workers[account.name] = worker
+        worker.start()
+
+    def _adopt(self, session: IdleSession) -> None:
+        """Wait on a session a worker opened (or renewed)."""
+        name = session.account.name
+        current = self._account(name)
+        if self._stop.is_set() or current is None or not current.enabled or current != session.account:
+            session.close()
+            self._due[name] = 0.0  # changed settings: collect with them now
+            return
+        try:
+            self._selector.register(session, selectors.EVENT_READ, session)
+        except (OSError, ValueError):
+            session.close()
+            self._due[name] = 0.0
+            return
+        self._idle[name] = session
+        if session.mail:  # announced while it was being opened or renewed
+            self._ready(session)
+
+    def _end_session(self, name: str) -> None:
+        session = self._idle.pop(name, None)
+        if session is None:
+            return
+        try:
+            self._selector.unregister(session)
+        except (KeyError, ValueError, OSError):
+            pass
+        session.close()
+
+    def _end_broken_sessions(self) -> None:
+        for name, session in list(self._idle.items()):
+            try:
+                session.fileno()
+            except Exception:
+                self._end_session(name)
+                self._due[name] = 0.0
+
+    def _summarise(self) -> None:
+        """Hourly: write the quiet runs' times and say in one line what the hour was like."""
+        with self._lock:
+            quiet, runs, self._quiet, self._runs = self._quiet, self._runs, 0, 0
+        self._summary_at = time.monotonic() + SUMMARY_EVERY
+        try:
+            state.flush_liveness(self.paths)
+        except Exception as exc:  # the next flush (or stop) tries again
+            log.warning("could not write the collector's last-checked times: %s", exc)
+        if quiet:
+            log.info("last hour: %d collection run(s), %d of them found nothing new; %d account(s) wait in IMAP IDLE",
+                     runs, quiet, len(self._idle))
+
+    # --- workers -----------------------------------------------------------------------------
+    def _work(self, account: Account, config: Config, renew: Optional[IdleSession]) -> None:
+        try:
+            if renew is not None:
+                self._renew(account, renew)
+            else:
+                self._collect(account, config)
+        finally:
+            with self._lock:
+                if self._workers.get(account.name) is threading.current_thread():
+                    del self._workers[account.name]
+            self.wake()
+
+    def _renew(self, account: Account, session: IdleSession) -> None:
+        try:
+            session.renew()
+        except Exception as exc:  # the connection broke: poll now, then IDLE again
+            log.info("%s: renewing IDLE failed (%s); collecting now, then waiting in IDLE again", account.name, exc)
+            session.close()
+            self._due[account.name] = 0.0
+            return
+        state.LIVENESS.note(self.paths.state_db, account.name, time.time(), time.time())
+        self._hand_over(session)
+
+    def _collect(self, account: Account, config: Config) -> None:
         failures = self._failures.get(account.name, 0)
         pushed = account.name in self._pushed
         self._pushed.discard(account.name)
-        remaining = -1
-        collected = 0
+        remaining, collected = -1, 0
         try:
             with self._slots:
                 if self._stop.is_set():
                     return
-                result = run_account(self.paths, config, account, stop=self._stop, lock_timeout=0)
+                result = run_account(self.paths, config, account, stop=self._stop, lock_timeout=0,
+                                     stores=self._stores)
             failures = 0 if (result.ok or result.skipped) else failures + 1
-            remaining = result.remaining
-            collected = result.collected
+            remaining, collected = result.remaining, result.collected
+            with self._lock:
+                self._runs += 1
+                self._quiet += 1 if result.quiet else 0
         except Exception:
             log.exception("%s: collector run crashed", account.name)
             failures += 1
@@ -120,23 +326,50 @@ class DaemonHandle:
         if failures:
             log.info("%s: next try in %d s (failure %d in a row)", account.name, delay, failures)
         started = time.monotonic()
-        if account.idle and account.protocol == "imap" and not failures and not self._stop.is_set():
-            # Push: this worker waits in IDLE (the scheduler starts no second one meanwhile).
-            if wait_for_mail(account, delay, self._stop, known=remaining):
-                delay = 0.0
         self._due[account.name] = started + delay
-        if delay == 0.0 and not (pushed and collected == 0):
-            # Pushed mail: collect now, not at the scheduler's next tick (up to TICK later,
-            # which was most of the push latency). This thread is done with the account, so
-            # it leaves the busy list before the scheduler looks again. If the last pushed run
-            # found nothing to collect, the server announces mail nobody can take (say, after
-            # a failed EXPUNGE): then the tick decides, so that is no busy loop.
+        if not (account.idle and account.protocol == "imap"):
+            if self._push.get(account.name) is not None:
+                self._set_push(account.name, None)  # IDLE was switched off for this account
+            return
+        if failures or self._stop.is_set():
+            return
+        if pushed and collected == 0:
+            # The server announced mail this run could not take (say, after a failed EXPUNGE):
+            # waiting in IDLE again would bring the same announcement at once, so poll instead.
+            return
+        try:
+            session = IdleSession.open(account, known=remaining)
+        except IdleUnavailable as exc:
+            self._set_push(account.name, f"polling every {account.interval} s: {exc}")
+            return
+        except (SmartPopError, OSError) as exc:
+            log.info("%s: IDLE not possible this round (%s); polling instead", account.name, exc)
+            self._set_push(account.name, f"polling every {account.interval} s: IDLE could not start ({exc})")
+            return
+        if session.mail:
+            session.close()
+            self._due[account.name] = 0.0
             self._pushed.add(account.name)
-            with self._lock:
-                if self._workers.get(account.name) is threading.current_thread():
-                    del self._workers[account.name]
-            self._wake.set()
+            return
+        self._set_push(account.name, IDLE)
+        self._hand_over(session)
 
+    def _hand_over(self, session: IdleSession) -> None:
+        with self._lock:
+            self._arrivals.append(session)
+        self.wake()
+
+    def _set_push(self, name: str, push: Optional[str]) -> None:
+        """Record how the account gets its mail, when that changes (a write only then)."""
+        if self._push.get(name, "unknown") == push:
+            return
+        self._push[name] = push
+        try:
+            state.set_push(self.paths, name, push)
+        except Exception as exc:
+            log.warning("%s: could not record the IDLE state: %s", name, exc)
+
+    # --- life cycle -----------------------------------------------------------------------
     def start(self) -> DaemonHandle:
         """Start the scheduler thread."""
         self._thread.start()
@@ -146,19 +379,39 @@ class DaemonHandle:
     def stop(self, timeout: float = 60.0) -> bool:
         """Ask every worker to stop after its current message; True if all ended within `timeout`."""
         self._stop.set()
-        self._wake.set()
+        self.wake()
         deadline = time.monotonic() + timeout
         self._thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             workers = list(self._workers.values())
+            arrivals, self._arrivals = self._arrivals, []
         for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
+        for session in arrivals:
+            session.close()
         alive = [w.name for w in workers if w.is_alive()] + ([self._thread.name] if self._thread.is_alive() else [])
+        self._finish()
         if alive:
             log.warning("collector threads still running after %.0f s: %s", timeout, ", ".join(alive))
         else:
             log.info("collector daemon stopped")
         return not alive
+
+    def _finish(self) -> None:
+        """Write what is only in memory, then let go of the store."""
+        try:
+            state.flush_liveness(self.paths)
+            for name, push in list(self._push.items()):
+                if push is not None:
+                    state.set_push(self.paths, name, None)  # nobody waits in IDLE once stopped
+        except Exception as exc:
+            log.warning("could not write the collector's last-checked times: %s", exc)
+        self._stores.close()
+        if self._watch is not None:
+            self._watch.close()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 def start(paths: Paths, config: Config) -> DaemonHandle:

@@ -1,94 +1,121 @@
-"""IMAP IDLE (RFC 2177): wait on the server for new mail instead of sleeping a whole interval.
+"""IMAP IDLE (RFC 2177) as the schedule of an account: wait on the server instead of polling.
 
-imaplib has no idle() before Python 3.14, so the command is sent by hand. The session is
-only used for waiting: when the wait ends (news, timeout or stop) it is simply closed, and
-the normal collection run follows. A stop request shuts the socket down from a watcher thread,
-which wakes the blocked read at once (a read timeout would leave imaplib's buffered
-socket file unusable, so timeouts only ever end the wait).
+An `IdleSession` is a logged-in session with the folder selected and IDLE started. It is
+only used for waiting: the daemon's scheduler select()s on its socket together with every
+other session, so waiting costs no thread and no timer. When the server announces new mail
+the session is closed and the normal collection run follows. Before RFC 2177's 29 minutes
+are up the session is renewed (DONE, then IDLE again) on the same connection.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 import time
+from typing import List, Optional
 
 from smartpop.collector.imap import ImapSource
 from smartpop.config.schema import Account
-from smartpop.errors import ProtocolError, TemporaryError
+from smartpop.errors import SmartPopError
 
 log = logging.getLogger(__name__)
 
 # RFC 2177: re-issue IDLE at least every 29 minutes or the server may drop the session.
 MAX_IDLE = 29 * 60
+# Renewed this long before MAX_IDLE, so a slow renewal still lands in time.
+RENEW_MARGIN = 60
 
 
-def _announces_mail(line: bytes) -> bool:
+class IdleUnavailable(SmartPopError):
+    """The server cannot push for this account (no IDLE, or it refused it): poll instead."""
+
+
+def announces_mail(line: bytes) -> bool:
     """True for an untagged '* n EXISTS' or '* n RECENT'."""
     words = line.split()
     return len(words) == 3 and words[0] == b"*" and words[2].upper() in (b"EXISTS", b"RECENT")
 
 
-def wait_for_mail(account: Account, timeout: float, stop: threading.Event, known: int = -1,
-                  connect_timeout: float = 60.0) -> bool:
-    """Block until the server announces new mail (True), or `timeout`/`stop`/an error (False).
+def _says_bye(line: bytes) -> bool:
+    return line[:6].upper() == b"* BYE "
 
-    `known` is how many messages the last run left in the folder: more than that at SELECT
-    means mail arrived between that run and this IDLE.
-    """
-    try:
-        source = ImapSource.connect(account, connect_timeout)
-    except TemporaryError as exc:
-        log.info("%s: IDLE not possible this round (%s)", account.name, exc)
-        return False
-    imap = source._imap
-    if known >= 0 and source.exists > known:
-        source.abort()
+
+class IdleSession:
+    """One account's session waiting in IDLE; `news()` is called when its socket is readable."""
+
+    def __init__(self, account: Account, source: ImapSource) -> None:
+        self.account = account
+        self.source = source
+        self.started = time.monotonic()
+        self.mail = False  # the server announced new mail
+
+    @classmethod
+    def open(cls, account: Account, known: int = -1, timeout: float = 60.0) -> IdleSession:
+        """Log in, select, start IDLE; `.mail` is already True if the folder holds more than `known`.
+
+        Raises IdleUnavailable when the server does not offer IDLE, TemporaryError (and the
+        other SmartPopErrors of a login) when it cannot be reached.
+        """
+        source = ImapSource.connect(account, timeout)
+        try:
+            if b"IDLE" not in source.capabilities:
+                raise IdleUnavailable(f"{account.host} does not offer IMAP IDLE")
+            session = cls(account, source)
+            if known >= 0 and source.exists > known:
+                session.mail = True  # arrived between the last run and now: no need to wait
+                return session
+            try:
+                source.idle_start()
+            except SmartPopError as exc:
+                if "refused IDLE" in str(exc):
+                    raise IdleUnavailable(str(exc)) from None
+                raise
+            session._take(source.idle_read() or [])
+            return session
+        except BaseException:
+            source.abort()
+            raise
+
+    def fileno(self) -> int:
+        """The socket, for select()."""
+        return self.source.idle_fileno()
+
+    def due(self) -> float:
+        """When (time.monotonic) this IDLE must be renewed."""
+        return self.started + MAX_IDLE - RENEW_MARGIN
+
+    def news(self) -> Optional[bool]:
+        """Read what the server sent: True for new mail, False for nothing, None if the session ended."""
+        try:
+            lines = self.source.idle_read()
+        except Exception as exc:  # whatever broke, this session cannot wait any more
+            log.info("%s: IDLE session lost (%s)", self.account.name, exc)
+            return None
+        if lines is None:
+            return None
+        if not self._take(lines):
+            return None
+        return self.mail
+
+    def _take(self, lines: List[bytes]) -> bool:
+        """Note announced mail; False if the server said goodbye."""
+        for line in lines:
+            if announces_mail(line):
+                if not self.mail:
+                    log.info("%s: the server announced new mail", self.account.name)
+                self.mail = True
+            elif _says_bye(line):
+                return False
         return True
-    finished = threading.Event()
 
-    def watch() -> None:
-        while not finished.wait(1.0):
-            if stop.is_set():
-                # Shut the socket down, do not close it: closing imaplib's buffered file here
-                # would wait for the lock the blocked reader holds. The shutdown wakes the
-                # reader, whose `finally` then closes everything.
-                sock = imap.sock
-                if sock is not None:
-                    try:
-                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                return
+    def renew(self) -> None:
+        """DONE, then IDLE again on the same connection (blocking; run it outside the scheduler)."""
+        self._take(self.source.idle_done())
+        if self.mail:
+            return
+        self.source.idle_start()
+        self.started = time.monotonic()
+        self._take(self.source.idle_read() or [])
 
-    threading.Thread(target=watch, name=f"smartpop-idle-{account.name}", daemon=True).start()
-    try:
-        tag = imap._new_tag()
-        imap.send(tag + b" IDLE\r\n")
-        if not imap.readline().startswith(b"+"):
-            raise ProtocolError(f"{account.host}:{account.port} refused IDLE")
-        deadline = time.monotonic() + min(timeout, MAX_IDLE)
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            assert imap.sock is not None
-            imap.sock.settimeout(remaining)
-            line = imap.readline()
-            if not line:
-                return False
-            if _announces_mail(line):
-                log.info("%s: the server announced new mail", account.name)
-                return True
-        return False
-    except (OSError, TemporaryError, ValueError) as exc:
-        if not isinstance(exc, socket.timeout) and not stop.is_set():
-            log.info("%s: IDLE ended (%s); polling instead this round", account.name, exc)
-        return False
-    except Exception as exc:  # imaplib.abort and friends: never let IDLE break the daemon
-        log.info("%s: IDLE ended (%s); polling instead this round", account.name, exc)
-        return False
-    finally:
-        finished.set()
-        source.abort()
+    def close(self) -> None:
+        """Drop the connection (IDLE changed nothing, so there is nothing to commit)."""
+        self.source.abort()

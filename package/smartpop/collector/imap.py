@@ -10,6 +10,7 @@ from __future__ import annotations
 import imaplib
 import logging
 import re
+import select
 import socket
 import ssl
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -67,6 +68,10 @@ class ImapSource(Source):
         self._uidplus = False
         self._exists = -1
         self.utf8 = False  # RFC 6855 UTF8=ACCEPT is enabled
+        self.capabilities: Tuple[bytes, ...] = ()  # as announced after login
+        self._idle_tag = b""
+        self._idle_early: List[bytes] = []  # untagged lines that came before IDLE's go-ahead
+        self._idle_buffer = b""  # the start of a line not complete yet
 
     @classmethod
     def connect(cls, account: Account, timeout: float) -> ImapSource:
@@ -91,6 +96,7 @@ class ImapSource(Source):
                     raise AuthError(f"login to {self.host}:{self.port} refused: {_text(exc)}") from None
                 typ, data = imap.capability()
                 caps = data[0].upper().split() if typ == "OK" and data and data[0] else []
+                self.capabilities = tuple(caps)
                 self._uidplus = b"UIDPLUS" in caps
                 self._enable_utf8(caps)
                 typ, data = imap.select(_quote(account.folder))
@@ -247,6 +253,79 @@ class ImapSource(Source):
             self._imap.shutdown()
         except (OSError, AttributeError, imaplib.IMAP4.error):
             pass
+
+
+    # --- IMAP IDLE (RFC 2177): imaplib has no idle() before Python 3.14 --------------------
+    def idle_start(self) -> None:
+        """Send IDLE and wait for the server's go-ahead (blocking, with the session's timeout)."""
+        imap = self._imap
+        self._idle_tag = imap._new_tag()
+        with network_errors(self.host, self.port):
+            imap.send(self._idle_tag + b" IDLE\r\n")
+            line = imap.readline()
+            while line.startswith(b"* "):  # untagged news before the go-ahead: handed to idle_read
+                self._idle_early.append(line.rstrip(b"\r\n"))
+                line = imap.readline()
+        if not line.startswith(b"+"):
+            raise ProtocolError(f"{self.host}:{self.port} refused IDLE: {_text(line)}")
+
+    def idle_fileno(self) -> int:
+        """The socket to select() on while in IDLE."""
+        assert self._imap.sock is not None
+        return self._imap.sock.fileno()
+
+    def idle_read(self) -> Optional[List[bytes]]:
+        """Lines the server sent during IDLE, without blocking; None once the connection is closed."""
+        imap = self._imap
+        lines, self._idle_early = self._idle_early, []
+        sock = imap.sock
+        if sock is None:
+            return None
+        data = b""
+        closed = False
+        # Readable with nothing to read is the end; tells a plain socket's b'' apart from "no data yet".
+        readable = bool(select.select([sock], [], [], 0)[0])
+        sock.setblocking(False)
+        try:
+            while True:
+                # read1 hands out what imaplib's buffer already holds before it reads the socket.
+                try:
+                    chunk = imap.file.read1(65536)  # type: ignore[union-attr]
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    break
+                except OSError:
+                    closed = True
+                    break
+                if not chunk:
+                    # TLS reports "nothing more now" as SSLWantReadError, so b'' is the end. A
+                    # plain socket says b'' for both: the end only if it was readable and gave nothing.
+                    closed = isinstance(sock, ssl.SSLSocket) or (readable and not data)
+                    break
+                data += chunk
+        finally:
+            if not closed:
+                sock.settimeout(imap._sp_timeout)
+        *complete, self._idle_buffer = (self._idle_buffer + data).split(b"\r\n")
+        lines.extend(complete)
+        if closed and not lines:
+            return None
+        return lines
+
+    def idle_done(self) -> List[bytes]:
+        """End IDLE (DONE), wait for its tagged completion (blocking); returns the untagged lines seen."""
+        imap = self._imap
+        seen: List[bytes] = []
+        with network_errors(self.host, self.port):
+            imap.send(b"DONE\r\n")
+            while True:
+                line = imap.readline()
+                if not line:
+                    raise ProtocolError(f"{self.host}:{self.port} closed the connection after DONE")
+                if line.startswith(self._idle_tag + b" "):
+                    if not line[len(self._idle_tag) + 1:].upper().startswith(b"OK"):
+                        raise ProtocolError(f"{self.host}:{self.port} ended IDLE with {_text(line)}")
+                    return seen
+                seen.append(line.rstrip(b"\r\n"))
 
 
 def _text(value: Any) -> str:

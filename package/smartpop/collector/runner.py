@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 from smartpop import __version__, fsutil
 from smartpop.collector import delivery, headers, loopkey, recipients, spool
 from smartpop.collector.source import RemoteMessage, Source, open_source
-from smartpop.collector.state import Key, Store, lock_path
+from smartpop.collector.state import Key, Store, StorePool, lock_path
 from smartpop.config.schema import Account, Config
 from smartpop.errors import AuthError, ConnectError, LockBusy, ProtocolError, SmartPopError, StateError, TemporaryError
 from smartpop.paths import Paths
@@ -154,6 +154,7 @@ class AccountResult:
     remaining: int = -1
     error: Optional[str] = None
     problems: List[str] = field(default_factory=list)
+    quiet: bool = False  # found nothing, changed nothing, wrote nothing (not logged)
 
 
 def policy_for(config: Config, account: Account, loop_key: bytes = b"") -> recipients.RoutingPolicy:
@@ -602,13 +603,17 @@ class AccountRun:
 
 
 def run_account(paths: Paths, config: Config, account: Account, progress: Optional[Progress] = None,
-                stop: Optional[threading.Event] = None, lock_timeout: float = 0) -> AccountResult:
-    """One pass over `account` under its lock; errors end up in the result, never raised."""
+                stop: Optional[threading.Event] = None, lock_timeout: float = 0,
+                stores: Optional[StorePool] = None) -> AccountResult:
+    """One pass over `account` under its lock; errors end up in the result, never raised.
+
+    With `stores` (the daemon's) the state store stays open after the run for the next one.
+    """
     spool.make_spool_dir(paths.spool)
     paths.locks.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         with fsutil.locked(lock_path(paths, account.name), timeout=lock_timeout):
-            return _run_locked(paths, config, account, progress, stop)
+            return _run_locked(paths, config, account, progress, stop, stores)
     except LockBusy:
         log.info("%s: another SmartPop run is working on this mailbox; skipped", account.name)
         return AccountResult(account.name, skipped=True)
@@ -630,9 +635,9 @@ def _state_failed(paths: Paths, config: Config, account: Account, exc: StateErro
 
 
 def _run_locked(paths: Paths, config: Config, account: Account, progress: Optional[Progress],
-                stop: Optional[threading.Event]) -> AccountResult:
+                stop: Optional[threading.Event], stores: Optional[StorePool] = None) -> AccountResult:
     try:
-        store = Store(paths.state_db)
+        store = stores.acquire() if stores is not None else Store(paths.state_db)
         store.run_started(account.name)
     except StateError as exc:
         _state_failed(paths, config, account, exc)
@@ -675,9 +680,14 @@ def _run_locked(paths: Paths, config: Config, account: Account, progress: Option
     elif result.problems:
         result.ok = False
         result.error = f"{len(result.problems)} message(s) could not be placed yet; last: {result.problems[-1]}"
+    outcome = "changed"
     try:
-        store.run_finished(account.name, result.ok, result.collected, result.fallback, result.error, result.waiting)
-        store.close()
+        outcome = store.run_finished(account.name, result.ok, result.collected, result.fallback, result.error,
+                                     result.waiting)
+        if stores is not None:
+            stores.release(store)
+        else:
+            store.close()
     except StateError as exc:
         # The state could not be written (full volume, I/O error): the mail stays on the server.
         if result.ok:
@@ -686,9 +696,15 @@ def _run_locked(paths: Paths, config: Config, account: Account, progress: Option
         with contextlib.suppress(Exception):
             store.close()  # closes both connections even when its final commit fails
     run._progress("done", result.collected, result.collected + (result.waiting or 0))
-    log.info("%s: %d collected (%d to fallback, %d duplicate copies skipped, %d copies in doubt delivered again), "
-             "%d deleted on the server, %s waiting", account.name, result.collected, result.fallback, result.duplicates,
-             result.redelivered, result.deleted, "unknown" if result.waiting is None else result.waiting)
+    # A run that found nothing and changed nothing is not logged: on a NAS whose disks
+    # hibernate, a line per poll would wake them (the daemon logs an hourly summary instead).
+    quiet = outcome != "changed" and not (result.collected or result.fallback or result.duplicates
+                                          or result.redelivered or result.deleted or result.error or result.problems)
+    result.quiet = quiet
+    log.log(logging.DEBUG if quiet else logging.INFO,
+            "%s: %d collected (%d to fallback, %d duplicate copies skipped, %d copies in doubt delivered again), "
+            "%d deleted on the server, %s waiting", account.name, result.collected, result.fallback, result.duplicates,
+            result.redelivered, result.deleted, "unknown" if result.waiting is None else result.waiting)
     return result
 
 

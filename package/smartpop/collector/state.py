@@ -29,6 +29,7 @@ Tables:
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -65,6 +66,9 @@ ADDED_COLUMNS = (
     # The size the server listed (POP3 LIST, IMAP RFC822.SIZE) when the message was done: a done
     # uid listed with another size is a new message under a reused uid.
     ("messages", "listed_size", "INTEGER"),
+    # How the daemon waits for this account's mail: 'idle' (IMAP IDLE is the schedule) or
+    # 'polling: <why IDLE is not possible>'; NULL for accounts that poll by design.
+    ("account_status", "push", "TEXT"),
 )
 
 LEDGER_DAYS = 180
@@ -73,6 +77,39 @@ VANISHED_DAYS = 30
 # and process when nothing vanished from the server: a quiet poll then writes nothing.
 PRUNE_EVERY = 3600.0
 _last_prune: Dict[Tuple[str, str], float] = {}
+# A run that changes nothing but its time ("last checked") writes it at most this often;
+# between writes the time is kept in memory (Liveness), so an idle poll writes nothing.
+FLUSH_EVERY = 3600.0
+
+
+class Liveness:
+    """When each account was last checked, for runs that changed nothing else (not on disk yet)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._times: Dict[Tuple[str, str], Tuple[float, Optional[float]]] = {}
+
+    def note(self, db: Path, account: str, last_run: float, last_success: Optional[float]) -> None:
+        """Remember a quiet run's times (a success time survives a later failed run)."""
+        with self._lock:
+            previous = self._times.get((str(db), account))
+            if last_success is None and previous is not None:
+                last_success = previous[1]
+            self._times[(str(db), account)] = (last_run, last_success)
+
+    def get(self, db: Path, account: str) -> Optional[Tuple[float, Optional[float]]]:
+        """The unwritten (last_run, last_success) of `account`, if any."""
+        with self._lock:
+            return self._times.get((str(db), account))
+
+    def take(self, db: Path, account: Optional[str] = None) -> Dict[str, Tuple[float, Optional[float]]]:
+        """Remove and return the unwritten times of one account (or all) of store `db`."""
+        with self._lock:
+            keys = [k for k in self._times if k[0] == str(db) and (account is None or k[1] == account)]
+            return {k[1]: self._times.pop(k) for k in keys}
+
+
+LIVENESS = Liveness()
 
 
 class Key(NamedTuple):
@@ -121,7 +158,9 @@ def connect(path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise StateError(f"state store {path} is unusable: {exc}") from exc
     try:
-        path.chmod(0o600)
+        # Only when needed: a chmod changes the inode even to the same mode (a disk write).
+        if path.stat().st_mode & 0o777 != 0o600:
+            path.chmod(0o600)
     except OSError:
         pass
     return conn
@@ -181,6 +220,13 @@ class Store:
             self._forget_digests()
             self._reader.close()
             self.conn.close()
+
+    def shrink(self) -> None:
+        """Give the page caches back (a kept store waits, maybe for an hour, for its next run)."""
+        with self._conn_lock:
+            self.conn.execute("PRAGMA shrink_memory")
+        with self._reader_lock:
+            self._reader.execute("PRAGMA shrink_memory")
 
     def _forget_digests(self) -> None:
         with _queued_lock:
@@ -520,22 +566,115 @@ class Store:
 
     # --- status -------------------------------------------------------------------------
     def run_started(self, account: str) -> None:
-        """Mark the start of a run."""
-        self._write("INSERT INTO account_status (account, last_run, running) VALUES (?, ?, 1) "
-                    "ON CONFLICT (account) DO UPDATE SET last_run=excluded.last_run, running=1",
-                    (account, time.time()))
+        """Make sure `account` has a status row (whether it runs is told by its lock, not by a write)."""
+        if not self._read("SELECT 1 FROM account_status WHERE account=?", (account,)):
+            self._write("INSERT OR IGNORE INTO account_status (account, last_run) VALUES (?, ?)",
+                        (account, time.time()))
 
     def run_finished(self, account: str, ok: bool, collected: int, fallback: int, error: Optional[str],
-                     waiting: Optional[int]) -> None:
-        """Store the outcome of a run (the totals are counted by mark_done, with the records)."""
+                     waiting: Optional[int]) -> str:
+        """Store the outcome of a run: 'changed', 'flushed' (only the time, hourly) or 'quiet' (in memory).
+
+        The totals are counted by mark_done, with the records. A run that found what the last
+        one found writes nothing but once per FLUSH_EVERY, so an idle poll leaves the disk alone.
+        """
         now = time.time()
+        rows = self._read("SELECT last_run, last_success, last_error, waiting, last_collected, last_fallback"
+                          " FROM account_status WHERE account=?", (account,))
+        if rows:
+            last_run, last_success, last_error, last_waiting, last_collected, last_fallback = rows[0]
+            same = (last_error == error and (waiting is None or last_waiting == waiting)
+                    and (last_collected or 0) == collected and (last_fallback or 0) == fallback
+                    and (not ok or last_success is not None))
+            if same and last_run is not None and now - last_run < FLUSH_EVERY:
+                LIVENESS.note(self.path, account, now, now if ok else None)
+                return "quiet"
+        else:
+            same = False
+        held = LIVENESS.take(self.path, account).get(account)
+        success = now if ok else (held[1] if held else None)
         self._write(
             "INSERT INTO account_status (account, last_run, last_success, last_error, waiting,"
             " last_collected, last_fallback, running) VALUES (?,?,?,?,?,?,?,0) ON CONFLICT (account) DO UPDATE SET"
-            " last_success=COALESCE(excluded.last_success, last_success),"
+            " last_success=NULLIF(MAX(COALESCE(excluded.last_success, 0), COALESCE(last_success, 0)), 0),"
             " last_error=excluded.last_error, waiting=COALESCE(excluded.waiting, waiting),"
             " last_collected=excluded.last_collected, last_fallback=excluded.last_fallback, running=0",
-            (account, now, now if ok else None, error, waiting, collected, fallback))
+            (account, now, success, error, waiting, collected, fallback))
+        return "flushed" if same else "changed"
+
+
+class StorePool:
+    """Stores kept open between the runs of one process (the daemon), so a quiet poll writes nothing.
+
+    Opening a store is a disk write: SQLite running as root chowns the WAL file it opens, and
+    the last connection to close checkpoints the WAL and deletes it. A store that failed is
+    closed, never handed out again: the next run opens a fresh one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._free: List[Store] = []
+        self._closed = False
+
+    def acquire(self) -> Store:
+        """An open store for one run (a kept one if free)."""
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return Store(self.path)
+
+    def release(self, store: Store) -> None:
+        """Commit what the run queued and keep the store for the next run; raises StateError."""
+        try:
+            store.sync()
+            store.shrink()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                store.close()
+            raise
+        with self._lock:
+            if not self._closed:
+                self._free.append(store)
+                return
+        store.close()
+
+    def close(self) -> None:
+        """Close every kept store."""
+        with self._lock:
+            free, self._free, self._closed = self._free, [], True
+        for store in free:
+            with contextlib.suppress(Exception):
+                store.close()
+
+
+def flush_liveness(paths: Paths) -> int:
+    """Write the times LIVENESS holds for this data dir (on stop); returns how many accounts."""
+    held = LIVENESS.take(paths.state_db)
+    if not held or not paths.state_db.exists():
+        return 0
+    conn = connect(paths.state_db)
+    try:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("UPDATE account_status SET last_run=MAX(COALESCE(last_run, 0), ?),"
+                             " last_success=NULLIF(MAX(COALESCE(last_success, 0), COALESCE(?, 0)), 0) WHERE account=?",
+                             [(run, success, account) for account, (run, success) in held.items()])
+    finally:
+        conn.close()
+    return len(held)
+
+
+def set_push(paths: Paths, account: str, push: Optional[str]) -> None:
+    """Record how the daemon waits for `account`'s mail (call only when it changes)."""
+    conn = connect(paths.state_db)
+    try:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO account_status (account, push) VALUES (?, ?)"
+                         " ON CONFLICT (account) DO UPDATE SET push=excluded.push", (account, push))
+    finally:
+        conn.close()
 
 
 def reused_uid(recorded: Optional[int], listed: Optional[int]) -> bool:
@@ -571,19 +710,26 @@ def _iso(stamp: Optional[float]) -> Optional[str]:
 
 
 _STATUS_QUERY = ("SELECT account, last_run, last_success, collected, fallback, last_error, waiting, last_collected,"
-                 " last_fallback, running, redelivered FROM account_status")
+                 " last_fallback, redelivered, push FROM account_status")
 
 
 def read_account_status(paths: Paths) -> Dict[str, Dict[str, Any]]:
-    """Per-account status for `status` and the UI; empty when nothing ran yet. Never raises."""
+    """Per-account status for `status` and the UI; empty when nothing ran yet. Never raises.
+
+    In the daemon's process the times of quiet runs (kept in memory, LIVENESS) are included;
+    another process sees them once they are written (on change, hourly, on stop).
+    """
     if not paths.state_db.exists():
         return {}
     try:
         conn = sqlite3.connect(f"file:{paths.state_db}?mode=ro", uri=True, timeout=10)
         try:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(account_status)")}
-            # A store the running service has not migrated yet has no 'redelivered' column.
-            query = _STATUS_QUERY if "redelivered" in columns else _STATUS_QUERY.replace("redelivered", "0")
+            # A store the running service has not migrated yet lacks the newer columns.
+            query = _STATUS_QUERY
+            for column in ("redelivered", "push"):
+                if column not in columns:
+                    query = query.replace(column, "NULL")
             rows = conn.execute(query).fetchall()
         finally:
             conn.close()
@@ -591,10 +737,15 @@ def read_account_status(paths: Paths) -> Dict[str, Dict[str, Any]]:
         return {}
     result: Dict[str, Dict[str, Any]] = {}
     for row in rows:
+        last_run, last_success = row[1], row[2]
+        held = LIVENESS.get(paths.state_db, row[0])
+        if held is not None:
+            last_run = max(last_run or 0, held[0])
+            last_success = max(last_success or 0, held[1] or 0) or None
         result[row[0]] = {
-            "last_run": _iso(row[1]), "last_success": _iso(row[2]), "collected": row[3], "fallback": row[4],
-            "last_error": row[5], "waiting": row[6], "last_collected": row[7], "last_fallback": row[8],
-            "running": bool(row[9]) and lock_held(lock_path(paths, row[0])),
-            "redelivered": row[10],
+            "last_run": _iso(last_run), "last_success": _iso(last_success), "collected": row[3],
+            "fallback": row[4], "last_error": row[5], "waiting": row[6], "last_collected": row[7],
+            "last_fallback": row[8], "running": lock_held(lock_path(paths, row[0])),
+            "redelivered": row[9] or 0, "push": row[10],
         }
     return result

@@ -6,15 +6,16 @@ import contextlib
 import fcntl
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator, Union
+
+import filelock
 
 from smartpop.errors import LockBusy
 
 PathLike = Union[str, Path]
 
-# How often a lock with a timeout is tried again while another process holds it.
+# How often a lock is tried again while another process holds it.
 LOCK_POLL = 0.05
 
 
@@ -47,41 +48,46 @@ def fsync_dir(directory: PathLike) -> None:
         os.close(dir_fd)
 
 
+class QuietFileLock(filelock.BaseFileLock):
+    """filelock's lock on flock(2) that never changes the lock file once it exists.
+
+    filelock's own UnixFileLock opens its file with O_TRUNC and chmods it on every acquire:
+    both change the inode, i.e. a disk write per poll, which keeps a hibernating volume
+    awake. This one opens the file read-only (flock needs no write access), creates it 0600
+    only when missing, and refuses a symlink in its place. The lock goes with the descriptor,
+    also when the process dies, so no stale lock is ever left behind.
+    """
+
+    def _acquire(self) -> None:
+        name = self.lock_file
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            Path(name).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(name, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # held elsewhere: filelock tries again until its timeout
+            return
+        self._context.lock_file_fd = fd
+
+    def _release(self) -> None:
+        fd = self._context.lock_file_fd
+        self._context.lock_file_fd = None
+        if fd is not None:
+            os.close(fd)  # closing drops the flock
+
+
 @contextlib.contextmanager
 def locked(lock_path: PathLike, timeout: float = -1) -> Iterator[None]:
     """Hold an exclusive inter-process lock; timeout<0 waits forever, 0 fails at once."""
-    # flock(2) on a file opened read-only, never truncated or chmod-ed once it exists: taking
-    # the lock then changes no inode, so a poll that finds nothing writes nothing to disk
-    # (filelock truncates and chmods its file on every acquire, which dirties the inode and
-    # keeps a hibernating volume awake). The lock is released by close, also when the
-    # process dies, so no stale lock is ever left behind.
-    name = str(lock_path)
+    lock = QuietFileLock(str(lock_path), timeout=timeout)
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        Path(name).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(name, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        _acquire(fd, name, timeout)
-    except BaseException:
-        os.close(fd)
-        raise
+        lock.acquire(poll_interval=LOCK_POLL)
+    except filelock.Timeout as exc:
+        raise LockBusy(f"{lock_path} is held by another process") from exc
     try:
         yield
     finally:
-        os.close(fd)  # closing drops the lock
-
-
-def _acquire(fd: int, name: str, timeout: float) -> None:
-    if timeout < 0:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise LockBusy(f"{name} is held by another process") from None
-            time.sleep(LOCK_POLL)
+        lock.release()

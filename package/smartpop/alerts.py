@@ -241,9 +241,11 @@ def check(paths: Paths, config: Config, report: Dict[str, Any], relay_state: Opt
         raised.append("relay_task:task")
     with _state_lock(paths):
         fresh = _read_state(paths)
-        fresh["failing_since"] = failing
-        fresh["fallback_seen"] = fallback_seen
-        _write_state(paths, fresh)
+        if fresh.get("failing_since") != failing or fresh.get("fallback_seen") != fallback_seen:
+            # Only on change: this runs every minute in `serve`, and an idle NAS's disks sleep.
+            fresh["failing_since"] = failing
+            fresh["fallback_seen"] = fallback_seen
+            _write_state(paths, fresh)
     return raised
 
 

@@ -228,3 +228,23 @@ def test_an_outdated_root_task_raises_an_alert(tmp_path: Path, hook: Hook, sink:
     assert alerts.check(paths, config, report, "applied") == ["relay_task:task"]
     texts = [json.loads(parse_qs(h["body"].decode())["payload"][0])["text"] for h in hook.received]
     assert len(texts) == 1 and "SmartPop 0.1.0-0001" in texts[0] and "paste the new command" in texts[0]
+
+
+def test_a_check_that_finds_nothing_new_writes_nothing(tmp_path: Path, hook: Hook, sink: Sink) -> None:
+    # The watcher checks every minute in `serve`; on an idle NAS that must not wake the disks.
+    from support.diskwrites import TreeWatch
+
+    paths = Paths(tmp_path)
+    config = _config(hook, sink)
+    report = {"accounts": [{"name": "sammel", "enabled": True, "last_error": None, "fallback": 3}], "relay": {}}
+    assert alerts.check(paths, config, report, "applied") == []
+    watch = TreeWatch(tmp_path)
+    try:
+        for _ in range(3):
+            assert alerts.check(paths, config, report, "applied") == []
+        assert watch.collect() == []
+        report["accounts"][0]["fallback"] = 4  # a change is written (and alerted)
+        assert alerts.check(paths, config, report, "applied") == ["fallback:sammel"]
+        assert any(path.startswith("alerts-state.json") for path, _ in watch.collect())
+    finally:
+        watch.close()

@@ -56,7 +56,9 @@ def run(bench: Bench, count: int) -> str:
     maildir = bench.stack.provider_maildir(user)
     for sub in ("tmp", "new", "cur"):
         (maildir / sub).mkdir(parents=True, exist_ok=True)
-    for node in (maildir / "tmp", maildir / "new", maildir / "cur", maildir, maildir.parent):
+    # Up to the domain dir: made here as root, it would keep Dovecot (vmail) from creating the
+    # homes of later users of that domain (the quiet scenario's polls then all failed).
+    for node in (maildir / "tmp", maildir / "new", maildir / "cur", maildir, maildir.parent, maildir.parent.parent):
         os.chown(node, bench.stack.uid, bench.stack.gid)
     from support.ports import free_ports
 

@@ -25,6 +25,7 @@ import ctypes
 import errno
 import os
 import select
+import shutil
 import signal
 import struct
 import time
@@ -46,6 +47,7 @@ RSS_LIMIT_MB = 32.0
 FEW_PER_POLL = 10
 # A thread that lived through the window and woke this often has a timer of its own.
 TICK_PER_MIN = 30.0
+FILE_ROWS = 25
 LAUNCH = Path(__file__).resolve().parent / "launch.py"
 
 IN_MODIFY = 0x2
@@ -274,6 +276,19 @@ def logins(log: Path, offset: int, tag: str) -> tuple[Counter[str], int]:
     return counts, end
 
 
+def errors(log: Path, offset: int) -> tuple[list[str], int]:
+    """SmartPop's ERROR lines in its log after `offset`; the new offset."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return [], offset
+    end = offset + data.rfind(b"\n") + 1
+    lines = data[:end - offset].decode(errors="replace").splitlines()
+    return [line for line in lines if len(line.split(None, 3)) > 2 and line.split(None, 3)[2] == "ERROR"], end
+
+
 @dataclass
 class Threads:
     """Per-thread switch counts over the window, by /proc/PID/task, sampled."""
@@ -336,6 +351,8 @@ def run(bench: Bench, minutes: float, settle: float) -> str:
             return _failed(minutes, f"`smartpop serve` exited with {server.returncode} while settling")
         watch = DirWatch(data)
         offset = dovecot_log.stat().st_size if dovecot_log.exists() else 0
+        # Failed polls (a server that refuses, a broken home) would make a quiet service of a broken one.
+        settle_errors, log_offset = errors(data / "smartpop.log", 0)
         usage_start = rusage.ask(server.pid)
         begin = look(server.pid)
         begin.rusage = usage_start
@@ -366,14 +383,27 @@ def run(bench: Bench, minutes: float, settle: float) -> str:
         watch.drain(0)
         threads.see(end.tasks)
         polls, _ = logins(dovecot_log, offset, tag)
+        window_errors, _ = errors(data / "smartpop.log", log_offset)
         python = machine.interpreter_version(bench.smartpop_python)
-        return _report(minutes, settle, begin, end, threads, watch, polls, children_seen, python,
-                       filesystem(data))
+        report = _report(minutes, settle, begin, end, threads, watch, polls, children_seen, python,
+                         filesystem(data))
+        return report + _errors_note(settle_errors, window_errors)
     finally:
         if watch is not None:
             watch.close()
         proc.stop(server)
         rusage.close()
+        if (data / "smartpop.log").exists():  # kept with --keep-logs: what the service said
+            shutil.copyfile(data / "smartpop.log", bench.logs / f"{tag}-smartpop.log")
+
+
+def _errors_note(settle: list[str], window: list[str]) -> str:
+    """A warning when SmartPop logged errors: then the figures are those of failing polls."""
+    if not settle and not window:
+        return "\nSmartPop logged no error while settling or within the window: every poll worked.\n"
+    first = (window or settle)[0].split(None, 2)[-1].replace("|", "/")[:200]
+    return (f"\n**Warning: SmartPop logged {len(settle)} error(s) while settling and {len(window)} within the "
+            f"window, so these are the figures of failing polls**, e.g. `{first}`\n")
 
 
 def _failed(minutes: float, note: str) -> str:
@@ -518,11 +548,11 @@ def _file_table(watch: DirWatch, seconds: float) -> str:
         return "Files under DATA written within the window: none."
     ordered = sorted(per_file.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
     rows = []
-    for path, kinds in ordered[:15]:
+    for path, kinds in ordered[:FILE_ROWS]:
         total = sum(kinds.values())
         rows.append([f"`{path}`", str(total), f"{_per_hour(total, seconds):,.0f}",
                      ", ".join(f"{k} {n}" for k, n in kinds.most_common())])
-    more = f"\n\n{len(ordered) - 15} more file(s)." if len(ordered) > 15 else ""
+    more = f"\n\n{len(ordered) - FILE_ROWS} more file(s)." if len(ordered) > FILE_ROWS else ""
     return "\n".join(["Files under DATA written within the window (inotify):", "",
                       table(["file", "events", "per hour", "kinds"], rows)]) + more
 

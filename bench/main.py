@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Iterator
 
 from bench import machine, peers, proc
 from bench.contest import Bench
@@ -98,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(stack, args.smartpop_python, logs)
         for name in selected:
             print(f"== {name} (load {machine.loadavg()})", flush=True)
-            section = _run_one(name, bench, args)
-            out.append(section)
-            print(section, flush=True)
+            for section in _run_one(name, bench, args):  # each printed as soon as it is done
+                out.append(section)
+                print(section, flush=True)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping children and servers", file=sys.stderr)
         return 130
@@ -124,28 +125,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_one(name: str, bench: Bench, args: argparse.Namespace) -> str:
-    """Dispatch to one bench module (imported late: each is independent)."""
+def _run_one(name: str, bench: Bench, args: argparse.Namespace) -> Iterator[str]:
+    """Dispatch to one bench module (imported late: each is independent); its markdown sections."""
     if name == "throughput":
         from bench import throughput
 
-        return throughput.run(bench, args.messages, profile=args.profile, slow=not args.no_slow, pairs=args.pairs)
-    if name == "memory":
+        yield throughput.run(bench, args.messages, profile=args.profile, slow=not args.no_slow, pairs=args.pairs)
+    elif name == "memory":
         from bench import memory
 
-        return memory.run(bench, [int(x) for x in args.big.split(",") if x.strip()])
-    if name == "accounts":
+        yield memory.run(bench, [int(x) for x in args.big.split(",") if x.strip()])
+    elif name == "accounts":
         from bench import accounts
 
-        return accounts.run(bench, args.accounts, args.keep_messages)
-    from bench import idle, quiet
+        yield accounts.run(bench, args.accounts, args.keep_messages)
+    else:
+        from bench import idle, quiet
 
-    parts = []
-    if args.idle_messages > 0:
-        parts.append(idle.run(bench, args.idle_messages))
-    if args.idle_minutes > 0:
-        parts.append(quiet.run(bench, args.idle_minutes, args.idle_settle))
-    return "\n".join(parts) if parts else "#### IDLE: nothing to do (--idle-messages 0 and --idle-minutes 0)\n"
+        if args.idle_messages > 0:
+            yield idle.run(bench, args.idle_messages)
+        if args.idle_minutes > 0:
+            yield quiet.run(bench, args.idle_minutes, args.idle_settle)
+        if args.idle_messages <= 0 and args.idle_minutes <= 0:
+            yield "#### IDLE: nothing to do (--idle-messages 0 and --idle-minutes 0)\n"
 
 
 if __name__ == "__main__":

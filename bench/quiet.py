@@ -466,7 +466,9 @@ def _report(minutes: float, settle: float, begin: Look, end: Look, threads: Thre
         ["voluntary context switches per poll", f"**{per_poll}**", f"a few (<= {FEW_PER_POLL})"],
         ["involuntary context switches / min", f"{invol * per_min:,.0f}", "-"],
         ["threads (start / end / most seen)", f"{len(begin.tasks)} / {len(end.tasks)} / {threads.most}", "-"],
-        ["RSS at the end (VmRSS / VmHWM)", f"**{_mb(rss)} MB** / {_mb(hwm)} MB",
+        ["RSS at the end (VmRSS / VmHWM; of VmRSS: RssAnon, RssFile)",
+         f"**{_mb(rss)} MB** / {_mb(hwm)} MB; {_mb(_kb(end.status.get('RssAnon')))} MB, "
+         f"{_mb(_kb(end.status.get('RssFile')))} MB",
          f"< {RSS_LIMIT_MB:.0f} MB under Python 3.8"],
         ["Python running SmartPop", python, "3.8 (DSM 7)"],
     ]

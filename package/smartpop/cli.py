@@ -107,11 +107,12 @@ def _cmd_status(paths: Paths, args: argparse.Namespace) -> int:
 def _cmd_serve(paths: Paths, args: argparse.Namespace) -> int:
     from smartpop.collector.service import start_daemon
     from smartpop.config import store
-    from smartpop.web.server import ensure_can_listen, serve
+    from smartpop.web.server import ensure_can_listen, require_web_libraries, serve
 
     config = store.load(paths)
     dev = getattr(args, "dev", False)
     ensure_can_listen(paths, config.web.port if dev else None)
+    require_web_libraries()
     collector = start_daemon(paths, config)
     try:
         serve(paths, config, dev=dev)

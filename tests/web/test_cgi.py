@@ -328,7 +328,7 @@ def test_a_crash_is_a_page_of_the_app_not_a_traceback(rig: Rig, admin: Browserle
 
 def test_dev_login_url_works_once(tmp_path: Path) -> None:
     from smartpop.paths import Paths, ensure_data_dir
-    from smartpop.web import create_app
+    from smartpop.web.app import create_app
 
     paths = Paths(tmp_path / "data")
     ensure_data_dir(paths)

@@ -246,7 +246,7 @@ class Backend:
     """The real backend app under waitress on its Unix socket in DATA (as `smartpop serve` runs it)."""
 
     def __init__(self, paths: Paths) -> None:
-        from smartpop.web import create_app
+        from smartpop.web.app import create_app
         from smartpop.web.server import make_server, socket_path
 
         self.app = create_app(paths)

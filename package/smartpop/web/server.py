@@ -6,11 +6,16 @@ bind a free loopback port first (at boot, upgrade or restart) and would then rec
 secret, the admin's name and every form body. Only the package user can create files in
 DATA/run, and ui/index.cgi checks owner and type before it sends anything. `serve --dev` keeps
 the 127.0.0.1 TCP port of `web.port` for trying the app in a browser without DSM.
+
+The admin opens the UI rarely, while the collector runs all day in the same process: waitress
+gets a LazyApp, which imports Flask and builds the app on the first request. Nothing of
+Flask, Jinja or Werkzeug is in memory before then (about 9 MB of RSS under Python 3.8).
 """
 
 from __future__ import annotations
 
 import errno
+import importlib.util
 import logging
 import os
 import secrets
@@ -18,16 +23,17 @@ import signal
 import socket
 import stat
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 from waitress.server import create_server
 
 from smartpop.config.schema import Config
-from smartpop.errors import ConfigError
+from smartpop.errors import ConfigError, SmartPopError
 from smartpop.paths import Paths
-from smartpop.web import create_app
+from smartpop.web.proof import load_or_create_secret
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,17 @@ BIND_HOST = "127.0.0.1"
 # ui/index.cgi has the same two names (it is stdlib-only and cannot import this module).
 SOCKET_DIR = "run"
 SOCKET_NAME = "web.sock"
-THREADS = 4
+# One admin: the slow requests (an account's test login, a relay test mail, a test alert, the
+# doctor page's probes) each end within their timeouts (15-30 s), and "fetch now" runs in a
+# thread of its own (web/jobs.py). Two workers leave one for pages and polls while one such
+# request waits on a server; further requests queue in waitress, none is refused. Each
+# worker is a thread for the whole life of `serve`, which mostly runs the collector.
+THREADS = 2
+# What the Flask app needs beyond waitress: checked (not imported) at start, so that a broken
+# installation still stops `serve` at once instead of at the admin's first click.
+WEB_LIBRARIES = ("flask", "jinja2", "werkzeug")
+
+WsgiApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def socket_path(paths: Paths) -> Path:
@@ -128,10 +144,69 @@ def make_server(app: Any, paths: Paths, port: Optional[int] = None) -> Any:
                          ident="SmartPop")
 
 
+class LazyApp:
+    """The WSGI callable waitress serves: builds the real app on the first request, once."""
+
+    def __init__(self, build: Callable[[], WsgiApp]) -> None:
+        self._build = build
+        self._app: Optional[WsgiApp] = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the real app has been built."""
+        return self._app is not None
+
+    def load(self) -> WsgiApp:
+        """The real app, built by the first caller while concurrent first requests wait for it."""
+        app = self._app
+        if app is None:
+            with self._lock:
+                if self._app is None:
+                    self._app = self._build()
+                app = self._app
+        return app
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            app = self.load()
+        except Exception:
+            # Nothing is kept: the next request builds again (a file fixed, a library restored).
+            log.exception("the web interface could not be started (%s %s answered with 500; the next request "
+                          "tries again)", environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8"),
+                                                         ("X-Content-Type-Options", "nosniff"),
+                                                         ("Cache-Control", "no-store")])
+            return [b"SmartPop: the web interface could not be started; the log (smartpop.log) says why\n"]
+        return app(environ, start_response)
+
+
+def require_web_libraries() -> None:
+    """Fail at start, with one line, when a library of the web app is missing (without importing it)."""
+    missing = [name for name in WEB_LIBRARIES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SmartPopError(f"the web interface's libraries are missing ({', '.join(missing)}). Fix: reinstall "
+                            "SmartPop")
+
+
+def lazy_app(paths: Paths, dev_token: Optional[str] = None) -> LazyApp:
+    """The app of `serve`: its secret exists from the start (index.cgi reads it), the rest comes on use."""
+    secret = load_or_create_secret(paths)
+
+    def build() -> WsgiApp:
+        from smartpop.web.app import create_app
+
+        app = create_app(paths, secret=secret, dev_token=dev_token)
+        log.info("web interface loaded")
+        return app
+
+    return LazyApp(build)
+
+
 def serve(paths: Paths, config: Config, dev: bool = False) -> None:
     """Serve the web backend until SIGTERM or SIGINT; `dev` adds a printed one-time login token."""
     dev_token = secrets.token_urlsafe(24) if dev else None
-    app = create_app(paths, dev_token=dev_token)
+    app = lazy_app(paths, dev_token=dev_token)
     server = make_server(app, paths, port=config.web.port if dev else None)
 
     from smartpop.alerts import AlertWatcher

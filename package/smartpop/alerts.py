@@ -255,12 +255,20 @@ def dsm_available() -> bool:
 
 
 class AlertWatcher:
-    """A background thread of `serve` that runs `check()` once a minute."""
+    """A background thread of `serve` that runs `check()` when something changed, else rarely.
 
-    def __init__(self, paths: Paths, interval: float = 60.0) -> None:
+    The collector pokes it after every run that changed an account's status; a failing
+    account is looked at again when its `failing_minutes` are up; relay drift and the root
+    task (changed by root, outside this process) are looked at every `interval` (10 min).
+    No timer fires every minute: an idle NAS's disks and CPU stay asleep.
+    """
+
+    def __init__(self, paths: Paths, interval: float = 600.0) -> None:
         self.paths = paths
         self.interval = interval
         self._stop = threading.Event()
+        self._poked = threading.Event()
+        self._next_due: Optional[float] = None  # when a failing account crosses its threshold
         self._thread = threading.Thread(target=self._loop, name="alert-watcher", daemon=True)
 
     def start(self) -> AlertWatcher:
@@ -268,13 +276,27 @@ class AlertWatcher:
         self._thread.start()
         return self
 
+    def poke(self) -> None:
+        """Check soon: an account's status changed."""
+        self._poked.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop watching."""
         self._stop.set()
+        self._poked.set()
         self._thread.join(timeout)
 
+    def _wait(self) -> float:
+        if self._next_due is None:
+            return self.interval
+        return max(1.0, min(self.interval, self._next_due - time.time()))
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._poked.wait(self._wait())
+            self._poked.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.run_once()
             except Exception:
@@ -294,4 +316,17 @@ class AlertWatcher:
             from smartpop.relay.service import relay_status
 
             relay_state = relay_status(self.paths, config).get("state")
-        return check(self.paths, config, report, relay_state)
+        raised = check(self.paths, config, report, relay_state)
+        self._next_due = _next_threshold(self.paths, config)
+        return raised
+
+
+def _next_threshold(paths: Paths, config: Config) -> Optional[float]:
+    """When the earliest failing account reaches `failing_minutes` (None: none is failing, or all did)."""
+    now = time.time()
+    with _state_lock(paths):
+        failing = _read_state(paths).get("failing_since") or {}
+    due = [float(since) + config.alerts.failing_minutes * 60 for since in failing.values()
+           if isinstance(since, (int, float))]
+    upcoming = [t for t in due if t > now]
+    return min(upcoming) + 1.0 if upcoming else None

@@ -248,3 +248,20 @@ def test_a_check_that_finds_nothing_new_writes_nothing(tmp_path: Path, hook: Hoo
         assert any(path.startswith("alerts-state.json") for path, _ in watch.collect())
     finally:
         watch.close()
+
+
+def test_the_watcher_checks_when_poked_not_on_a_timer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: List[float] = []
+    watcher = alerts.AlertWatcher(Paths(tmp_path), interval=3600)
+    monkeypatch.setattr(watcher, "run_once", lambda: runs.append(time.monotonic()) or [])
+    watcher.start()
+    try:
+        time.sleep(1.5)  # no timer fires in the meantime (not a timing assertion: the count is)
+        assert runs == []
+        watcher.poke()
+        deadline = time.monotonic() + 30
+        while not runs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(runs) == 1
+    finally:
+        watcher.stop()

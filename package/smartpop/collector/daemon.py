@@ -25,7 +25,7 @@ import selectors
 import socket
 import threading
 import time
-from typing import Dict, List, Optional, Set
+from typing import Callable, Dict, List, Optional, Set
 
 from smartpop import fswatch
 from smartpop.collector import runner, state
@@ -88,6 +88,8 @@ class DaemonHandle:
         self._quiet = 0  # runs since the last summary that found and changed nothing
         self._runs = 0
         self._summary_at = time.monotonic() + SUMMARY_EVERY
+        # Called after each run that changed an account's status (serve: the alert watcher).
+        self.on_change: Optional[Callable[[], None]] = None
         self._thread = threading.Thread(target=self._loop, name="smartpop-scheduler", daemon=True)
 
     # --- waking -----------------------------------------------------------------------------
@@ -318,6 +320,8 @@ class DaemonHandle:
             with self._lock:
                 self._runs += 1
                 self._quiet += 1 if result.quiet else 0
+            if not result.quiet and self.on_change is not None:
+                self.on_change()
         except Exception:
             log.exception("%s: collector run crashed", account.name)
             failures += 1

@@ -115,7 +115,7 @@ def _cmd_serve(paths: Paths, args: argparse.Namespace) -> int:
     require_web_libraries()
     collector = start_daemon(paths, config)
     try:
-        serve(paths, config, dev=dev)
+        serve(paths, config, dev=dev, collector=collector)
     finally:
         # serve() returns on SIGTERM; each collector worker finishes the message in hand and QUITs.
         collector.stop(timeout=120)

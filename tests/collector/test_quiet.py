@@ -34,6 +34,14 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) 
         time.sleep(0.1)
 
 
+def _wakes(pid: int) -> int:
+    """Voluntary context switches of the process's main thread so far."""
+    for line in open(f"/proc/{pid}/task/{pid}/status"):
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
 def test_idle_serve_writes_nothing_and_idle_is_the_schedule(env: Env) -> None:
     env.users("anna")
     imap_box, imap_password = env.addr("imapbox", "provider.test"), "imap-pw-x1"
@@ -57,6 +65,7 @@ def test_idle_serve_writes_nothing_and_idle_is_the_schedule(env: Env) -> None:
         time.sleep(1.0)
         watch = TreeWatch(env.data)
         written, polls, imap_sessions = write_bytes(proc.pid), pop_proxy.connections, imap_proxy.connections
+        main_wakes = _wakes(proc.pid)
         # Three polls of the POP3 account that find nothing (the interval is 10 s).
         _wait_for(lambda: pop_proxy.connections >= polls + 3, "three more POP3 polls", timeout=90)
         time.sleep(1.0)  # the last poll's session ends
@@ -65,6 +74,9 @@ def test_idle_serve_writes_nothing_and_idle_is_the_schedule(env: Env) -> None:
         assert events == [], f"an idle poll wrote to the data dir: {events[:20]}; log: {log_tail}"
         assert write_bytes(proc.pid) == written, "an idle poll wrote to the disk"
         assert imap_proxy.connections == imap_sessions, "an account in IDLE was polled as well"
+        # The web server's loop (the main thread) sleeps through the polls: no 1-s tick
+        # (it woke 30 times in these ~30 s when waitress's loop timeout was 1 s).
+        assert _wakes(proc.pid) - main_wakes <= 3
         assert proc.poll() is None
 
         # The watch does see writes: mail arriving is collected (and recorded) at once by push.

@@ -162,7 +162,14 @@ def test_upgrade_keeps_data_and_runs_new_version(dsm: FakeDSM, spk: Spk, spk_v2:
     port = free_ports(1)[0]
     assert_all_ok(dsm.install(spk, wizard(port)))
     state = dsm.var / "state.sqlite3"
-    state.write_bytes(b"collection state stand-in \x00\x01")
+    # A new file, not the running daemon's database rewritten in place: the daemon keeps its
+    # store open, and its connections would checkpoint into a rewritten file when it stops.
+    stand_in = dsm.var / "state.sqlite3.new"
+    stand_in.write_bytes(b"collection state stand-in \x00\x01")
+    owner = state.stat()
+    os.chown(stand_in, owner.st_uid, owner.st_gid)
+    stand_in.chmod(owner.st_mode & 0o777)
+    os.replace(stand_in, state)
     before = tree_digest(dsm.var)
     old_pid = daemon_pid(dsm)
 

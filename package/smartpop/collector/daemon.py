@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Set
 
-from smartpop import fswatch
+from smartpop import fswatch, heap
 from smartpop.collector import runner, state
 from smartpop.collector.idle import IdleSession, IdleUnavailable
 from smartpop.collector.runner import run_account
@@ -325,6 +325,7 @@ class DaemonHandle:
         except Exception:
             log.exception("%s: collector run crashed", account.name)
             failures += 1
+        heap.trim()  # the daemon waits with the memory of its quietest moment, not its busiest
         self._failures[account.name] = failures
         delay = next_delay(account.interval, failures)
         if failures:

@@ -26,7 +26,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional
 
 from waitress.server import create_server
 
@@ -34,6 +34,9 @@ from smartpop.config.schema import Config
 from smartpop.errors import ConfigError, SmartPopError
 from smartpop.paths import Paths
 from smartpop.web.proof import load_or_create_secret
+
+if TYPE_CHECKING:
+    from smartpop.collector.daemon import DaemonHandle
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ SOCKET_NAME = "web.sock"
 # request waits on a server; further requests queue in waitress, none is refused. Each
 # worker is a thread for the whole life of `serve`, which mostly runs the collector.
 THREADS = 2
+# waitress's main loop wakes after this many seconds without traffic (its default is 1 s: a
+# tick every second all day). Requests and replies wake it at once anyway; only the cleanup
+# of connections idle for over channel_timeout waits for the next wake.
+LOOP_TIMEOUT = 600
 # What the Flask app needs beyond waitress: checked (not imported) at start, so that a broken
 # installation still stops `serve` at once instead of at the admin's first click.
 WEB_LIBRARIES = ("flask", "jinja2", "werkzeug")
@@ -134,13 +141,15 @@ def make_server(app: Any, paths: Paths, port: Optional[int] = None) -> Any:
     """A waitress server on the private socket, or (dev mode, `port` given) on 127.0.0.1:port."""
     if port is not None:
         try:
-            return create_server(app, host=BIND_HOST, port=port, threads=THREADS, ident="SmartPop")
+            return create_server(app, host=BIND_HOST, port=port, threads=THREADS, ident="SmartPop",
+                                 asyncore_loop_timeout=LOOP_TIMEOUT)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
             raise _port_taken(port, exc) from None
     path = prepare_socket(paths)
     return create_server(app, unix_socket=str(path), unix_socket_perms="600", threads=THREADS,
+                         asyncore_loop_timeout=LOOP_TIMEOUT,
                          ident="SmartPop")
 
 
@@ -203,8 +212,12 @@ def lazy_app(paths: Paths, dev_token: Optional[str] = None) -> LazyApp:
     return LazyApp(build)
 
 
-def serve(paths: Paths, config: Config, dev: bool = False) -> None:
-    """Serve the web backend until SIGTERM or SIGINT; `dev` adds a printed one-time login token."""
+def serve(paths: Paths, config: Config, dev: bool = False, collector: Optional[DaemonHandle] = None) -> None:
+    """Serve the web backend until SIGTERM or SIGINT; `dev` adds a printed one-time login token.
+
+    With `collector` (the daemon's handle) the alert watcher checks after each run that changed
+    an account's status, instead of on a timer.
+    """
     dev_token = secrets.token_urlsafe(24) if dev else None
     app = lazy_app(paths, dev_token=dev_token)
     server = make_server(app, paths, port=config.web.port if dev else None)
@@ -212,6 +225,8 @@ def serve(paths: Paths, config: Config, dev: bool = False) -> None:
     from smartpop.alerts import AlertWatcher
 
     watcher = AlertWatcher(paths).start()
+    if collector is not None:
+        collector.on_change = watcher.poke
 
     def stop(signum: int, frame: Optional[FrameType]) -> None:
         log.info("signal %d received, stopping", signum)

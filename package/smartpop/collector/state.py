@@ -713,27 +713,60 @@ _STATUS_QUERY = ("SELECT account, last_run, last_success, collected, fallback, l
                  " last_fallback, redelivered, push FROM account_status")
 
 
+class _StatusReaders:
+    """Read-only connections kept open per store, for the status reads of `serve`.
+
+    Opening a connection is a write: its first read transaction claims a read mark in the
+    memory-mapped -shm file (and SQLite running as root chowns the WAL). `serve` reads the
+    status for the alert watcher and every overview, so it keeps one connection per store
+    (reopened when the file is replaced).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: Dict[str, Tuple[sqlite3.Connection, int]] = {}
+
+    def rows(self, db: Path) -> List[Any]:
+        """The account_status rows as _STATUS_QUERY selects them (older stores: NULL for new columns)."""
+        with self._lock:
+            inode = db.stat().st_ino
+            kept = self._open.get(str(db))
+            if kept is not None and kept[1] != inode:
+                kept[0].close()
+                kept = None
+            if kept is None:
+                conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+                while len(self._open) >= KEPT_READERS:  # a process reading many stores (tests) stays bounded
+                    oldest = next(iter(self._open))
+                    self._open.pop(oldest)[0].close()
+                kept = self._open[str(db)] = (conn, inode)
+            try:
+                columns = {row[1] for row in kept[0].execute("PRAGMA table_info(account_status)")}
+                # A store the running service has not migrated yet lacks the newer columns.
+                query = _STATUS_QUERY
+                for column in ("redelivered", "push"):
+                    if column not in columns:
+                        query = query.replace(column, "NULL")
+                return kept[0].execute(query).fetchall()
+            except sqlite3.Error:
+                kept[0].close()
+                del self._open[str(db)]
+                raise
+
+
+KEPT_READERS = 4
+_STATUS_READERS = _StatusReaders()
+
+
 def read_account_status(paths: Paths) -> Dict[str, Dict[str, Any]]:
     """Per-account status for `status` and the UI; empty when nothing ran yet. Never raises.
 
     In the daemon's process the times of quiet runs (kept in memory, LIVENESS) are included;
     another process sees them once they are written (on change, hourly, on stop).
     """
-    if not paths.state_db.exists():
-        return {}
     try:
-        conn = sqlite3.connect(f"file:{paths.state_db}?mode=ro", uri=True, timeout=10)
-        try:
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(account_status)")}
-            # A store the running service has not migrated yet lacks the newer columns.
-            query = _STATUS_QUERY
-            for column in ("redelivered", "push"):
-                if column not in columns:
-                    query = query.replace(column, "NULL")
-            rows = conn.execute(query).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error:
+        rows = _STATUS_READERS.rows(paths.state_db)
+    except (OSError, sqlite3.Error):
         return {}
     result: Dict[str, Dict[str, Any]] = {}
     for row in rows:

@@ -43,9 +43,14 @@ IMAP_ACCOUNTS = 2
 INTERVAL = 60
 SAMPLE_EVERY = 2.0  # seconds between looks at the threads and children of the service
 RSS_LIMIT_MB = 32.0
-# "At most a few context switches per poll" (issue 14 §2): our reading of "a few".
-FEW_PER_POLL = 10
-# A thread that lived through the window and woke this often has a timer of its own.
+# "At most a few context switches per poll" (issue 14 §2): our reading of "a few", for the
+# threads that live through the window (scheduler, web loop, workers waiting): what SmartPop's
+# own scheduling costs. A poll's worker thread also switches once per network round trip of
+# its POP3S session (connect, TLS, greeting, USER, PASS, UIDL, QUIT): shown beside it.
+FEW_PER_POLL = 5
+# A long-lived thread that woke this often per poll (or, with no polls, this often a minute)
+# has a timer of its own: it does not wake because of the work.
+TICK_PER_POLL = FEW_PER_POLL
 TICK_PER_MIN = 30.0
 FILE_ROWS = 25
 LAUNCH = Path(__file__).resolve().parent / "launch.py"
@@ -448,6 +453,9 @@ def _report(minutes: float, settle: float, begin: Look, end: Look, threads: Thre
     hwm = _kb(end.status.get("VmHWM"))
 
     per_poll = f"{vol / total_polls:.1f}" if total_polls else NA
+    own = _long_lived(threads, end)
+    own_per_poll = f"{own / total_polls:.1f}" if total_polls else NA
+    worker_per_poll = f"{(vol - own) / total_polls:.1f}" if total_polls else NA
     expected_polls = POP3_ACCOUNTS * seconds / INTERVAL
     rows = [
         ["bytes written by SmartPop (write_bytes)",
@@ -463,7 +471,10 @@ def _report(minutes: float, settle: float, begin: Look, end: Look, threads: Thre
         ["inotify events per poll", f"{events / total_polls:.1f}" if total_polls else NA, "0"],
         ["voluntary context switches / min (all threads)", f"**{vol * per_min:,.0f}**" + ("" if exact else " (/proc)"),
          f"a few per poll: <= {FEW_PER_POLL * POP3_ACCOUNTS * 60 / INTERVAL:.0f}"],
-        ["voluntary context switches per poll", f"**{per_poll}**", f"a few (<= {FEW_PER_POLL})"],
+        ["voluntary context switches per poll (all threads)", f"**{per_poll}**", "-"],
+        ["... of them in long-lived threads (scheduler, web loop, alert watcher)", f"**{own_per_poll}**",
+         f"a few (<= {FEW_PER_POLL})"],
+        ["... of them in the poll's own worker thread (one per network round trip)", worker_per_poll, "-"],
         ["involuntary context switches / min", f"{invol * per_min:,.0f}", "-"],
         ["threads (start / end / most seen)", f"{len(begin.tasks)} / {len(end.tasks)} / {threads.most}", "-"],
         ["RSS at the end (VmRSS / VmHWM; of VmRSS: RssAnon, RssFile)",
@@ -480,13 +491,13 @@ def _report(minutes: float, settle: float, begin: Look, end: Look, threads: Thre
     verdicts = [
         f"- DATA written within the window: {all_written:,} B, {events} inotify events (target 0) -> "
         + ("met" if all_written == 0 and events == 0 else "NOT met"),
-        f"- voluntary context switches per poll: {per_poll} (target a few, <= {FEW_PER_POLL}) -> "
-        + ("met" if total_polls and vol / total_polls <= FEW_PER_POLL else "NOT met"),
+        f"- voluntary context switches per poll in SmartPop's long-lived threads: {own_per_poll} (target a few, "
+        f"<= {FEW_PER_POLL}) -> " + ("met" if total_polls and own / total_polls <= FEW_PER_POLL else "NOT met")
+        + f"; all threads: {per_poll} per poll, {worker_per_poll} of them the poll's network round trips",
     ]
-    tickers = _tickers(threads, end, seconds)
-    verdicts.append("- no periodic tick (no thread that lived through the window woke "
-                    f"{TICK_PER_MIN:.0f}+ times a minute): "
-                    + ("met" if not tickers else "NOT met: " + ", ".join(tickers)))
+    tickers = _tickers(threads, end, seconds, total_polls)
+    verdicts.append("- no periodic tick (no thread that lived through the window woke more than "
+                    f"{TICK_PER_POLL} times per poll): " + ("met" if not tickers else "NOT met: " + ", ".join(tickers)))
     under = rss is not None and rss / 1024 < RSS_LIMIT_MB
     verdicts.append(f"- RSS {_mb(rss)} MB under Python {python} (target < {RSS_LIMIT_MB:.0f} MB under 3.8) -> "
                     + ("met" if under else "NOT met") + ("" if python.startswith("3.8.") else
@@ -504,16 +515,24 @@ def _report(minutes: float, settle: float, begin: Look, end: Look, threads: Thre
     return "\n".join(out)
 
 
-def _tickers(threads: Threads, end: Look, seconds: float) -> list[str]:
-    """Threads alive from start to end of the window that woke TICK_PER_MIN+ times a minute."""
+def _tickers(threads: Threads, end: Look, seconds: float, polls: int) -> list[str]:
+    """Threads alive through the window that woke more often than the polls explain."""
     names = []
     for tid, last in threads.last.items():
         if tid in threads.born or tid not in end.tasks or seconds <= 0:
             continue
-        rate = (last.voluntary - threads.first[tid].voluntary) * 60.0 / seconds
-        if rate >= TICK_PER_MIN:
-            names.append(f"{last.name} {rate:.0f}/min")
+        woke = last.voluntary - threads.first[tid].voluntary
+        rate = woke * 60.0 / seconds
+        if (polls and woke / polls > TICK_PER_POLL) or (not polls and rate >= TICK_PER_MIN):
+            names.append(f"{last.name} {rate:.0f}/min ({woke / polls:.1f} per poll)" if polls
+                         else f"{last.name} {rate:.0f}/min")
     return names
+
+
+def _long_lived(threads: Threads, end: Look) -> int:
+    """Voluntary switches in the threads that lived through the window."""
+    return sum(last.voluntary - threads.first[tid].voluntary for tid, last in threads.last.items()
+               if tid not in threads.born and tid in end.tasks)
 
 
 def _thread_table(threads: Threads, end: Look, seconds: float) -> str:

@@ -56,6 +56,7 @@ class Pop3Source(Source):
         self.utf8 = False  # RFC 6856 UTF-8 mode is on
         # Commands sent whose answers are not read yet, oldest first: (verb, message number).
         self._expect: Deque[Tuple[str, str]] = collections.deque()
+        self._out: List[bytes] = []  # pipelined command lines not sent yet (see _send)
         self.failed_deletes: List[Tuple[str, str]] = []
 
     @classmethod
@@ -91,14 +92,36 @@ class Pop3Source(Source):
         self._sock = sock
         self._buf = bytearray()
 
-    def _send(self, line: str) -> None:
+    def _send(self, line: str, later: bool = False) -> None:
+        """Send a command line; with `later`, only queue it until the next read or send.
+
+        Pipelined RETRs and DELEs go out together with whatever is sent or read next: each
+        separate send was a TLS record, a syscall and a GIL hand-off of its own.
+        """
+        if self._sock is None:
+            raise ConnectError(f"connection to {self.host}:{self.port} is closed")
+        data = line.encode("utf-8") + b"\r\n"
+        if later:
+            self._out.append(data)
+            return
+        self._flush(data)
+
+    def _flush(self, data: bytes = b"") -> None:
+        """Send the queued command lines, then `data`."""
+        if self._out:
+            data = b"".join(self._out) + data
+            self._out = []
+        if not data:
+            return
         if self._sock is None:
             raise ConnectError(f"connection to {self.host}:{self.port} is closed")
         with network_errors(self.host, self.port):
-            self._sock.sendall(line.encode("utf-8") + b"\r\n")
+            self._sock.sendall(data)
 
     def _fill(self) -> None:
         """Read more from the socket into the buffer; a closed connection is an error."""
+        if self._out:
+            self._flush()  # the answer may be to a queued command
         if self._sock is None:
             raise ConnectError(f"connection to {self.host}:{self.port} is closed")
         with network_errors(self.host, self.port):
@@ -249,11 +272,12 @@ class Pop3Source(Source):
         asked = {ref for verb, ref in self._expect if verb == "RETR"}
         for message in upcoming:
             if len(asked) >= WINDOW:
-                return
+                break
             if message.ref not in asked:
-                self._send(f"RETR {message.ref}")
+                self._send(f"RETR {message.ref}", later=True)
                 self._expect.append(("RETR", message.ref))
                 asked.add(message.ref)
+        self._flush()  # the new RETRs (and DELEs queued before them) in one write, on their way now
 
     def fetch(self, ref: str, sink: Sink) -> None:
         """RETR, un-dot-stuffing straight into `sink`."""
@@ -278,7 +302,7 @@ class Pop3Source(Source):
     def delete(self, ref: str) -> None:
         """DELE: only a mark until QUIT (pipelined: its answer is read with the next one)."""
         if self.pipelining:
-            self._send(f"DELE {ref}")
+            self._send(f"DELE {ref}", later=True)
             self._expect.append(("DELE", ref))
             return
         self._drain()
@@ -301,3 +325,4 @@ class Pop3Source(Source):
                 pass
         self._sock = None
         self._expect.clear()
+        self._out = []

@@ -20,7 +20,6 @@ to the fallback and is never routed by its headers again; a marker that does not
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import unicodedata
@@ -372,8 +371,9 @@ def message_id_of(fields: Sequence[Field]) -> str:
 
 def loop_marker(key: bytes, message_id: str) -> str:
     """The X-SmartPop-Loop value this installation writes for a message with `message_id`."""
-    mac = hmac.new(key, b"smartpop-loop\0" + message_id.encode("utf-8", "surrogateescape"), hashlib.sha256)
-    return f"{LOOP_VERSION} {mac.hexdigest()[:32]}"
+    # hmac.digest: the same HMAC-SHA256 in one C call (hmac.new builds two Python hash objects).
+    mac = hmac.digest(key, b"smartpop-loop\0" + message_id.encode("utf-8", "surrogateescape"), "sha256")
+    return f"{LOOP_VERSION} {mac.hex()[:32]}"
 
 
 def loop_markers(fields: Sequence[Field], policy: RoutingPolicy) -> Tuple[bool, int]:

@@ -326,6 +326,8 @@ class Store:
                 self.conn.execute("BEGIN IMMEDIATE")
                 for sql, args, many in batch:
                     if many:
+                        if not args:
+                            continue  # e.g. no refused or doubtful copy: most finish_sending lists are empty
                         self.conn.executemany(sql, args)
                     else:
                         self.conn.execute(sql, args)

@@ -119,8 +119,10 @@ def test_a_failed_build_answers_500_and_the_next_request_tries_again(caplog: pyt
     assert b"could not be started" in body and b"kaputt" not in body  # the why goes to the log only
     assert not app.loaded
     record = next(r for r in caplog.records if "could not be started" in r.getMessage())
-    assert "GET /accounts/" in record.getMessage() and record.exc_info is not None
-    assert "kaputt-42" in str(record.exc_info[1])
+    # Once smartpop's logging is set up (by an earlier test in the same process), its handler
+    # folds the traceback into the escaped message text; either way the log holds the why.
+    logged = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+    assert "GET /accounts/" in logged and "kaputt-42" in logged
     second = _Recorder()
     assert b"".join(app({}, second)) == b"hello" and second.calls[0][0] == "200 OK"
     assert app.loaded and len(attempts) == 2

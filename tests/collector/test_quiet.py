@@ -152,3 +152,52 @@ def test_without_idle_the_account_is_polled_and_status_says_why(env: Env) -> Non
         server.stop()
     # Once stopped, nobody waits for this account's mail any more: the status says so.
     assert read_account_status(env.paths)["sammel"]["push"] is None
+
+
+def test_a_server_that_drops_idle_at_once_gets_no_login_loop(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every IDLE session ends as soon as it starts: without care that is run, IDLE, run, IDLE...
+    # (a login loop that could get the account locked at the provider). Poll at the interval instead.
+    import socket
+
+    from smartpop.collector import daemon
+    from smartpop.collector.runner import AccountResult
+
+    runs: List[str] = []
+    opened: List[socket.socket] = []
+
+    def run_account(paths: object, config: object, account: object, **_: object) -> AccountResult:
+        runs.append("run")
+        return AccountResult("sammel", remaining=0)
+
+    class Dropped(daemon.IdleSession):
+        def __init__(self, account: object) -> None:  # no server behind it: IdleSession.__init__ unused
+            self.account, self.mail, self.started = account, False, time.monotonic()
+            mine, peer = socket.socketpair()
+            peer.close()  # the server hung up: readable at once, with nothing to read
+            opened.append(mine)
+            self._sock = mine
+
+        def fileno(self) -> int:
+            return self._sock.fileno()
+
+        def due(self) -> float:
+            return self.started + 3600
+
+        def news(self) -> None:  # type: ignore[override]
+            return None
+
+        def close(self) -> None:
+            self._sock.close()
+
+    monkeypatch.setattr(daemon, "run_account", run_account)
+    monkeypatch.setattr(daemon.IdleSession, "open", classmethod(lambda cls, account, known=-1: Dropped(account)))
+    handle = service.start_daemon(env.paths, env.write_config([env.account(protocol="imap", idle=True,
+                                                                           interval=3600)]))
+    try:
+        _wait_for(lambda: len(opened) >= 1, "the first IDLE session")
+        _wait_for(lambda: str((read_account_status(env.paths).get("sammel") or {}).get("push") or "")
+                  .startswith("polling every 3600 s: the server ended IDLE"), "the status saying why it polls")
+        time.sleep(1.0)  # a loop would have made dozens of runs by now
+    finally:
+        assert handle.stop(timeout=30)
+    assert len(runs) == 1 and len(opened) == 1, (len(runs), len(opened))

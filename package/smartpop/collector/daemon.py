@@ -43,6 +43,8 @@ MAX_BACKOFF = 3600.0
 SUMMARY_EVERY = state.FLUSH_EVERY
 # Without inotify, config.json is looked at this often while nothing else wakes the scheduler.
 CONFIG_CHECK = 60.0
+# An IDLE session the server ends sooner than this is not retried at once (no login loop).
+MIN_IDLE_LIFE = 60.0
 IDLE = "idle"
 
 
@@ -216,6 +218,15 @@ class DaemonHandle:
             self._due[name] = 0.0
             if news:
                 self._pushed.add(name)
+                return
+            lived = time.monotonic() - what.started
+            if lived < MIN_IDLE_LIFE:
+                # A server that drops every IDLE session at once would otherwise get a login
+                # (a run and a new session) in a loop: poll at the interval instead, try again then.
+                self._due[name] = time.monotonic() + what.account.interval
+                self._set_push(name, f"polling every {what.account.interval} s: the server ended IDLE after "
+                                     f"{lived:.0f} s")
+                log.info("%s: the server ended IDLE after %.0f s; polling at the interval", name, lived)
             else:
                 log.info("%s: the IDLE connection ended; collecting now, then waiting in IDLE again", name)
 

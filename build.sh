@@ -53,8 +53,12 @@ if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
         die "pip is missing: install it (Debian/Ubuntu: apt-get install python3-pip)"
     fi
 fi
+# Wheels only, except the few pure-Python libraries published as sdists only (pyspf): pip
+# checks their hash like a wheel's and reads their metadata; unpack_wheels.py copies their
+# module files out of the archive and never installs them.
+SDISTS=$("$PYTHON" tools/unpack_wheels.py --sdist-names)
 "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
-    --only-binary=:all: --python-version 3.8 --platform any --platform manylinux2014_x86_64 \
+    --only-binary=:all: --no-binary "$SDISTS" --python-version 3.8 --platform any --platform manylinux2014_x86_64 \
     -d "$CACHE" -r package/requirements.lock >&2 \
     || die "could not download the pinned wheels (network, or a hash mismatch)"
 

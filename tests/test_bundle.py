@@ -13,7 +13,8 @@ from support.synopkg import SAFE_EXTRACT
 
 PY38 = Path("/root/.pyenv/versions/3.8.18/bin/python3.8")
 BUNDLED = ["flask", "werkzeug", "jinja2", "markupsafe", "itsdangerous", "click", "blinker", "waitress", "requests",
-           "urllib3", "idna", "charset_normalizer", "certifi", "filelock", "importlib_metadata", "zipp"]
+           "urllib3", "idna", "charset_normalizer", "certifi", "filelock", "importlib_metadata", "zipp",
+           "dns", "dns.resolver", "spf"]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Command line: `smartpop [--data DIR] COMMAND`. The only place that maps errors to exit codes.
 
-Exit codes: 0 success; 1 some account or step failed (mail stays on the server);
-2 configuration or usage error (the message names the key and the fix).
+Exit codes: 0 success; 1 some account or step failed (mail stays on the server), or `health`
+found a problem (warnings alone: 0); 2 configuration or usage error (the message names the key and the fix).
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.add_argument("--postfix-dir", metavar="DIR", help="Postfix config dir (default: MailPlus's)")
     doctor.add_argument("--postfix-bin", metavar="DIR", help="directory of postconf")
+    health = sub.add_parser("health", help="check the mail setup: DNS (MX, SPF, DMARC, DKIM), relay login, "
+                                           "certificates (exit 1 when a check finds a problem)")
+    health.add_argument("--json", action="store_true", help="machine-readable output")
     # Internal: used by scripts/postinst. Reads wizard_* env vars, never argv.
     sub.add_parser("wizard-config", help="internal (postinst): write config.json from the wizard_* env vars")
     return parser
@@ -146,6 +149,7 @@ COMMANDS: Dict[str, Command] = {
     "check": _lazy("smartpop.collector.commands", "cmd_check", "check"),
     "status": _cmd_status,
     "doctor": _lazy("smartpop.doctor.command", "cmd_doctor", "doctor"),
+    "health": _lazy("smartpop.health.command", "cmd_health", "health"),
     "wizard-config": _cmd_wizard_config,
 }
 

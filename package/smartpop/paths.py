@@ -52,6 +52,11 @@ class Paths(NamedTuple):
         return self.data / "status.json"
 
     @property
+    def health_file(self) -> Path:
+        """The last mail health report (smartpop.health), shared by the CLI and the web page."""
+        return self.data / "health.json"
+
+    @property
     def web_secret(self) -> Path:
         """Shared secret between the DSM CGI and the backend (mode 0600)."""
         return self.data / "web.secret"
@@ -91,7 +96,7 @@ def ensure_data_dir(paths: Paths) -> None:
 # root, after someone ran an old Task Scheduler line or `fetch` as root) locks the package out.
 OWN_FILES = ("config.json", "config.json.lock", "config.json.pre-migration", "state.sqlite3",
              "state.sqlite3-wal", "state.sqlite3-shm", "state.sqlite3-journal", "status.json",
-             "smartpop.log", "web.secret", "smartpop.pid")
+             "smartpop.log", "web.secret", "smartpop.pid", "health.json")
 OWN_DIRS = ("locks", "spool", "run")
 
 

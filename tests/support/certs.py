@@ -42,3 +42,22 @@ def make_certs(directory: Path) -> TestCerts:
         "-out", str(certs.server_cert))
     certs.server_key.chmod(0o644)  # read by unprivileged server processes in tests only
     return certs
+
+
+def issue_cert(ca: TestCerts, directory: Path, names: str, days: int) -> TestCerts:
+    """A server certificate signed by `ca`'s CA for `names` (an openssl subjectAltName), valid `days` days."""
+    directory.mkdir(parents=True, exist_ok=True)
+    certs = TestCerts(ca.ca_cert, ca.ca_key, directory / "server.crt", directory / "server.key")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=health-test", "-keyout", str(certs.server_key),
+        "-out", str(directory / "server.csr"))
+    (directory / "server.ext").write_text(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName={names}\n")
+    run("x509", "-req", "-in", str(directory / "server.csr"), "-CA", str(ca.ca_cert), "-CAkey", str(ca.ca_key),
+        "-CAcreateserial", "-days", str(days), "-sha256", "-extfile", str(directory / "server.ext"),
+        "-out", str(certs.server_cert))
+    return certs

@@ -1,0 +1,184 @@
+"""Run every health check for a config, and keep the last result in DATA (for the CLI and the web page)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional, Tuple
+
+from smartpop.collector.runner import delivery_domains
+from smartpop.collector.transport import tls_context
+from smartpop.config.schema import Config
+from smartpop.config.secret import Secret
+from smartpop.errors import ConnectError, TemporaryError
+from smartpop.fsutil import atomic_write
+from smartpop.health import checks, probes
+from smartpop.health.dnsquery import PROBE_IP, Answer, Resolver, SpfEvaluation, evaluate_spf
+from smartpop.health.findings import Finding, overall
+from smartpop.health.providers import ProviderDns, provider_for_host
+from smartpop.paths import Paths
+
+log = logging.getLogger(__name__)
+
+
+class _RelayTarget:
+    """One relay to log in to: the main relay or a per-sender relay."""
+
+    def __init__(self, label: str, host: str, port: int, security: str, username: str, password: Secret,
+                 sender: Optional[str] = None) -> None:
+        self.label, self.host, self.port, self.security = label, host, port, security
+        self.username, self.password, self.sender = username, password, sender
+
+
+def _relays(config: Config) -> List[_RelayTarget]:
+    relay = config.relay
+    if not relay.enabled or not relay.host:
+        return []
+    targets = [_RelayTarget("relay", relay.host, relay.port, relay.security, relay.username, relay.password)]
+    for item in relay.sender_relays:
+        targets.append(_RelayTarget(f"relay for {item.sender}", item.host, item.port, item.security, item.username,
+                                    item.password, item.sender))
+    return targets
+
+
+def _sender_domain(sender: str) -> str:
+    return sender.rpartition("@")[2].lower()
+
+
+def health_domains(config: Config) -> List[str]:
+    """The company's domains: local_domains, single-drop targets' domains and the per-sender relays' domains."""
+    domains = set(delivery_domains(config))
+    domains.update(_sender_domain(s.sender) for s in config.relay.sender_relays)
+    return sorted(d for d in domains if d)
+
+
+def _relays_for(domain: str, targets: List[_RelayTarget]) -> List[_RelayTarget]:
+    """The relays that send mail from `domain`: a '@domain' sender relay takes all of it."""
+    whole = [t for t in targets if t.sender and t.sender.lower() == "@" + domain]
+    if whole:
+        return whole
+    return [t for t in targets if t.sender is None or _sender_domain(t.sender) == domain]
+
+
+def check_domain(resolver: Resolver, domain: str, config: Config, helo: str = "localhost") -> List[Finding]:
+    """The DNS findings for one domain: MX, SPF record, SPF for the relay, DKIM, DMARC."""
+    targets = _relays(config)
+    account_hosts = sorted({a.host for a in config.accounts if a.enabled})
+    mx_answer, mx_hosts = resolver.mx(domain)
+    findings = [checks.check_mx(domain, mx_answer, mx_hosts, account_hosts)]
+
+    txt = resolver.txt(domain)
+    probe: Optional[SpfEvaluation] = None
+    if len(checks.spf_records(txt)) == 1:
+        probe = evaluate_spf(resolver, domain, PROBE_IP, helo)
+    findings.append(checks.check_spf_record(domain, txt, probe))
+
+    relay_spf: List[checks.RelaySpf] = []
+    if probe is not None and probe.result not in ("permerror", "temperror"):
+        for target in _relays_for(domain, targets):
+            # The submission host's addresses stand in for the provider's outgoing servers,
+            # which SmartPop cannot see (docs/HEALTH.md, SPF).
+            addresses = resolver.addresses(target.host)
+            item = checks.RelaySpf(target.host, addresses)
+            for ip in addresses.records:
+                item.evaluations.append(evaluate_spf(resolver, domain, ip, target.host))
+            relay_spf.append(item)
+    relay_finding = checks.check_spf_relay(domain, txt, probe, bool(targets), relay_spf)
+    if relay_finding is not None:
+        findings.append(relay_finding)
+
+    # DKIM: the selectors of the providers that send (relays) or hold the mailboxes (accounts).
+    providers: List[ProviderDns] = []
+    for host in [t.host for t in _relays_for(domain, targets)] + account_hosts:
+        provider = provider_for_host(host)
+        if provider is not None and provider.dkim_selectors and provider not in providers:
+            providers.append(provider)
+    dkim_evidence = False
+    for provider in providers:
+        lookups: Dict[str, Answer] = {s: resolver.txt(f"{s}._domainkey.{domain}") for s in provider.dkim_selectors}
+        finding = checks.check_dkim(domain, provider, lookups)
+        dkim_evidence = dkim_evidence or any(checks.dkim_key_found(a) for a in lookups.values())
+        findings.append(finding)
+    findings.append(checks.check_dmarc(domain, resolver.txt(f"_dmarc.{domain}"), dkim_evidence))
+    return findings
+
+
+def _certificate_targets(config: Config) -> List[Tuple[str, str, int, str, Optional[str]]]:
+    """(protocol, host, port, security, ca_file) of each enabled account's server, once each."""
+    seen = set()
+    result = []
+    for account in config.accounts:
+        if not account.enabled or account.security == "none":
+            continue
+        key = (account.host, account.port)
+        if key not in seen:
+            seen.add(key)
+            result.append((account.protocol, account.host, account.port, account.security, account.ca_file))
+    return result
+
+
+def run_all(paths: Paths, config: Config, resolver: Optional[Resolver] = None, ca_file: Optional[str] = None,
+            now: Optional[float] = None, timeout: float = probes.TIMEOUT, store: bool = True) -> Dict[str, Any]:
+    """Run every health check and return the report; also keep it in DATA/health.json when `store`."""
+    started = time.time()
+    moment = started if now is None else now
+    helo = socket.gethostname() or "localhost"
+    targets = _relays(config)
+    findings: List[Finding] = []
+    try:
+        dns = resolver if resolver is not None else Resolver()
+    except TemporaryError as exc:
+        dns = None
+        findings.append(Finding("dns", "-", "warning", f"{exc}; set a DNS server in DSM's network settings and "
+                                "run the check again.", {}))
+    if dns is not None:
+        for domain in health_domains(config):
+            findings.extend(check_domain(dns, domain, config, helo))
+    if targets:
+        if ca_file is None:
+            from smartpop.relay.trust import find_ca_file
+
+            ca_file = find_ca_file()
+        for target in targets:
+            result = probes.probe_relay_login(target.host, target.port, target.security, target.username,
+                                              target.password, ca_file, timeout=timeout, local_hostname=helo)
+            findings.append(checks.check_relay_login(target.label, result))
+            if result.cert_not_after is not None:
+                cert = probes.CertResult(target.host, target.port, "smtp", target.security, verified=True,
+                                         not_after=result.cert_not_after)
+                findings.append(checks.check_certificate(f"{target.host}:{target.port}", cert, moment))
+    for protocol, host, port, security, account_ca in _certificate_targets(config):
+        try:
+            context = tls_context(account_ca)
+        except ConnectError as exc:
+            findings.append(Finding("certificate", f"{host}:{port}", "problem", f"{exc}; fix the account's ca_file.",
+                                    {"host": host, "port": port}))
+            continue
+        cert = probes.probe_certificate(host, port, protocol, security, context, timeout=timeout)
+        findings.append(checks.check_certificate(f"{host}:{port}", cert, moment))
+    report = {
+        "checked_at": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "duration_seconds": round(time.time() - started, 2),
+        "status": overall(findings),
+        "findings": [f.as_dict() for f in findings],
+    }
+    if store:
+        save_report(paths, report)
+    return report
+
+
+def save_report(paths: Paths, report: Dict[str, Any]) -> None:
+    """Replace DATA/health.json with `report` (atomic; the web page reads it)."""
+    atomic_write(paths.health_file, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def load_report(paths: Paths) -> Optional[Dict[str, Any]]:
+    """The last stored report, or None when there is none or it is unreadable."""
+    try:
+        data = json.loads(paths.health_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -63,6 +63,7 @@ def test_every_bundled_package_imports_on_python38(target: Path, py38: Path) -> 
         f"    assert m.__file__.startswith({str(target / 'lib')!r}), (n, m.__file__)\n"
         "import markupsafe; assert markupsafe.escape('<') == '&lt;'\n"
         "import smartpop.cli, smartpop.config.store, smartpop.web.server, smartpop.web.app\n"
+        "import smartpop.health.service, smartpop.health.command\n"
         "print(sys.version_info[:2], 'ok')\n"
     )
     proc = subprocess.run([str(py38), "-I", "-S", "-c", code], capture_output=True, text=True, env=clean_env())

@@ -101,3 +101,26 @@ def test_health_without_config_is_a_config_error(data_dir: Path, capsys: pytest.
     """No config.json: exit 2 like every other command."""
     code, _out, err = run(data_dir, capsys)
     assert code == 2 and "config.json" in err
+
+
+def test_run_all_logs_in_to_each_per_sender_relay(data_dir: Path, servers: Tuple[Upstream, Upstream],
+                                                  certs: TestCerts, resolver: Resolver) -> None:
+    """run_all: the main relay and a per-sender relay are each logged in to and judged on their own."""
+    from smartpop.config.schema import parse_config
+    from smartpop.paths import Paths
+
+    submission, other = servers
+    other.users["zweit@zweit.test"] = "pw-Zweit-Right-1"
+    config = parse_config({
+        "local_domains": ["good.test"],
+        "relay": {"enabled": True, "host": "localhost", "port": submission.port, "security": "starttls",
+                  "username": USER, "password": PASSWORD,
+                  "sender_relays": [{"sender": "@zweit.test", "host": "localhost", "port": other.port,
+                                     "security": "ssl", "username": "zweit@zweit.test",
+                                     "password": "pw-Zweit-Wrong-2"}]},
+    })
+    report = service.run_all(Paths(data_dir), config, resolver=resolver, ca_file=str(certs.ca_cert), store=False)
+    logins = {f["subject"]: f["status"] for f in report["findings"] if f["check"] == "relay.login"}
+    assert logins == {"relay": "ok", "relay for @zweit.test": "problem"}
+    assert report["status"] == "problem" and not (data_dir / "health.json").exists()
+    assert "pw-Zweit-Wrong-2" not in json.dumps(report)

@@ -42,6 +42,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-settle", type=float, default=90.0,
                    help="idle bench, quiet serve: seconds before the window starts (first polls; default 90)")
     p.add_argument("--no-slow", action="store_true", help="skip fetchmail over SMTP (~90 s for 2000 messages)")
+    p.add_argument("--no-peers", action="store_true",
+                   help="throughput: only SmartPop and the plain loop (no fetchmail, getmail6), for quick A/B runs")
     p.add_argument("--pairs", type=int, default=3,
                    help="throughput: SmartPop/baseline pairs, alternating; the verdict is their median (default 3)")
     p.add_argument("--cpus", metavar="LIST",
@@ -130,7 +132,8 @@ def _run_one(name: str, bench: Bench, args: argparse.Namespace) -> Iterator[str]
     if name == "throughput":
         from bench import throughput
 
-        yield throughput.run(bench, args.messages, profile=args.profile, slow=not args.no_slow, pairs=args.pairs)
+        yield throughput.run(bench, args.messages, profile=args.profile, slow=not args.no_slow, pairs=args.pairs,
+                                 with_peers=not args.no_peers)
     elif name == "memory":
         from bench import memory
 

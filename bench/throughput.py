@@ -31,7 +31,8 @@ RECIPIENTS = [f"anna@{LOCAL_DOMAIN}", f"ben@{LOCAL_DOMAIN}"]
 SIZE = 10 * 1024
 
 
-def run(bench: Bench, messages: int, *, profile: bool = False, slow: bool = True, pairs: int = 3) -> str:
+def run(bench: Bench, messages: int, *, profile: bool = False, slow: bool = True, pairs: int = 3,
+        with_peers: bool = True) -> str:
     """Run every contender on `messages` messages; return the markdown section."""
     bench.stack.add_users([(r, "x") for r in [*RECIPIENTS, peers.FALLBACK]])
     make = partial(_samples, messages=messages)
@@ -51,6 +52,8 @@ def run(bench: Bench, messages: int, *, profile: bool = False, slow: bool = True
                  (f"baseline, pair {n}", lambda job: peers.baseline(job, py))]
     if not slow:
         plan = [p for p in plan if p[0] != "fetchmail (smtp)"]
+    if not with_peers:
+        plan = [p for p in plan if not p[0].startswith(("fetchmail", "getmail"))]
     outcomes: list[Outcome] = []
     for name, build in plan:
         print(f"  throughput: {name} ...", flush=True)

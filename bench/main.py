@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack = stackmod.start()
         bench = Bench(stack, args.smartpop_python, logs)
+        peers.warm_bytecode(args.smartpop_python)
         for name in selected:
             print(f"== {name} (load {machine.loadavg()})", flush=True)
             for section in _run_one(name, bench, args):  # each printed as soon as it is done

@@ -212,7 +212,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         # The daemon logs to its rotated file only: its stderr (smartpop.out) is not rotated
         # and should hold nothing but start-up failures.
         to_file = (daemon or args.command in ("fetch", "relay")) and not read_only
-        setup_logging(paths.log_file if to_file else None, level, stderr=not daemon)
+        # `fetch` prints one summary line per account; the per-message routing lines go to the
+        # log file only (a Task Scheduler mail of 2,000 of them helps nobody; -v shows them).
+        quiet_console = args.command == "fetch" and not args.verbose and to_file
+        setup_logging(paths.log_file if to_file else None, level, stderr=not daemon,
+                      stderr_level=logging.WARNING if quiet_console else logging.NOTSET)
         return COMMANDS[args.command](paths, args)
     except ConfigError as exc:
         # Validators build these from key names and their own words and never quote a secret:

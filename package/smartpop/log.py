@@ -138,8 +138,9 @@ class _OnceFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(log_file: Optional[Path] = None, level: int = logging.INFO, stderr: bool = True) -> None:
-    """Configure the root logger once: optional rotating file, optional stderr."""
+def setup_logging(log_file: Optional[Path] = None, level: int = logging.INFO, stderr: bool = True,
+                  stderr_level: int = logging.NOTSET) -> None:
+    """Configure the root logger once: optional rotating file, optional stderr (from `stderr_level` up)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -159,7 +160,9 @@ def setup_logging(log_file: Optional[Path] = None, level: int = logging.INFO, st
         )
         handlers.append(file_handler)
     if stderr:
-        handlers.append(logging.StreamHandler())
+        console = logging.StreamHandler()
+        console.setLevel(stderr_level)
+        handlers.append(console)
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(RedactingFilter())

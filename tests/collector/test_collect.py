@@ -181,6 +181,13 @@ def test_cli_fetch_and_check_exit_codes(env: Env) -> None:
     assert "sammel: ok" in check.stdout and "1 message(s) waiting" in check.stdout
     fetch = env.run_cli("fetch")
     assert fetch.returncode == 0 and "sammel: 1 collected" in fetch.stdout
+    # The routing line of each message goes to the log file, not to the terminal (or a Task
+    # Scheduler mail); a warning still shows on stderr, and -v shows everything.
+    logged = (env.data / "smartpop.log").read_text()
+    assert "rule Delivered-To" in logged and "rule Delivered-To" not in fetch.stderr, fetch.stderr
+    env.fill([message(2, env.addr("anna"))])
+    verbose = env.run_cli("-v", "fetch")
+    assert verbose.returncode == 0 and "rule Delivered-To" in verbose.stderr
     env.write_config([env.account(password="wrong-one")])
     assert env.run_cli("check").returncode == 1
     failed = env.run_cli("fetch")

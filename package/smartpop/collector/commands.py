@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 def _stop_on_sigterm(stop: threading.Event) -> None:
     """SIGTERM/SIGINT finish the message in hand, then QUIT: nothing half done."""
     def handler(signum: int, frame: Optional[FrameType]) -> None:
-        log.info("signal %d received; stopping after the current message", signum)
+        # WARNING: a run cut short leaves mail on the server, and the terminal shows warnings only.
+        log.warning("signal %d received; stopping after the current message", signum)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)

@@ -349,8 +349,8 @@ class AccountRun:
         try:
             for index, message in enumerate(todo):
                 if self.stop is not None and self.stop.is_set():
-                    log.info("%s: stop requested; %d message(s) left for the next run", account.name,
-                             len(todo) - index)
+                    log.warning("%s: stop requested; %d message(s) left for the next run", account.name,
+                                len(todo) - index)
                     waiting += len(todo) - index
                     break
                 # At most one message per worker waits spooled: memory and spool space stay bounded.

@@ -6,14 +6,16 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from smartpop.collector import headers, recipients, runner, state
-from smartpop.collector.daemon import DaemonHandle, start
 from smartpop.collector.runner import AccountResult, policy_for, run_account
 from smartpop.collector.source import open_source
 from smartpop.config.schema import Account, Config
 from smartpop.paths import Paths
+
+if TYPE_CHECKING:  # the daemon (scheduler, IDLE, inotify) is imported by `serve` only, not by every `fetch`
+    from smartpop.collector.daemon import DaemonHandle
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,10 @@ def explain_routing(config: Config, account: Account, raw_headers: bytes, loop_k
 
 def start_daemon(paths: Paths, config: Config) -> DaemonHandle:
     """Start the polling daemon in background threads; call .stop(timeout) to end it."""
+    from smartpop.collector.daemon import start
+
     return start(paths, config)
 
 
-__all__ = ["DaemonHandle", "FetchSummary", "RoutingDecision", "explain_routing", "fetch_all", "start_daemon",
+__all__ = ["FetchSummary", "RoutingDecision", "explain_routing", "fetch_all", "start_daemon",
            "test_connection"]

@@ -18,7 +18,7 @@ from smartpop.config.schema import Config
 from smartpop.config.secret import Secret
 from smartpop.errors import ConnectError, TemporaryError
 from smartpop.fsutil import atomic_write
-from smartpop.health import checks, openrelay, probes
+from smartpop.health import checks, openrelay, probes, roundtrip
 from smartpop.health.dnsquery import PROBE_IP, Answer, Resolver, SpfEvaluation, evaluate_spf
 from smartpop.health.findings import PROBLEM, Finding, overall
 from smartpop.health.providers import ProviderDns, provider_for_host
@@ -162,6 +162,8 @@ def run_all(paths: Paths, config: Config, resolver: Optional[Resolver] = None, c
     steps.append(("MailPlus relay rules",
                   lambda: [f for f in [openrelay.check_open_relay(openrelay.load_facts(paths), config.relay.enabled)]
                            if f is not None]))
+    # The last round trip (sent on request) stays in every report: one that never came back is a problem.
+    steps.append(("round trip", lambda: [f for f in [roundtrip.latest_finding(paths, moment)] if f is not None]))
     findings = _run_steps(steps, progress)
     report = {
         "checked_at": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),

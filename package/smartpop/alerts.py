@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 from smartpop import fsutil
 from smartpop.config.schema import Config
 from smartpop.errors import LockBusy
+from smartpop.health.daily import DailyHealth
 from smartpop.log import redact
 from smartpop.paths import Paths
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 APP_ID = "SYNO.SDS._ThirdParty.App.SmartPop"
 SYNODSMNOTIFY = "/usr/syno/bin/synodsmnotify"
 CHANNELS = ["dsm", "email", "webhook"]
-KINDS = ["account_failing", "fallback", "relay_drift", "relay_task", "state_write", "test"]
+KINDS = ["account_failing", "fallback", "relay_drift", "relay_task", "state_write", "health", "test"]
 NOT_AVAILABLE = "not available on this system"
 NOT_CONFIGURED = "not configured"
 _thread_lock = threading.Lock()
@@ -260,7 +261,8 @@ class AlertWatcher:
     The collector pokes it after every run that changed an account's status; a failing
     account is looked at again when its `failing_minutes` are up; relay drift and the root
     task (changed by root, outside this process) are looked at every `interval` (10 min).
-    No timer fires every minute: an idle NAS's disks and CPU stay asleep.
+    No timer fires every minute: an idle NAS's disks and CPU stay asleep. The same wake-ups
+    start the daily mail health check when it is due (health/daily.py).
     """
 
     def __init__(self, paths: Paths, interval: float = 600.0) -> None:
@@ -269,6 +271,7 @@ class AlertWatcher:
         self._stop = threading.Event()
         self._poked = threading.Event()
         self._next_due: Optional[float] = None  # when a failing account crosses its threshold
+        self.daily = DailyHealth(paths)
         self._thread = threading.Thread(target=self._loop, name="alert-watcher", daemon=True)
 
     def start(self) -> AlertWatcher:
@@ -301,6 +304,7 @@ class AlertWatcher:
                 self.run_once()
             except Exception:
                 log.exception("alert check failed")
+            self.daily.maybe_start()
 
     def run_once(self) -> List[str]:
         """One check of the current status (also used by tests)."""

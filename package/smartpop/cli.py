@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     health = sub.add_parser("health", help="check the mail setup: DNS (MX, SPF, DMARC, DKIM), relay login, "
                                            "certificates (exit 1 when a check finds a problem)")
     health.add_argument("--json", action="store_true", help="machine-readable output")
+    health.add_argument("--round-trip", action="store_true",
+                        help="send one test message through the relay provider to the catch-all mailbox and wait "
+                             "until the collector fetches it back")
+    health.add_argument("--wait", type=int, default=None, metavar="SECONDS",
+                        help="--round-trip: wait at most this long (default: until it expires, 10 minutes)")
     # Internal: used by scripts/postinst. Reads wizard_* env vars, never argv.
     sub.add_parser("wizard-config", help="internal (postinst): write config.json from the wizard_* env vars")
     return parser

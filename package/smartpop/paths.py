@@ -96,7 +96,7 @@ def ensure_data_dir(paths: Paths) -> None:
 # root, after someone ran an old Task Scheduler line or `fetch` as root) locks the package out.
 OWN_FILES = ("config.json", "config.json.lock", "config.json.pre-migration", "state.sqlite3",
              "state.sqlite3-wal", "state.sqlite3-shm", "state.sqlite3-journal", "status.json",
-             "smartpop.log", "web.secret", "smartpop.pid", "health.json")
+             "smartpop.log", "web.secret", "smartpop.pid", "health.json", "health-state.json")
 OWN_DIRS = ("locks", "spool", "run")
 
 

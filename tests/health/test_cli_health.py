@@ -124,3 +124,17 @@ def test_run_all_logs_in_to_each_per_sender_relay(data_dir: Path, servers: Tuple
     assert logins == {"relay": "ok", "relay for @zweit.test": "problem"}
     assert report["status"] == "problem" and not (data_dir / "health.json").exists()
     assert "pw-Zweit-Wrong-2" not in json.dumps(report)
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_health_round_trip_cli_sends_and_reports(data_dir: Path, servers: Tuple[Upstream, Upstream], certs: TestCerts,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`health --round-trip --wait 0`: one message via the relay login to the catch-all, 'on its way', exit 0."""
+    submission, pop3s = servers
+    write_config(data_dir, submission.port, pop3s.port, certs.ca_cert, PASSWORD)
+    code, output, log = run(data_dir, capsys, "--round-trip", "--wait", "0")
+    assert code == 0, output + log
+    assert "round trip: sent to sammel@good.test via localhost:" in output and "on its way" in output
+    sent = submission.wait_messages(1)
+    assert len(sent) == 1 and sent[0].rcpt_tos == ["sammel@good.test"] and sent[0].mail_from == USER
+    assert PASSWORD not in output + log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,37 @@ def test_the_bundle_runs_relay_commands_only(tmp_path: Path, command: list) -> N
     argv = argv[: argv.index("relay")] + command
     proc = _run(argv, cwd=tmp_path)
     assert proc.returncode == 2 and "runs `relay` commands only" in proc.stderr, proc.stderr
+
+
+def test_the_task_records_the_relay_rules_for_the_open_relay_check(tmp_path: Path) -> None:
+    """The verified task leaves postconf's effective relay rules (0644, atomic) in root's state dir, nothing else.
+
+    The parameter list is a constant of the verified bundle: nothing the package user writes
+    extends it, and the file only ever holds relayfacts.PARAMS (no secret).
+    """
+    from smartpop.health.openrelay import check_open_relay, load_facts
+    from smartpop.relay.relayfacts import PARAMS
+    from support.postfix_relay import mailplus_like_dir, run_relay
+
+    etc, data = mailplus_like_dir(tmp_path / "etc"), tmp_path / "data"
+    with open(etc / "master.cf", "a") as handle:
+        handle.write("submission inet n - y - - smtpd\n  -o mynetworks=0.0.0.0/0\n")
+    write_config(data, {"enabled": True, "host": "smtp.provider.test", "port": 587, "security": "starttls",
+                        "username": "anna@firma.test", "password": "pw-Facts-1"})
+    proc = run_relay(data, "task", etc)
+    assert proc.returncode == 0, proc.stderr
+    recorded = data / "relay" / "state" / "postconf.json"
+    assert stat.S_IMODE(recorded.stat().st_mode) == 0o644
+    facts = load_facts(Paths(data))
+    assert facts is not None and set(facts["params"]) == set(PARAMS)
+    assert facts["params"]["smtpd_recipient_restrictions"] == ("permit_mynetworks, permit_sasl_authenticated, "
+                                                               "reject_unauth_destination")
+    assert facts["overrides"] == {"submission/inet": {"mynetworks": "0.0.0.0/0"}}
+    assert "pw-Facts-1" not in recorded.read_text()
+    finding = check_open_relay(facts, relay_enabled=True)
+    assert finding is not None and finding.status == "problem" and "submission (master.cf)" in finding.summary
+    # With the override gone, the next task run records a closed relay.
+    (etc / "master.cf").write_text((etc / "master.cf").read_text().replace("  -o mynetworks=0.0.0.0/0\n", ""))
+    assert run_relay(data, "task", etc).returncode == 0
+    finding = check_open_relay(load_facts(Paths(data)), relay_enabled=True)
+    assert finding is not None and finding.status == "ok", finding

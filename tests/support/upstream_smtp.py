@@ -12,7 +12,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -53,14 +53,18 @@ class _Handler:
                           rcpt_tos=list(envelope.rcpt_tos), data=raw)
         with self.owner.lock:
             self.owner.messages.append(record)
+        if self.owner.on_message is not None:
+            self.owner.on_message(record)  # e.g. deliver into the provider's mailbox (the round trip)
         return "250 2.0.0 OK stored"
 
 
 class Upstream:
     """One running provider; see the module docstring."""
 
-    def __init__(self, certs: TestCerts, mode: str, users: Dict[str, str]) -> None:
+    def __init__(self, certs: TestCerts, mode: str, users: Dict[str, str],
+                 on_message: Optional[Callable[[Received], None]] = None) -> None:
         self.mode = mode
+        self.on_message = on_message
         self.users = dict(users)
         self.messages: List[Received] = []
         self.auth_failures: List[str] = []

@@ -39,6 +39,7 @@ from smartpop.collector.source import RemoteMessage, Source, open_source
 from smartpop.collector.state import Key, Store, StorePool, lock_path
 from smartpop.config.schema import Account, Config
 from smartpop.errors import AuthError, ConnectError, LockBusy, ProtocolError, SmartPopError, StateError, TemporaryError
+from smartpop.health import roundtrip
 from smartpop.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -478,6 +479,9 @@ class AccountRun:
 
     def _place(self, message: RemoteMessage, key: Key, spooled: spool.Spooled) -> Optional[int]:
         """Route and hand over one message; the number of its queued 'done' record, None if not placed."""
+        if roundtrip.consume(self.paths, spooled.fields, self.account.name):
+            # The Health page's test message: recorded done (so deleted) like any placed message, delivered to nobody.
+            return self.store.mark_done(key, spooled.message_id, spooled.dedup_digest(), spooled.size, message.size)
         decision = recipients.decide(spooled.fields, self.policy)
         if any(recipients.NO_SMTPUTF8 in why for _, why in decision.refused) and self._session().offers_smtputf8():
             # Only now is it worth asking MailPlus: the exact non-ASCII address beats the fallback.

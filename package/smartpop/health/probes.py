@@ -55,6 +55,8 @@ class LoginResult:
     tls_version: Optional[str] = None
     cert_not_after: Optional[float] = None
     verify_failed: bool = False
+    # Only for a probe that sends a message (the round trip): the DATA reply, when accepted.
+    sent: bool = False
 
     def as_details(self) -> Dict[str, Any]:
         """JSON-ready details for a finding (no password: the result never holds one)."""
@@ -68,9 +70,22 @@ def _reply_text(raw: Any) -> str:
     return redact(" ".join(text.split()))[:300]
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """One message to submit after the login (the round trip): MAIL FROM, RCPT TO, the bytes."""
+
+    sender: str
+    recipient: str
+    data: bytes
+
+
 def probe_relay_login(host: str, port: int, security: str, username: str, password: Secret, ca_file: str,
-                      timeout: float = TIMEOUT, local_hostname: Optional[str] = None) -> LoginResult:
-    """Connect (implicit TLS or mandatory STARTTLS), verify the certificate, EHLO, AUTH, QUIT; never send mail."""
+                      timeout: float = TIMEOUT, local_hostname: Optional[str] = None,
+                      envelope: Optional[Envelope] = None) -> LoginResult:
+    """Connect (implicit TLS or mandatory STARTTLS), verify the certificate, EHLO, AUTH, QUIT.
+
+    No mail is sent unless `envelope` is given: then that one message, after the login.
+    """
     result = LoginResult(host, port, security, username)
     # gethostname, not getfqdn (smtplib's default): a reverse look-up can hang on a NAS with broken DNS.
     helo = local_hostname or socket.gethostname() or "localhost"
@@ -103,6 +118,9 @@ def probe_relay_login(host: str, port: int, security: str, username: str, passwo
         code, reply = client.login(username, password.reveal())
         result.reply_code, result.reply = code, _reply_text(reply)
         result.logged_in = True
+        if envelope is not None:
+            result.stage = "send"
+            _submit(client, envelope, result)
         result.stage = "done"
     except smtplib.SMTPAuthenticationError as exc:
         result.reply_code, result.reply = exc.smtp_code, _reply_text(exc.smtp_error)
@@ -126,6 +144,21 @@ def probe_relay_login(host: str, port: int, security: str, username: str, passwo
     log.info("relay login probe %s:%d (%s): stage %s, %s", host, port, security, result.stage,
              "logged in" if result.logged_in else result.error or "not logged in")
     return result
+
+
+def _submit(client: smtplib.SMTP, envelope: Envelope, result: LoginResult) -> None:
+    """MAIL, RCPT, DATA step by step, so the DATA reply (the provider's queue id) is kept."""
+    code, reply = client.mail(envelope.sender)
+    if code != 250:
+        raise smtplib.SMTPResponseException(code, reply)
+    code, reply = client.rcpt(envelope.recipient)
+    if code not in (250, 251):
+        raise smtplib.SMTPResponseException(code, reply)
+    code, reply = client.data(envelope.data)
+    result.reply_code, result.reply = code, _reply_text(reply)
+    if code != 250:
+        raise smtplib.SMTPResponseException(code, reply)
+    result.sent = True
 
 
 @dataclass

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from smartpop.collector.runner import delivery_domains
 from smartpop.collector.transport import tls_context
@@ -15,9 +18,9 @@ from smartpop.config.schema import Config
 from smartpop.config.secret import Secret
 from smartpop.errors import ConnectError, TemporaryError
 from smartpop.fsutil import atomic_write
-from smartpop.health import checks, probes
+from smartpop.health import checks, openrelay, probes, roundtrip
 from smartpop.health.dnsquery import PROBE_IP, Answer, Resolver, SpfEvaluation, evaluate_spf
-from smartpop.health.findings import Finding, overall
+from smartpop.health.findings import PROBLEM, Finding, overall
 from smartpop.health.providers import ProviderDns, provider_for_host
 from smartpop.paths import Paths
 
@@ -120,45 +123,48 @@ def _certificate_targets(config: Config) -> List[Tuple[str, str, int, str, Optio
     return result
 
 
+Progress = Callable[[Dict[str, Any]], None]
+# Probes run at once: each waits on a server (up to TIMEOUT when it does not answer), so a few in
+# parallel keep "Run checks now" short while a 2-core NAS stays responsive.
+PARALLEL = 4
+_single_run = threading.Lock()
+
+
 def run_all(paths: Paths, config: Config, resolver: Optional[Resolver] = None, ca_file: Optional[str] = None,
-            now: Optional[float] = None, timeout: float = probes.TIMEOUT, store: bool = True) -> Dict[str, Any]:
+            now: Optional[float] = None, timeout: float = probes.TIMEOUT, store: bool = True,
+            progress: Optional[Progress] = None) -> Dict[str, Any]:
     """Run every health check and return the report; also keep it in DATA/health.json when `store`."""
     started = time.time()
     moment = started if now is None else now
     helo = socket.gethostname() or "localhost"
     targets = _relays(config)
-    findings: List[Finding] = []
+    steps: List[Tuple[str, Callable[[], List[Finding]]]] = []
     try:
         dns = resolver if resolver is not None else Resolver()
     except TemporaryError as exc:
         dns = None
-        findings.append(Finding("dns", "-", "warning", f"{exc}; set a DNS server in DSM's network settings and "
-                                "run the check again.", {}))
+        error = Finding("dns", "-", "warning", f"{exc}; set a DNS server in DSM's network settings and run the check "
+                        "again.", {})
+        steps.append(("DNS", lambda: [error]))
     if dns is not None:
         for domain in health_domains(config):
-            findings.extend(check_domain(dns, domain, config, helo))
-    if targets:
-        if ca_file is None:
-            from smartpop.relay.trust import find_ca_file
+            steps.append((f"DNS of {domain}", functools.partial(check_domain, dns, domain, config, helo)))
+    if targets and ca_file is None:
+        from smartpop.relay.trust import find_ca_file
 
-            ca_file = find_ca_file()
-        for target in targets:
-            result = probes.probe_relay_login(target.host, target.port, target.security, target.username,
-                                              target.password, ca_file, timeout=timeout, local_hostname=helo)
-            findings.append(checks.check_relay_login(target.label, result))
-            if result.cert_not_after is not None:
-                cert = probes.CertResult(target.host, target.port, "smtp", target.security, verified=True,
-                                         not_after=result.cert_not_after)
-                findings.append(checks.check_certificate(f"{target.host}:{target.port}", cert, moment))
+        ca_file = find_ca_file()
+    for target in targets:
+        steps.append((f"login at {target.host}:{target.port}",
+                      functools.partial(_relay_findings, target, str(ca_file), timeout, helo, moment)))
     for protocol, host, port, security, account_ca in _certificate_targets(config):
-        try:
-            context = tls_context(account_ca)
-        except ConnectError as exc:
-            findings.append(Finding("certificate", f"{host}:{port}", "problem", f"{exc}; fix the account's ca_file.",
-                                    {"host": host, "port": port}))
-            continue
-        cert = probes.probe_certificate(host, port, protocol, security, context, timeout=timeout)
-        findings.append(checks.check_certificate(f"{host}:{port}", cert, moment))
+        steps.append((f"certificate of {host}:{port}", functools.partial(_certificate_findings, protocol, host, port,
+                                                                         security, account_ca, timeout, moment)))
+    steps.append(("MailPlus relay rules",
+                  lambda: [f for f in [openrelay.check_open_relay(openrelay.load_facts(paths), config.relay.enabled)]
+                           if f is not None]))
+    # The last round trip (sent on request) stays in every report: one that never came back is a problem.
+    steps.append(("round trip", lambda: [f for f in [roundtrip.latest_finding(paths, moment)] if f is not None]))
+    findings = _run_steps(steps, progress)
     report = {
         "checked_at": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
         "duration_seconds": round(time.time() - started, 2),
@@ -168,6 +174,97 @@ def run_all(paths: Paths, config: Config, resolver: Optional[Resolver] = None, c
     if store:
         save_report(paths, report)
     return report
+
+
+def _run_steps(steps: List[Tuple[str, Callable[[], List[Finding]]]], progress: Optional[Progress]) -> List[Finding]:
+    """Run the steps on a bounded pool; findings keep the steps' order; progress after each step."""
+    done = 0
+    lock = threading.Lock()
+
+    def one(step: Tuple[str, Callable[[], List[Finding]]]) -> List[Finding]:
+        nonlocal done
+        try:
+            return step[1]()
+        finally:
+            with lock:
+                done += 1
+                current = done
+            if progress is not None:
+                try:
+                    progress({"done": current, "total": len(steps), "step": step[0]})
+                except Exception:  # a UI callback must never break the checks
+                    log.exception("health progress callback failed")
+
+    if progress is not None:
+        progress({"done": 0, "total": len(steps), "step": ""})
+    with ThreadPoolExecutor(max(1, min(PARALLEL, len(steps))), thread_name_prefix="smartpop-health") as pool:
+        results = list(pool.map(one, steps))
+    return [finding for group in results for finding in group]
+
+
+def _relay_findings(target: _RelayTarget, ca_file: str, timeout: float, helo: str, moment: float) -> List[Finding]:
+    result = probes.probe_relay_login(target.host, target.port, target.security, target.username, target.password,
+                                      ca_file, timeout=timeout, local_hostname=helo)
+    findings = [checks.check_relay_login(target.label, result)]
+    if result.cert_not_after is not None:
+        cert = probes.CertResult(target.host, target.port, "smtp", target.security, verified=True,
+                                 not_after=result.cert_not_after)
+        findings.append(checks.check_certificate(f"{target.host}:{target.port}", cert, moment))
+    return findings
+
+
+def _certificate_findings(protocol: str, host: str, port: int, security: str, account_ca: Optional[str],
+                          timeout: float, moment: float) -> List[Finding]:
+    try:
+        context = tls_context(account_ca)
+    except ConnectError as exc:
+        return [Finding("certificate", f"{host}:{port}", "problem", f"{exc}; fix the account's ca_file.",
+                        {"host": host, "port": port})]
+    cert = probes.probe_certificate(host, port, protocol, security, context, timeout=timeout)
+    return [checks.check_certificate(f"{host}:{port}", cert, moment)]
+
+
+def turned_bad(before: Optional[Dict[str, Any]], after: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The findings of `after` that are a problem and were not one in `before` (absent counts as not)."""
+    earlier = {(f.get("check"), f.get("subject")): f.get("status") for f in (before or {}).get("findings", [])}
+    return [f for f in after.get("findings", [])
+            if f.get("status") == PROBLEM and earlier.get((f.get("check"), f.get("subject"))) != PROBLEM]
+
+
+def run_checks(paths: Paths, config: Config, progress: Optional[Progress] = None,
+               **options: Any) -> Optional[Dict[str, Any]]:
+    """run_all, stored, with an alert for each check that turned into a problem; None if a run is going on."""
+    if not _single_run.acquire(blocking=False):
+        return None  # the daily run and "Run checks now" never run twice at once
+    try:
+        before = load_report(paths)
+        report = run_all(paths, config, progress=progress, **options)
+        for finding in turned_bad(before, report):
+            from smartpop.alerts import notify
+
+            # One alert per check and subject when it turns bad; none while it stays a problem.
+            notify(paths, config, "health", f"Mail health: {finding['check']} of {finding['subject']} is a problem",
+                   f"{finding['summary']}\n\nOpen SmartPop > Health for the details.",
+                   key=f"{finding['check']}:{finding['subject']}")
+        return report
+    finally:
+        _single_run.release()
+
+
+def running() -> bool:
+    """Whether a check run is going on in this process."""
+    if _single_run.acquire(blocking=False):
+        _single_run.release()
+        return False
+    return True
+
+
+def report_epoch(report: Optional[Dict[str, Any]]) -> Optional[float]:
+    """When `report` ran (seconds since the epoch), or None."""
+    try:
+        return datetime.fromisoformat(str((report or {})["checked_at"])).timestamp()
+    except (KeyError, ValueError):
+        return None
 
 
 def save_report(paths: Paths, report: Dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from smartpop.config import store
 from smartpop.errors import StateError, UsageError
 from smartpop.paths import Paths
 from smartpop.relay import layout as layout_mod
-from smartpop.relay import patcher, roottask, trust
+from smartpop.relay import patcher, relayfacts, roottask, trust
 from smartpop.relay import postfix as pf
 from smartpop.relay.desired import Desired, desired_from_relay, main_block_lines
 from smartpop.relay.layout import Layout
@@ -123,6 +123,7 @@ def cmd_relay(paths: Paths, args: argparse.Namespace) -> int:
         patcher.write_status(state, "applied" if desired.params else "disabled", detail, desired.fingerprint(),
                              directory, {"map_type": map_type, "ca_file": ca_file, **_layout_facts(layout),
                                          **roottask.task_facts()})
+        relayfacts.record(state, tools, directory)  # for the Health page's open-relay check
     for message in outcome.messages:
         LOG.info("relay: %s", message)
     print(detail)
@@ -162,6 +163,7 @@ def _rollback(paths: Paths, state: Path, layout: Layout, tools: pf.Tools, force:
         os.unlink(request)  # unlink never follows a symlink the package user may have put there
     patcher.write_status(state, "rolled back", "; ".join(outcome.messages), None, layout.postfix_dir,
                          {**_layout_facts(layout), **roottask.task_facts()})
+    relayfacts.record(state, tools, layout.postfix_dir)
     print("\n".join(outcome.messages))
     return EXIT_OK
 

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from smartpop.paths import Paths
 from smartpop.web import i18n, security
-from smartpop.web.jobs import FetchJobs
+from smartpop.web.jobs import FetchJobs, HealthJobs
 from smartpop.web.proof import load_or_create_secret
 
 # The names of the package, as before the app moved here: log lines and Flask's root path
@@ -55,6 +55,7 @@ def create_app(paths: Paths, secret: Optional[str] = None, dev_token: Optional[s
     dev_sessions: List[str] = []
     app.config["SMARTPOP_DEV_SESSIONS"] = dev_sessions
     app.extensions["smartpop_jobs"] = FetchJobs(paths)
+    app.extensions["smartpop_health_jobs"] = HealthJobs(paths)
     app.wsgi_app = _PrefixFromCgi(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.before_request

@@ -9,6 +9,7 @@ import time
 from typing import Any, Dict, Optional
 
 from smartpop.config import store
+from smartpop.errors import SmartPopError
 from smartpop.log import redact
 from smartpop.paths import Paths
 from smartpop.web import services
@@ -86,3 +87,88 @@ def _result(name: str, result: Any) -> Dict[str, Any]:
     return {"account": name, "skipped": bool(result.skipped), "collected": result.collected,
             "fallback": result.fallback, "waiting": result.waiting,
             "error": redact(result.error) if result.error else None}
+
+
+class HealthJobs:
+    """"Run checks now" and the round trip: each runs at most once at a time in a thread; the page polls."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self._lock = threading.Lock()
+        self._checks: Dict[str, Any] = {"running": False, "done": 0, "total": 0, "step": "", "error": None}
+        self._trip: Dict[str, Any] = {"sending": False, "error": None}
+
+    def start_checks(self) -> Dict[str, Any]:
+        """Start a check run unless one runs (here or as the daily run); return the snapshot."""
+        from smartpop.health import service
+
+        with self._lock:
+            if self._checks["running"] or service.running():
+                return self.snapshot_locked()
+            self._checks = {"running": True, "done": 0, "total": 0, "step": "", "error": None,
+                            "started": time.time()}
+        threading.Thread(target=self._run_checks, name="ui-health", daemon=True).start()
+        return self.snapshot()
+
+    def start_round_trip(self) -> Dict[str, Any]:
+        """Send the round-trip message in a thread (a dead server takes up to the probe timeout)."""
+        with self._lock:
+            if not self._trip["sending"]:
+                self._trip = {"sending": True, "error": None}
+                threading.Thread(target=self._send_round_trip, name="ui-roundtrip", daemon=True).start()
+            return self.snapshot_locked()
+
+    def snapshot(self) -> Dict[str, Any]:
+        """Both jobs' state and the newest round trip's finding (never its token), JSON-ready."""
+        with self._lock:
+            return self.snapshot_locked()
+
+    def snapshot_locked(self) -> Dict[str, Any]:
+        """snapshot() for a caller that holds the lock."""
+        from smartpop.health import roundtrip
+
+        finding = roundtrip.latest_finding(self.paths)
+        trip = dict(self._trip)
+        trip["finding"] = {"status": finding.status, "summary": redact(finding.summary),
+                           "state": finding.details.get("state"), "seconds": finding.details.get("seconds"),
+                           "results": finding.details.get("results") or {}} if finding else None
+        return {"checks": dict(self._checks), "round_trip": trip}
+
+    def wait(self, timeout: float) -> None:
+        """Wait until neither job runs (tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._checks["running"] and not self._trip["sending"]:
+                    return
+            time.sleep(0.05)
+
+    def _progress(self, event: Dict[str, Any]) -> None:
+        with self._lock:
+            self._checks.update(done=event.get("done", 0), total=event.get("total", 0), step=event.get("step", ""))
+
+    def _run_checks(self) -> None:
+        from smartpop.health import service
+
+        error: Optional[str] = None
+        try:
+            if service.run_checks(self.paths, store.load(self.paths), progress=self._progress) is None:
+                error = "busy"
+        except Exception as exc:
+            log.exception("health checks started from the UI failed")
+            error = redact(str(exc)) or type(exc).__name__
+        with self._lock:
+            self._checks.update(running=False, error=error, finished=time.time())
+
+    def _send_round_trip(self) -> None:
+        from smartpop.health import roundtrip
+
+        error: Optional[str] = None
+        try:
+            roundtrip.start(self.paths, store.load(self.paths))
+        except Exception as exc:
+            if not isinstance(exc, SmartPopError):
+                log.exception("round trip started from the UI failed")
+            error = redact(str(exc)) or type(exc).__name__
+        with self._lock:
+            self._trip = {"sending": False, "error": error}

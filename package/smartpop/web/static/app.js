@@ -235,4 +235,76 @@
     // The daemon also collects on its own schedule: keep the rows current while the page is open.
     window.setInterval(function () { if (!fetchButton.disabled && !document.hidden) { refreshRows(); } }, 15000);
   }
+  // Health: "Run checks now" with progress, and the round trip, both polled while they run.
+  var healthButton = document.getElementById("health-run");
+  if (healthButton) {
+    var hBox = document.getElementById("health-progress");
+    var hBar = document.getElementById("health-bar");
+    var hText = document.getElementById("health-text");
+    var findings = document.getElementById("health-findings");
+    var refreshFindings = function () {
+      return get(healthButton.getAttribute("data-findings-url"))
+        .then(function (r) { return r.text(); }).then(function (html) { findings.innerHTML = html; stamp(findings); });
+    };
+    var renderChecks = function (job) {
+      hBox.hidden = false;
+      hBar.style.width = (job.total ? Math.round(100 * job.done / job.total) : (job.running ? 5 : 100)) + "%";
+      if (job.running) {
+        hText.textContent = t("js.health_running") + (job.total ? " " + job.done + "/" + job.total : "") +
+          (job.step ? " · " + job.step : "");
+      } else if (job.error) {
+        hText.textContent = job.error === "busy" ? t("js.health_busy") : t("js.health_failed") + " " + job.error;
+      } else {
+        hText.textContent = t("js.health_done");
+      }
+      hBox.setAttribute("data-state", job.running ? "running" : (job.error ? "failed" : "done"));
+    };
+    var pollChecks = function () {
+      get(healthButton.getAttribute("data-progress-url"))
+        .then(function (r) { return r.json(); })
+        .then(function (state) {
+          renderChecks(state.checks);
+          if (state.checks.running) { window.setTimeout(pollChecks, 1000); }
+          else { healthButton.disabled = false; refreshFindings(); }
+        }).catch(function () { healthButton.disabled = false; hText.textContent = t("js.request_failed"); });
+    };
+    healthButton.addEventListener("click", function () {
+      healthButton.disabled = true;
+      hBox.hidden = false; hBox.setAttribute("data-state", "running");
+      hText.textContent = t("js.working");
+      post(healthButton.getAttribute("data-url"), new FormData()).then(function (answer) {
+        if (!answer.ok) { healthButton.disabled = false; hText.textContent = answer.message; return; }
+        renderChecks(answer.jobs.checks); window.setTimeout(pollChecks, 500);
+      }).catch(function () { healthButton.disabled = false; hText.textContent = t("js.request_failed"); });
+    });
+    if (healthButton.getAttribute("data-running")) { healthButton.disabled = true; pollChecks(); }
+  }
+  var tripButton = document.getElementById("roundtrip-run");
+  if (tripButton) {
+    var tripResult = document.getElementById("roundtrip-result");
+    var pollTrip = function () {
+      get(tripButton.getAttribute("data-progress-url"))
+        .then(function (r) { return r.json(); })
+        .then(function (state) {
+          var trip = state.round_trip;
+          var finding = trip.finding;
+          var waiting = trip.sending || (finding && finding.state === "pending");
+          if (trip.error) { show(tripResult, false, trip.error); }
+          else if (trip.sending) { show(tripResult, null, t("health.roundtrip.sending")); }
+          else if (finding) { show(tripResult, finding.state === "pending" ? null : finding.status === "ok", finding.summary); }
+          // Polled only while a message is on its way; nothing runs once it is back or expired.
+          if (waiting && !trip.error) { window.setTimeout(pollTrip, 2000); }
+          else { tripButton.disabled = false; }
+        }).catch(function () { tripButton.disabled = false; show(tripResult, false, t("js.request_failed")); });
+    };
+    tripButton.addEventListener("click", function () {
+      tripButton.disabled = true;
+      show(tripResult, null, t("health.roundtrip.sending"));
+      post(tripButton.getAttribute("data-url"), new FormData()).then(function (answer) {
+        if (!answer.ok) { tripButton.disabled = false; show(tripResult, false, answer.message); return; }
+        window.setTimeout(pollTrip, 1000);
+      }).catch(function () { tripButton.disabled = false; show(tripResult, false, t("js.request_failed")); });
+    });
+    if (tripButton.getAttribute("data-running")) { tripButton.disabled = true; pollTrip(); }
+  }
 })();

@@ -11,6 +11,7 @@ from smartpop.config.schema import Config
 from smartpop.status import build_status
 from smartpop.web import explain, services
 from smartpop.web.views.common import answer, load_config, page, paths, t
+from smartpop.web.views.health import summary as health_summary
 
 log = logging.getLogger(__name__)
 bp = Blueprint("dashboard", __name__)
@@ -42,7 +43,7 @@ def index() -> str:
     relay = relay_state(config) if config else {"state": "unknown", "detail": "", "task_command": ""}
     relay["detail_text"] = explain.relay_detail(g.lang, relay)
     return page("dashboard.html", page_title="nav.dashboard", report=_report(), relay=relay, config_error=error,
-                job=current_app.extensions["smartpop_jobs"].snapshot())
+                job=current_app.extensions["smartpop_jobs"].snapshot(), health=health_summary())
 
 
 @bp.route("/fragment/accounts")

@@ -1,0 +1,140 @@
+"""The round trip's token matching and findings: only a pending, unexpired trip of this DATA is consumed."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from smartpop.collector.headers import parse_fields
+from smartpop.config.schema import parse_config
+from smartpop.errors import ConfigError
+from smartpop.health import roundtrip
+from smartpop.paths import Paths, ensure_data_dir
+
+NOW = 1_800_000_000.0
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+def _paths(tmp_path: Path, name: str = "data") -> Paths:
+    paths = Paths(tmp_path / name)
+    ensure_data_dir(paths)
+    return paths
+
+
+def _pending(paths: Paths, token: str = TOKEN, sent_at: float = NOW, state: str = "pending") -> None:
+    trip: Dict[str, Any] = {"token": token, "state": state, "sent_at": sent_at,
+                            "expires_at": sent_at + roundtrip.EXPIRY, "to": "sammel@firma.test",
+                            "from": "anna@firma.test", "via": "smtp.provider.test:587",
+                            "reply": "250 2.0.0 queued as ABC", "error": ""}
+    (paths.data / "health-state.json").write_text(json.dumps({"round_trips": [trip]}))
+
+
+def _fields(token: str = TOKEN, msgid_token: str = "", extra: str = "") -> List[Any]:
+    header = (f"Authentication-Results: mx.provider.test; spf=pass smtp.mailfrom=firma.test; dkim=pass "
+              f"header.d=firma.test; dmarc=pass\r\n"
+              f"{extra}"
+              f"Received-SPF: pass (provider: domain of firma.test designates 203.0.113.10)\r\n"
+              f"DKIM-Signature: v=1; a=rsa-sha256; d=firma.test; s=s1-ionos; b=AAAABBBBCCCC\r\n"
+              f"Message-ID: <roundtrip.{msgid_token or token}@firma.test>\r\n"
+              f"X-SmartPop-Roundtrip: {token}\r\n"
+              f"Subject: SmartPop round trip test\r\n\r\n")
+    return parse_fields(header.encode())
+
+
+def test_pending_trip_is_consumed_once_with_the_verdicts(tmp_path: Path) -> None:
+    """Matching token and Message-ID within the expiry: consumed, arrival and verdicts recorded (state 0600)."""
+    paths = _paths(tmp_path)
+    _pending(paths)
+    assert roundtrip.consume(paths, _fields(), "sammel", now=NOW + 42) is True
+    trip = roundtrip.trips(paths)[0]
+    assert trip["state"] == "arrived" and trip["arrived_at"] == NOW + 42 and trip["account"] == "sammel"
+    assert trip["verdicts"]["dkim-signature"] == ["d=firma.test s=s1-ionos"]
+    assert "spf=pass" in trip["verdicts"]["authentication-results"][0]
+    assert stat.S_IMODE((paths.data / "health-state.json").stat().st_mode) == 0o600
+    finding = roundtrip.check_round_trip(trip, NOW + 60)
+    assert finding is not None and finding.status == "ok", finding
+    assert "came back after 42 s" in finding.summary and "dkim=pass" in finding.summary
+    # A second copy (fetched again after a crash before its DELE) is consumed too; arrival stays.
+    assert roundtrip.consume(paths, _fields(), "sammel", now=NOW + 99) is True
+    assert roundtrip.trips(paths)[0]["arrived_at"] == NOW + 42
+
+
+@pytest.mark.parametrize("case", ["unknown", "expired", "msgid_mismatch", "not_hex", "other_installation",
+                                  "failed_send"])
+def test_attacker_headers_never_swallow_a_message(tmp_path: Path, case: str) -> None:
+    """An unknown, expired, forged or foreign token is delivered as usual, and the pending trip stays pending."""
+    paths = _paths(tmp_path)
+    other = _paths(tmp_path, "other")
+    _pending(paths, state="failed" if case == "failed_send" else "pending")
+    fields = {
+        "unknown": _fields(token="f" * 32),
+        # A forger who copies a real token into his own message still needs the Message-ID
+        # form too; one who has neither is 'unknown'. Here: header right, Message-ID wrong.
+        "msgid_mismatch": _fields(msgid_token="e" * 32),
+        "not_hex": _fields(token="../../etc/passwd", msgid_token="x"),
+        "expired": _fields(), "other_installation": _fields(), "failed_send": _fields(),
+    }[case]
+    target = other if case == "other_installation" else paths
+    now = NOW + roundtrip.EXPIRY + 1 if case == "expired" else NOW + 5
+    assert roundtrip.consume(target, fields, "sammel", now=now) is False
+    assert roundtrip.trips(paths)[0]["state"] == ("failed" if case == "failed_send" else "pending")
+    assert "arrived_at" not in roundtrip.trips(paths)[0]
+
+
+def test_attacker_verdict_headers_below_the_providers_are_not_the_verdict(tmp_path: Path) -> None:
+    """The topmost Authentication-Results (the provider's) decides; one forged further down does not."""
+    paths = _paths(tmp_path)
+    _pending(paths)
+    header = (f"Authentication-Results: mx.provider.test; spf=fail smtp.mailfrom=firma.test; dmarc=fail\r\n"
+              f"Authentication-Results: forged.example; spf=pass; dkim=pass; dmarc=pass\r\n"
+              f"Message-ID: <roundtrip.{TOKEN}@firma.test>\r\nX-SmartPop-Roundtrip: {TOKEN}\r\n\r\n")
+    assert roundtrip.consume(paths, parse_fields(header.encode()), "sammel", now=NOW + 3)
+    finding = roundtrip.check_round_trip(roundtrip.trips(paths)[0], NOW + 4)
+    assert finding is not None and finding.status == "warning"
+    assert "spf=fail" in finding.summary and "DMARC and SPF" in finding.summary
+
+
+def test_a_message_without_the_header_touches_no_file(tmp_path: Path) -> None:
+    """The fast path: no header, no state read, no lock file created."""
+    paths = Paths(tmp_path / "absent")
+    fields = parse_fields(b"Subject: hello\r\nMessage-ID: <a@b>\r\n\r\n")
+    assert roundtrip.consume(paths, fields) is False
+    assert not paths.data.exists()
+
+
+def test_not_back_in_time_is_a_problem_with_the_reason() -> None:
+    """Pending until the expiry (a warning that says it waits), then a problem naming server, reply and address."""
+    trip = {"token": TOKEN, "state": "pending", "sent_at": NOW, "expires_at": NOW + 600, "to": "sammel@firma.test",
+            "via": "smtp.provider.test:587", "reply": "250 2.0.0 queued as ABC"}
+    waiting = roundtrip.check_round_trip(trip, NOW + 30)
+    assert waiting is not None and waiting.status == "warning" and "on its way" in waiting.summary
+    late = roundtrip.check_round_trip(trip, NOW + 601)
+    assert late is not None and late.status == "problem"
+    for part in ("via smtp.provider.test:587", "250 2.0.0 queued as ABC", "not fetched by",
+                 "catch-all account collects for sammel@firma.test"):
+        assert part in late.summary
+    assert roundtrip.check_round_trip(None, NOW) is None
+
+
+def test_addresses_prefer_the_catch_all_and_a_local_sender() -> None:
+    """To: the multidrop account's own address; From: the relay login when it is local, else the fallback."""
+    base: Dict[str, Any] = {
+        "accounts": [{"name": "anna", "protocol": "pop3", "host": "pop.p.test", "port": 995, "security": "ssl",
+                      "username": "anna@firma.test", "password": "x", "mode": "single",
+                      "deliver_to": "anna@firma.test"},
+                     {"name": "sammel", "protocol": "pop3", "host": "pop.p.test", "port": 995, "security": "ssl",
+                      "username": "sammel@firma.test", "password": "x"}],
+        "local_domains": ["firma.test"], "fallback_recipient": "postmaster@firma.test",
+        "relay": {"enabled": True, "host": "smtp.p.test", "port": 587, "security": "starttls",
+                  "username": "12345-customer", "password": "y"},
+    }
+    assert roundtrip.addresses(parse_config(base)) == {"to": "sammel@firma.test", "from": "postmaster@firma.test"}
+    base["relay"]["username"] = "anna@firma.test"
+    assert roundtrip.addresses(parse_config(base))["from"] == "anna@firma.test"
+    base["accounts"] = []
+    with pytest.raises(ConfigError):
+        roundtrip.addresses(parse_config(base))

@@ -19,7 +19,7 @@ from smartpop.config.secret import Secret
 from smartpop.errors import ConnectError, TemporaryError
 from smartpop.fsutil import atomic_write
 from smartpop.health import checks, openrelay, probes, roundtrip
-from smartpop.health.dnsquery import PROBE_IP, Answer, Resolver, SpfEvaluation, evaluate_spf
+from smartpop.health.dnsquery import NXDOMAIN, PROBE_IP, Answer, Resolver, SpfEvaluation, evaluate_spf
 from smartpop.health.findings import PROBLEM, Finding, overall
 from smartpop.health.providers import ProviderDns, provider_for_host
 from smartpop.paths import Paths
@@ -72,6 +72,10 @@ def check_domain(resolver: Resolver, domain: str, config: Config, helo: str = "l
     account_hosts = sorted({a.host for a in config.accounts if a.enabled})
     mx_answer, mx_hosts = resolver.mx(domain)
     findings = [checks.check_mx(domain, mx_answer, mx_hosts, account_hosts)]
+    if mx_answer.outcome == NXDOMAIN:
+        # The domain does not exist: SPF, DKIM and DMARC cannot exist either, and their
+        # findings would only repeat the MX problem as noise.
+        return findings
 
     txt = resolver.txt(domain)
     probe: Optional[SpfEvaluation] = None

@@ -138,3 +138,82 @@ def test_addresses_prefer_the_catch_all_and_a_local_sender() -> None:
     base["accounts"] = []
     with pytest.raises(ConfigError):
         roundtrip.addresses(parse_config(base))
+
+
+@pytest.mark.parametrize("case", ["not_hex", "msgid_mismatch"])
+def test_a_header_that_cannot_be_ours_never_waits_for_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               case: str) -> None:
+    """A malformed or mismatched token is delivered even while another process holds the state lock.
+
+    Before, such a message took the lock too, and a busy lock kept a stranger's message on the
+    server (ProtocolError) for that run; a genuine candidate still waits for the lock.
+    """
+    from smartpop import fsutil
+    from smartpop.errors import ProtocolError
+
+    paths = _paths(tmp_path)
+    _pending(paths)
+    monkeypatch.setattr(roundtrip, "LOCK_TIMEOUT", 0.2)
+    fields = _fields(token="../../etc/passwd", msgid_token="x") if case == "not_hex" else _fields(msgid_token="e" * 32)
+    paths.locks.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with fsutil.locked(paths.locks / "health-state.lock", timeout=1):
+        assert roundtrip.consume(paths, fields, "sammel", now=NOW + 5) is False
+        with pytest.raises(ProtocolError):
+            roundtrip.consume(paths, _fields(), "sammel", now=NOW + 5)
+    assert roundtrip.trips(paths)[0]["state"] == "pending"
+
+
+@pytest.mark.parametrize("content", [
+    b'{"round_trips": [{"token": "0123456789abcdef01',  # cut by a power cut
+    b"",
+    b"\0" * 64,
+    b'{"round_trips": [{"token": "0123456789abcdef0123456789abcdef", "state": "pending", "expires_at": "soon"}]}',
+    b'{"round_trips": [{"token": "0123456789abcdef0123456789abcdef", "state": "arrived", "arrived_at": [1]}]}',
+    b'{"round_trips": [{"token": "0123456789abcdef0123456789abcdef", "state": "arrived", "sent_at": "x", '
+    b'"arrived_at": 1800000000, "verdicts": {"authentication-results": [5, null]}}]}',
+    b'{"round_trips": [{"token": "0123456789abcdef0123456789abcdef", "state": "arrived", '
+    b'"arrived_at": 1800000000, "verdicts": ["spf=pass"]}]}',
+    b'{"round_trips": "many"}',
+    b"[]",
+])
+def test_a_damaged_state_file_never_holds_mail_or_breaks_the_report(tmp_path: Path, content: bytes) -> None:
+    """Truncated, empty or type-damaged health-state.json: no exception; mail is routed or consumed, never stuck.
+
+    Before, a number field holding text raised ValueError in consume(): the collector set the
+    message aside as unplaceable on every run, and the report and the page's poll failed too.
+    """
+    paths = _paths(tmp_path)
+    (paths.data / "health-state.json").write_bytes(content)
+    assert roundtrip.consume(paths, _fields(), "sammel", now=NOW + 5) in (True, False)
+    finding = roundtrip.latest_finding(paths, NOW + 5)
+    assert finding is None or finding.status in ("ok", "warning", "problem")
+    assert roundtrip.consume(paths, parse_fields(b"Subject: hi\r\n\r\n"), "sammel") is False
+
+
+def test_a_reply_that_echoes_the_message_id_does_not_carry_the_token(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exchange answers DATA with '250 2.6.0 <Message-ID> Queued': the stored reply and the finding hide the token."""
+    from smartpop.health import probes
+
+    paths = _paths(tmp_path)
+    config = parse_config({
+        "accounts": [{"name": "sammel", "protocol": "pop3", "host": "pop.p.test", "username": "sammel@firma.test",
+                      "password": "x"}],
+        "local_domains": ["firma.test"], "fallback_recipient": "postmaster@firma.test",
+        "relay": {"enabled": True, "host": "smtp.p.test", "port": 587, "security": "starttls",
+                  "username": "anna@firma.test", "password": "y"}})
+
+    def echo(host: str, port: int, security: str, username: str, password: Any, ca_file: str,
+             **options: Any) -> probes.LoginResult:
+        msgid = options["envelope"].data.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
+        return probes.LoginResult(host, port, security, username, stage="done", logged_in=True, auth_sent=True,
+                                  sent=True, reply_code=250, reply=f"2.6.0 {msgid.upper()} [InternalId=1] Queued")
+
+    monkeypatch.setattr(probes, "probe_relay_login", echo)
+    trip = roundtrip.start(paths, config, ca_file="/nonexistent", now=NOW)
+    token = trip["token"]
+    stored = (paths.data / "health-state.json").read_text()
+    assert stored.count(token) == 1 and token.upper() not in stored  # only the token field itself
+    assert "<token>" in trip["reply"]
+    finding = roundtrip.latest_finding(paths, NOW + 5)
+    assert finding is not None and token not in json.dumps(finding.as_dict()).lower()

@@ -74,6 +74,14 @@ def _write(paths: Paths, state: Dict[str, Any]) -> None:
     fsutil.atomic_write(_state_file(paths), (json.dumps(state, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 
 
+def _number(value: Any) -> float:
+    """A time stamp from the state file; 0 for anything that is not a number (a hand-edited or foreign file)."""
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _trips(state: Dict[str, Any]) -> List[Dict[str, Any]]:
     trips = state.get("round_trips")
     return [t for t in trips if isinstance(t, dict)] if isinstance(trips, list) else []
@@ -173,15 +181,21 @@ def start(paths: Paths, config: Config, ca_file: Optional[str] = None, now: Opti
     result = probes.probe_relay_login(relay.host, relay.port, relay.security, relay.username, relay.password,
                                       ca_file, timeout=timeout, local_hostname=socket.gethostname() or "localhost",
                                       envelope=envelope)
-    reply = f"{result.reply_code} {result.reply}".strip() if result.reply_code else ""
+    # Some servers (Exchange, Microsoft 365) echo the Message-ID, and so the token, in their
+    # answer to DATA; the reply is shown on the Health page, where the token must never appear.
+    reply = _without_token(f"{result.reply_code} {result.reply}".strip() if result.reply_code else "", token)
     changes: Dict[str, Any] = {"reply": reply}
     if not result.sent:
-        changes.update(state=FAILED, error=result.error or "not sent")
+        changes.update(state=FAILED, error=_without_token(result.error or "not sent", token))
     _update(paths, token, changes)
     trip.update(changes)
     log.info("round trip %s: %s via %s for %s (%s)", token[:8], "sent" if result.sent else "not sent",
              trip["via"], trip["to"], reply or result.error)
     return trip
+
+
+def _without_token(text: str, token: str) -> str:
+    return re.sub(re.escape(token), "<token>", text, flags=re.IGNORECASE)
 
 
 def _verdicts(fields: Sequence[headers.Field]) -> Dict[str, List[str]]:
@@ -210,16 +224,22 @@ def consume(paths: Paths, fields: Sequence[headers.Field], account: str = "", no
     moment = time.time() if now is None else now
     candidates = [t for t in tokens if _TOKEN.match(t) and f"roundtrip.{t}@" in message_id]
     match: Optional[Dict[str, Any]] = None
+    if not candidates:
+        # No well-formed token that the Message-ID repeats: it cannot be ours, so neither the lock
+        # nor the file is touched (a busy lock must not hold a stranger's message on the server).
+        log.warning("%s: a message with a malformed or mismatched %s header is delivered as usual",
+                    account or "collector", HEADER)
+        return False
     try:
         with _locked(paths):
-            state = _read(paths) if candidates else {}
+            state = _read(paths)
             for trip in _trips(state):
                 token = str(trip.get("token", ""))
                 if not any(secrets.compare_digest(token, c) for c in candidates):
                     continue
-                if trip.get("state") == PENDING and moment < float(trip.get("expires_at") or 0):
+                if trip.get("state") == PENDING and moment < _number(trip.get("expires_at")):
                     match = trip
-                elif trip.get("state") == ARRIVED and moment < float(trip.get("arrived_at") or 0) + ARRIVED_GRACE:
+                elif trip.get("state") == ARRIVED and moment < _number(trip.get("arrived_at")) + ARRIVED_GRACE:
                     match = trip
             if match is not None and match.get("state") == PENDING:
                 match.update(state=ARRIVED, arrived_at=moment, account=account, verdicts=_verdicts(fields))
@@ -232,7 +252,7 @@ def consume(paths: Paths, fields: Sequence[headers.Field], account: str = "", no
                     "expired or forged token); it is delivered as usual", account or "collector", HEADER)
         return False
     log.info("%s: round trip %s came back after %.0f s; consumed, delivered to nobody", account or "collector",
-             str(match.get("token", ""))[:8], float(match.get("arrived_at", moment)) - float(match["sent_at"]))
+             str(match.get("token", ""))[:8], _number(match.get("arrived_at", moment)) - _number(match.get("sent_at")))
     return True
 
 
@@ -240,13 +260,18 @@ def _clock(stamp: float) -> str:
     return time.strftime("%H:%M", time.localtime(stamp))
 
 
+def _texts(values: Any) -> List[str]:
+    """The strings of a recorded header list (anything else in a damaged state file is skipped)."""
+    return [v for v in values if isinstance(v, str)] if isinstance(values, list) else []
+
+
 def verdict_summary(verdicts: Dict[str, List[str]]) -> Dict[str, str]:
     """spf/dkim/dmarc results from the topmost Authentication-Results (else Received-SPF) header."""
     results: Dict[str, str] = {}
-    for value in verdicts.get("authentication-results", [])[:1]:
+    for value in _texts(verdicts.get("authentication-results"))[:1]:
         for method, outcome in _RESULT.findall(value):
             results.setdefault(method.lower(), outcome.lower())
-    spf_header = verdicts.get("received-spf", [])
+    spf_header = _texts(verdicts.get("received-spf"))
     if "spf" not in results and spf_header:
         results["spf"] = spf_header[0].split(None, 1)[0].lower() if spf_header[0].strip() else ""
     return results
@@ -256,8 +281,8 @@ def check_round_trip(trip: Optional[Dict[str, Any]], now: float) -> Optional[Fin
     """The finding for the newest round trip (None before the first one): pending, ok, or a problem with the reason."""
     if trip is None:
         return None
-    sent_at = float(trip.get("sent_at") or 0)
-    expires_at = float(trip.get("expires_at") or sent_at + EXPIRY)
+    sent_at = _number(trip.get("sent_at"))
+    expires_at = _number(trip.get("expires_at")) or sent_at + EXPIRY
     via, to = str(trip.get("via", "")), str(trip.get("to", ""))
     details: Dict[str, Any] = {k: trip.get(k) for k in ("state", "sent_at", "expires_at", "arrived_at", "to",
                                                           "from", "via", "reply", "error", "account", "verdicts")}
@@ -266,9 +291,10 @@ def check_round_trip(trip: Optional[Dict[str, Any]], now: float) -> Optional[Fin
                        f"{_clock(sent_at)}: {trip.get('error')} {trip.get('reply', '')}".rstrip() + "; check the relay "
                        "server, login and security on the Relay page.", details)
     if trip.get("state") == ARRIVED:
-        seconds = max(0.0, float(trip.get("arrived_at") or sent_at) - sent_at)
+        seconds = max(0.0, (_number(trip.get("arrived_at")) or sent_at) - sent_at)
         details["seconds"] = round(seconds, 1)
-        results = verdict_summary(trip.get("verdicts") or {})
+        verdicts = trip.get("verdicts")
+        results = verdict_summary(verdicts if isinstance(verdicts, dict) else {})
         details["results"] = results
         shown = ", ".join(f"{k}={v}" for k, v in sorted(results.items())) or "no verdict headers"
         failed = " and ".join(sorted(k.upper() for k, v in results.items() if v in ("fail", "softfail", "permerror")))

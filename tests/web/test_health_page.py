@@ -7,6 +7,7 @@ account's certificate. Nothing leaves 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List
@@ -143,3 +144,59 @@ def test_health_page_in_the_browser(health_rig: Rig) -> None:
         assert german.text("h1") == "Mail-Check" and german.text("#health-run") == "Jetzt prüfen"
     finally:
         german.quit()
+
+
+def test_findings_in_german_an_old_report_in_english_and_no_token(secrets_of_config: List[str]) -> None:
+    """The German page words each finding from its key; a report stored before the keys keeps its English text.
+
+    The round trip's reply echoes the token (as Exchange does); neither token nor password reaches the browser,
+    and every POST of the page wants this session's CSRF token.
+    """
+    from smartpop.health import openrelay
+    from smartpop.health.findings import make
+
+    rig = Rig(sample_document())
+    try:
+        facts = {"params": {"smtpd_relay_restrictions": "permit_mynetworks reject_unauth_destination",
+                            "mynetworks": "0.0.0.0/0"}, "services": ["smtp/inet"]}
+        relay = openrelay.check_open_relay(facts, relay_enabled=True)
+        assert relay is not None and relay.status == "problem"
+        mx = make("mx", "firma.de", "ok", "health.msg.mx.ok", {}, domain="firma.de", host="mx00.ionos.de",
+                  provider="IONOS")
+        old = {"check": "dmarc", "subject": "firma.de", "status": "warning", "details": {},
+               "summary": "firma.de has no DMARC record (stored by an older SmartPop)."}
+        service.save_report(rig.paths, {"checked_at": "2026-12-01T08:00:00+00:00", "duration_seconds": 1.0,
+                                        "status": "problem",
+                                        "findings": [relay.as_dict(), mx.as_dict(), old]})
+        token = "0123456789abcdef0123456789abcdef"
+        now = time.time()
+        (rig.paths.data / "health-state.json").write_text(json.dumps({"round_trips": [
+            {"token": token, "state": "pending", "sent_at": now, "expires_at": now + 600, "to": "sammel@firma.de",
+             "via": "smtp.firma.de:587", "reply": "250 2.6.0 <token> Queued", "error": ""}]}))
+        german = Browserless(rig, "admin")
+        german.http.headers["Accept-Language"] = "de"
+        page = german.get("/health/").text
+        assert "Mail für firma.de geht an mx00.ionos.de, Ihren Provider (IONOS)" in page
+        assert "mynetworks vertraut 0.0.0.0/0" in page and "lets anyone" not in page and "trusts" not in page
+        assert "stored by an older SmartPop" in page
+        assert "Die Testnachricht wurde um" in page and "ist unterwegs" in page
+        fragment = german.get("/health/fragment/findings").text
+        assert "Mail für firma.de" in fragment
+        api = german.get("/health/api").json()
+        assert api["round_trip"]["finding"]["summary"].startswith("Die Testnachricht wurde um")
+        english = Browserless(rig, "admin")
+        assert "Mail for firma.de goes to mx00.ionos.de" in english.get("/health/").text
+
+        rules = [r for r in rig.backend.app.url_map.iter_rules() if r.rule.startswith("/health/")]
+        posts = [r.rule for r in rules if "POST" in (r.methods or set())]
+        assert sorted(posts) == ["/health/api/round-trip", "/health/api/run"]
+        other = Browserless(rig, "admin")
+        for path in posts:
+            for headers in ({}, {"X-SmartPop-CSRF": "0" * 64}, {"X-SmartPop-CSRF": other.csrf()}):
+                assert german.post(path, headers=headers).status_code == 403, (path, headers)
+        for body in german.bodies + english.bodies + other.bodies:
+            assert token not in body
+            for secret in secrets_of_config:
+                assert secret not in body
+    finally:
+        rig.stop()

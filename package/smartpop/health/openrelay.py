@@ -15,7 +15,7 @@ import logging
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from smartpop.health.findings import OK, PROBLEM, WARNING, Finding, worst
+from smartpop.health.findings import OK, PROBLEM, WARNING, Finding, make, phrase, phrases, worst
 from smartpop.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ _CLOSERS = (*_GUARDS, "reject", "defer")
 _SAFE_PERMITS = ("permit_mynetworks", "permit_sasl_authenticated", "permit_auth_destination",
                  "permit_tls_clientcerts")
 _OPEN_PERMITS = ("permit", "permit_tls_all_clientcerts", "permit_mx_backup")
+# The permits before the guard, in plain words (catalog phrases).
+_WHO = {"permit_mynetworks": "health.part.who.mynetworks", "permit_sasl_authenticated": "health.part.who.sasl",
+        "permit_auth_destination": "health.part.who.own_domains", "permit_tls_clientcerts": "health.part.who.certs"}
 _SPLIT = re.compile(r"[\s,]+")
 # What a LAN may be: loopback, RFC 1918, link-local, IPv6 unique-local (and IPv4-mapped loopback).
 # Explicit, not ipaddress's is_private, which also counts documentation and other reserved ranges.
@@ -56,8 +59,8 @@ def _words(value: str) -> List[str]:
     return [w for w in _SPLIT.split(value.strip()) if w]
 
 
-def judge_restrictions(relay: str, recipient: str) -> Tuple[str, str]:
-    """(status, plain words) for smtpd_relay_restrictions and smtpd_recipient_restrictions."""
+def judge_restrictions(relay: str, recipient: str) -> Tuple[str, Dict[str, Any]]:
+    """(status, plain words as a catalog phrase) for smtpd_relay_restrictions and smtpd_recipient_restrictions."""
     for name, value in (("smtpd_relay_restrictions", relay), ("smtpd_recipient_restrictions", recipient)):
         words = _words(value)
         guard = next((i for i, w in enumerate(words) if w in _CLOSERS), None)
@@ -66,26 +69,23 @@ def judge_restrictions(relay: str, recipient: str) -> Tuple[str, str]:
         before = words[:guard]
         opened = [w for w in before if w in _OPEN_PERMITS]
         if opened:
-            return PROBLEM, (f"{name} lets anyone through with {opened[0]} before {words[guard]}, so strangers can "
-                             "send through your server")
+            return PROBLEM, phrase("health.part.relay.open", name=name, permit=opened[0], guard=words[guard])
         unclear = [w for w in before if w.startswith("check_")]
         allowed = [w for w in before if w in _SAFE_PERMITS]
-        who = " and ".join({"permit_mynetworks": "trusted networks", "permit_sasl_authenticated": "logged-in users",
-                            "permit_auth_destination": "mail to your own domains",
-                            "permit_tls_clientcerts": "known client certificates"}[w] for w in allowed)
-        text = (f"{name} relays only for {who or 'nobody'} and refuses other destinations ({words[guard]})")
+        who = (phrases([phrase(_WHO[w]) for w in allowed], join="health.part.and") if allowed
+               else phrase("health.part.who.nobody"))
         if unclear:
-            return WARNING, text + f", but {unclear[0]} comes first and may allow more (a table SmartPop cannot see)"
-        return OK, text
-    return PROBLEM, ("neither smtpd_relay_restrictions nor smtpd_recipient_restrictions contains "
-                     "reject_unauth_destination, so Postfix may relay mail for anyone")
+            return WARNING, phrase("health.part.relay.unclear", name=name, who=who, guard=words[guard],
+                                   table=unclear[0])
+        return OK, phrase("health.part.relay.ok", name=name, who=who, guard=words[guard])
+    return PROBLEM, phrase("health.part.relay.none")
 
 
 def _inside(network: Any, lan: Any) -> bool:
     return bool(network.version == lan.version and network.subnet_of(lan))
 
 
-def judge_mynetworks(value: str) -> Tuple[str, str, List[str]]:
+def judge_mynetworks(value: str) -> Tuple[str, Dict[str, Any], List[str]]:
     """(status, plain words, the ranges that are not loopback/private) for mynetworks."""
     public: List[str] = []
     tables: List[str] = []
@@ -102,12 +102,10 @@ def judge_mynetworks(value: str) -> Tuple[str, str, List[str]]:
         if not any(_inside(network, lan) for lan in _LAN):
             public.append(word)
     if public:
-        return PROBLEM, (f"mynetworks trusts {', '.join(public)}, which is not your LAN: every computer there may "
-                         "send mail through your server without a login"), public
+        return PROBLEM, phrase("health.part.nets.public", ranges=", ".join(public)), public
     if tables:
-        return WARNING, (f"mynetworks names {', '.join(tables)}, which SmartPop cannot look into; make sure it "
-                         "lists only your LAN"), public
-    return OK, f"mynetworks trusts only loopback and LAN ranges ({value.strip() or 'none'})", public
+        return WARNING, phrase("health.part.nets.tables", tables=", ".join(tables)), public
+    return OK, phrase("health.part.nets.ok", value=value.strip() or phrase("health.part.none")), public
 
 
 def check_open_relay(facts: Optional[Dict[str, Any]], relay_enabled: bool) -> Optional[Finding]:
@@ -115,18 +113,17 @@ def check_open_relay(facts: Optional[Dict[str, Any]], relay_enabled: bool) -> Op
     if facts is None:
         if not relay_enabled:
             return None
-        return Finding(CHECK, "MailPlus", WARNING, "The root task has not recorded MailPlus's relay rules yet; it "
-                       "does on its next run (set it up with the command on the Relay page).", {})
+        return make(CHECK, "MailPlus", WARNING, "health.msg.open_relay.not_recorded")
     if facts.get("error"):
-        return Finding(CHECK, "MailPlus", WARNING, f"The root task could not read MailPlus's relay rules "
-                       f"({facts['error']}); it tries again on its next run.", {"time": facts.get("time")})
+        return make(CHECK, "MailPlus", WARNING, "health.msg.open_relay.error", {"time": facts.get("time")},
+                    error=str(facts["error"]))
     raw = facts.get("params")
     main = {k: str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
     recorded = facts.get("overrides")
     overrides: Dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     services = [str(s) for s in facts.get("services") or [] if isinstance(s, str)] or ["smtp/inet"]
     statuses: List[str] = []
-    sentences: List[str] = []
+    sentences: List[Dict[str, Any]] = []
     per_service: Dict[str, Any] = {}
     for service in services:
         own = overrides.get(service)
@@ -137,14 +134,12 @@ def check_open_relay(facts: Optional[Dict[str, Any]], relay_enabled: bool) -> Op
         status = worst([relay_status, nets_status])
         per_service[service] = {"status": status, "params": params, "public_ranges": public}
         statuses.append(status)
-        label = "" if service == "smtp/inet" else f"{service.split('/')[0]} (master.cf): "
         if status != OK or not sentences:
-            sentences.append(f"{label}{relay_text}; {nets_text}")
+            sentence = phrase("health.part.relay.sentence", relay=relay_text, nets=nets_text)
+            if service != "smtp/inet":
+                sentence = phrase("health.part.relay.service", service=service.split("/")[0], text=sentence)
+            sentences.append(sentence)
     overall_status = worst(statuses)
     details = {"time": facts.get("time"), "services": per_service}
-    text = ". ".join(sentences[:3])
-    if overall_status == OK:
-        return Finding(CHECK, "MailPlus", OK, f"MailPlus is not an open relay: {text}.", details)
-    fix = ("remove the wide ranges from MailPlus Server > Security > Trusted networks (mynetworks) and keep "
-           "reject_unauth_destination in the relay rules")
-    return Finding(CHECK, "MailPlus", overall_status, f"{text}; {fix}.", details)
+    key = "health.msg.open_relay.ok" if overall_status == OK else "health.msg.open_relay.bad"
+    return make(CHECK, "MailPlus", overall_status, key, details, text=phrases(sentences[:3], sep=". "))

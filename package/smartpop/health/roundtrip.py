@@ -26,7 +26,7 @@ from smartpop import fsutil
 from smartpop.collector import headers
 from smartpop.config.schema import Config
 from smartpop.errors import ConfigError, LockBusy, ProtocolError
-from smartpop.health.findings import OK, PROBLEM, WARNING, Finding
+from smartpop.health.findings import OK, PROBLEM, WARNING, Finding, make, phrase, phrases
 from smartpop.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -287,30 +287,28 @@ def check_round_trip(trip: Optional[Dict[str, Any]], now: float) -> Optional[Fin
     details: Dict[str, Any] = {k: trip.get(k) for k in ("state", "sent_at", "expires_at", "arrived_at", "to",
                                                           "from", "via", "reply", "error", "account", "verdicts")}
     if trip.get("state") == FAILED:
-        return Finding("round_trip", to, PROBLEM, f"The test message could not be sent via {via} at "
-                       f"{_clock(sent_at)}: {trip.get('error')} {trip.get('reply', '')}".rstrip() + "; check the relay "
-                       "server, login and security on the Relay page.", details)
+        return make("round_trip", to, PROBLEM, "health.msg.round_trip.failed", details, via=via,
+                    clock=_clock(sent_at), error=f"{trip.get('error')} {trip.get('reply', '')}".strip())
     if trip.get("state") == ARRIVED:
         seconds = max(0.0, (_number(trip.get("arrived_at")) or sent_at) - sent_at)
         details["seconds"] = round(seconds, 1)
         verdicts = trip.get("verdicts")
         results = verdict_summary(verdicts if isinstance(verdicts, dict) else {})
         details["results"] = results
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(results.items())) or "no verdict headers"
-        failed = " and ".join(sorted(k.upper() for k, v in results.items() if v in ("fail", "softfail", "permerror")))
+        shown: Any = (", ".join(f"{k}={v}" for k, v in sorted(results.items()))
+                      or phrase("health.part.round_trip.no_verdicts"))
+        failed = sorted(k.upper() for k, v in results.items() if v in ("fail", "softfail", "permerror"))
         if failed:
-            return Finding("round_trip", to, WARNING, f"The test message came back after {seconds:.0f} s, but the "
-                           f"provider recorded {shown}; fix {failed} for the sender's domain "
-                           "(see the DNS checks), or receivers will treat your mail as forged.", details)
-        return Finding("round_trip", to, OK, f"The test message sent at {_clock(sent_at)} via {via} came back after "
-                       f"{seconds:.0f} s (the provider recorded: {shown}).", details)
+            return make("round_trip", to, WARNING, "health.msg.round_trip.verdict_failed", details,
+                        seconds=round(seconds), shown=shown, failed=phrases(failed, join="health.part.and"))
+        return make("round_trip", to, OK, "health.msg.round_trip.ok", details, clock=_clock(sent_at), via=via,
+                    seconds=round(seconds), shown=shown)
+    reply = str(trip.get("reply") or "")
     if now < expires_at:
-        return Finding("round_trip", to, WARNING, f"The test message was sent at {_clock(sent_at)} via {via} "
-                       f"({trip.get('reply') or 'accepted'}) and is on its way; SmartPop waits for it until "
-                       f"{_clock(expires_at)}.", details)
-    return Finding("round_trip", to, PROBLEM, f"The test message was sent at {_clock(sent_at)} via {via}, accepted "
-                   f"({trip.get('reply') or 'no reply recorded'}), but not fetched by {_clock(expires_at)}: check "
-                   f"that the catch-all account collects for {to} and that collection runs.", details)
+        return make("round_trip", to, WARNING, "health.msg.round_trip.pending", details, clock=_clock(sent_at),
+                    via=via, reply=reply or phrase("health.part.round_trip.accepted"), until=_clock(expires_at))
+    return make("round_trip", to, PROBLEM, "health.msg.round_trip.late", details, clock=_clock(sent_at), via=via,
+                reply=reply or phrase("health.part.round_trip.no_reply"), until=_clock(expires_at), to=to)
 
 
 def latest_finding(paths: Paths, now: Optional[float] = None) -> Optional[Finding]:

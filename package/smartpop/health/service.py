@@ -20,7 +20,7 @@ from smartpop.errors import ConnectError, TemporaryError
 from smartpop.fsutil import atomic_write
 from smartpop.health import checks, openrelay, probes, roundtrip
 from smartpop.health.dnsquery import NXDOMAIN, PROBE_IP, Answer, Resolver, SpfEvaluation, evaluate_spf
-from smartpop.health.findings import PROBLEM, Finding, overall
+from smartpop.health.findings import PROBLEM, Finding, make, overall
 from smartpop.health.providers import ProviderDns, provider_for_host
 from smartpop.paths import Paths
 
@@ -147,8 +147,7 @@ def run_all(paths: Paths, config: Config, resolver: Optional[Resolver] = None, c
         dns = resolver if resolver is not None else Resolver()
     except TemporaryError as exc:
         dns = None
-        error = Finding("dns", "-", "warning", f"{exc}; set a DNS server in DSM's network settings and run the check "
-                        "again.", {})
+        error = make("dns", "-", "warning", "health.msg.dns.no_resolver", error=str(exc))
         steps.append(("DNS", lambda: [error]))
     if dns is not None:
         for domain in health_domains(config):
@@ -222,8 +221,8 @@ def _certificate_findings(protocol: str, host: str, port: int, security: str, ac
     try:
         context = tls_context(account_ca)
     except ConnectError as exc:
-        return [Finding("certificate", f"{host}:{port}", "problem", f"{exc}; fix the account's ca_file.",
-                        {"host": host, "port": port})]
+        return [make("certificate", f"{host}:{port}", "problem", "health.msg.cert.ca_file",
+                     {"host": host, "port": port}, error=str(exc))]
     cert = probes.probe_certificate(host, port, protocol, security, context, timeout=timeout)
     return [checks.check_certificate(f"{host}:{port}", cert, moment)]
 

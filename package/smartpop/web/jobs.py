@@ -98,38 +98,39 @@ class HealthJobs:
         self._checks: Dict[str, Any] = {"running": False, "done": 0, "total": 0, "step": "", "error": None}
         self._trip: Dict[str, Any] = {"sending": False, "error": None}
 
-    def start_checks(self) -> Dict[str, Any]:
-        """Start a check run unless one runs (here or as the daily run); return the snapshot."""
+    def start_checks(self, lang: str = "en") -> Dict[str, Any]:
+        """Start a check run unless one runs (here or as the daily run); return the snapshot in `lang`."""
         from smartpop.health import service
 
         with self._lock:
             if self._checks["running"] or service.running():
-                return self.snapshot_locked()
+                return self.snapshot_locked(lang)
             self._checks = {"running": True, "done": 0, "total": 0, "step": "", "error": None,
                             "started": time.time()}
         threading.Thread(target=self._run_checks, name="ui-health", daemon=True).start()
-        return self.snapshot()
+        return self.snapshot(lang)
 
-    def start_round_trip(self) -> Dict[str, Any]:
+    def start_round_trip(self, lang: str = "en") -> Dict[str, Any]:
         """Send the round-trip message in a thread (a dead server takes up to the probe timeout)."""
         with self._lock:
             if not self._trip["sending"]:
                 self._trip = {"sending": True, "error": None}
                 threading.Thread(target=self._send_round_trip, name="ui-roundtrip", daemon=True).start()
-            return self.snapshot_locked()
+            return self.snapshot_locked(lang)
 
-    def snapshot(self) -> Dict[str, Any]:
-        """Both jobs' state and the newest round trip's finding (never its token), JSON-ready."""
+    def snapshot(self, lang: str = "en") -> Dict[str, Any]:
+        """Both jobs' state and the newest round trip's finding in `lang` (never its token), JSON-ready."""
         with self._lock:
-            return self.snapshot_locked()
+            return self.snapshot_locked(lang)
 
-    def snapshot_locked(self) -> Dict[str, Any]:
+    def snapshot_locked(self, lang: str = "en") -> Dict[str, Any]:
         """snapshot() for a caller that holds the lock."""
         from smartpop.health import roundtrip
+        from smartpop.health.findings import localized
 
         finding = roundtrip.latest_finding(self.paths)
         trip = dict(self._trip)
-        trip["finding"] = {"status": finding.status, "summary": redact(finding.summary),
+        trip["finding"] = {"status": finding.status, "summary": redact(localized(finding.as_dict(), lang)),
                            "state": finding.details.get("state"), "seconds": finding.details.get("seconds"),
                            "results": finding.details.get("results") or {}} if finding else None
         return {"checks": dict(self._checks), "round_trip": trip}

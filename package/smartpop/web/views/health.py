@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, render_template
 
 from smartpop.errors import ConfigError
 from smartpop.health import roundtrip, service
+from smartpop.health.findings import localized
 from smartpop.log import redact
 from smartpop.web.views.common import answer, load_config, page, paths, t
 
@@ -38,12 +39,15 @@ def summary() -> Dict[str, Any]:
 
 
 def _findings() -> List[Dict[str, Any]]:
-    """The stored findings, problems first, each with its details as redacted JSON text."""
+    """The stored findings, problems first, each in the page's language, its details as redacted JSON text."""
     report = service.load_report(paths()) or {}
     rows = []
     for finding in report.get("findings", []):
-        rows.append({**finding, "details_text": redact(json.dumps(finding.get("details", {}), indent=1,
-                                                                   sort_keys=True, default=str))})
+        if not isinstance(finding, dict):
+            continue
+        rows.append({**finding, "text": redact(localized(finding, g.lang)),
+                     "details_text": redact(json.dumps(finding.get("details", {}), indent=1, sort_keys=True,
+                                                       default=str))})
     order = {s: i for i, s in enumerate(STATUSES)}
     return sorted(rows, key=lambda f: order.get(f.get("status", ""), 3))
 
@@ -62,7 +66,7 @@ def _round_trip_target() -> Dict[str, str]:
 def index() -> str:
     """The health page."""
     return page("health.html", page_title="nav.health", health=summary(), findings=_findings(),
-                target=_round_trip_target(), jobs=_jobs().snapshot())
+                target=_round_trip_target(), jobs=_jobs().snapshot(g.lang))
 
 
 @bp.route("/fragment/findings")
@@ -74,13 +78,13 @@ def findings_fragment() -> str:
 @bp.route("/api")
 def progress() -> Response:
     """The check run's progress and the round trip's state (no token, no password)."""
-    return jsonify(_jobs().snapshot())
+    return jsonify(_jobs().snapshot(g.lang))
 
 
 @bp.route("/api/run", methods=["POST"])
 def run_now() -> Response:
     """Start every check in the background; the page polls /api."""
-    jobs = _jobs().start_checks()
+    jobs = _jobs().start_checks(g.lang)
     log.info("health checks started by %s", g.caller.user)
     return answer(True, t("js.health_running"), jobs=jobs)
 
@@ -89,4 +93,4 @@ def run_now() -> Response:
 def round_trip() -> Response:
     """Send the round-trip test message in the background; the page polls /api until it is back."""
     log.info("round trip started by %s", g.caller.user)
-    return answer(True, t("health.roundtrip.sending"), jobs=_jobs().start_round_trip())
+    return answer(True, t("health.roundtrip.sending"), jobs=_jobs().start_round_trip(g.lang))

@@ -217,3 +217,13 @@ def test_a_reply_that_echoes_the_message_id_does_not_carry_the_token(tmp_path: P
     assert "<token>" in trip["reply"]
     finding = roundtrip.latest_finding(paths, NOW + 5)
     assert finding is not None and token not in json.dumps(finding.as_dict()).lower()
+
+
+def test_a_trip_stored_with_the_token_in_its_reply_shows_no_token() -> None:
+    """A reply recorded before replies were cleaned: the finding (summary, details) still hides the token."""
+    trip = {"token": TOKEN, "state": "failed", "sent_at": NOW, "expires_at": NOW + 600, "to": "sammel@firma.test",
+            "via": "smtp.provider.test:587", "reply": f"554 <roundtrip.{TOKEN.upper()}@firma.test> rejected",
+            "error": f"refused roundtrip.{TOKEN}"}
+    finding = roundtrip.check_round_trip(trip, NOW + 30)
+    assert finding is not None and finding.status == "problem" and "<token>" in finding.summary
+    assert TOKEN not in json.dumps(finding.as_dict()).lower()

@@ -284,6 +284,10 @@ def check_round_trip(trip: Optional[Dict[str, Any]], now: float) -> Optional[Fin
     sent_at = _number(trip.get("sent_at"))
     expires_at = _number(trip.get("expires_at")) or sent_at + EXPIRY
     via, to = str(trip.get("via", "")), str(trip.get("to", ""))
+    token = str(trip.get("token") or "")
+    # A trip recorded before replies were cleaned may still hold the token in them (docs/HEALTH.md).
+    trip = {**trip, **{k: _without_token(str(trip.get(k) or ""), token) if token else str(trip.get(k) or "")
+                       for k in ("reply", "error")}}
     details: Dict[str, Any] = {k: trip.get(k) for k in ("state", "sent_at", "expires_at", "arrived_at", "to",
                                                           "from", "via", "reply", "error", "account", "verdicts")}
     if trip.get("state") == FAILED:

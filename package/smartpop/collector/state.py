@@ -145,17 +145,24 @@ class MailboxState(NamedTuple):
     reused: Dict[str, int]
 
 
+# How long a connection waits for another one's write lock (the busy handler's timeout).
+BUSY_TIMEOUT = 60.0
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open (and create) the store with durable settings."""
+    conn: Optional[sqlite3.Connection] = None
     try:
         # Shared by the threads of one run; Store serialises every use with a lock.
-        conn = sqlite3.connect(str(path), timeout=60, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        use_wal(conn)
         # FULL: every commit is fsynced, also in WAL mode (NORMAL would not be).
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(SCHEMA)
         add_columns(conn)
     except sqlite3.DatabaseError as exc:
+        if conn is not None:
+            conn.close()  # a daemon retrying every poll must not leak a descriptor per attempt
         raise StateError(f"state store {path} is unusable: {exc}") from exc
     try:
         # Only when needed: a chmod changes the inode even to the same mode (a disk write).
@@ -164,6 +171,37 @@ def connect(path: Path) -> sqlite3.Connection:
     except OSError:
         pass
     return conn
+
+
+def use_wal(conn: sqlite3.Connection, timeout: float = BUSY_TIMEOUT) -> None:
+    """PRAGMA journal_mode=WAL, waiting for another writer as every other statement does.
+
+    Switching a store to WAL (a new file, the first open) reads its header and then writes it.
+    A connection that holds a read lock and asks for the write lock gets SQLITE_BUSY at once:
+    SQLite skips the busy handler there (waiting could deadlock), so sqlite3.connect(timeout=)
+    does not apply. The accounts of one pass open a new store at the same moment, and one of
+    them failed its run with "database is locked". Retrying the whole statement is safe: it
+    holds no lock once it failed, and once the store is in WAL mode the pragma only reads.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """True for SQLITE_BUSY ("database is locked"), with or without an extended code."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+; 3.8 only has the message
+    if isinstance(code, int):
+        return code & 0xFF == 5  # SQLITE_BUSY
+    return str(exc) == "database is locked"
 
 
 def add_columns(conn: sqlite3.Connection) -> None:
@@ -195,7 +233,8 @@ class Store:
         self.conn = connect(path)
         self._conn_lock = threading.RLock()  # one user of the connection at a time
         # Reads use a second connection: in WAL mode they then never wait for a commit's fsync.
-        self._reader = sqlite3.connect(str(path), timeout=60, isolation_level=None, check_same_thread=False)
+        self._reader = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None,
+                                       check_same_thread=False)
         self._reader_lock = threading.Lock()
         self._cv = threading.Condition()  # guards the queue and the commit sequence below
         self._queue: List[Statement] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import subprocess
 from pathlib import Path
 from typing import Dict, List
@@ -145,6 +146,11 @@ def test_root_task_runs_only_the_verified_bundle(dsm: FakeDSM, spk: Spk, world_t
     assert "smtp.ionos.de" in (etc / "main.cf").read_text()
     status = json.loads((dsm.var / "relay" / "state" / "status.json").read_text())
     assert status["state"] == "applied" and status["bundle_sha256"] in command
+    # The Health page's open-relay check reads what the task recorded (docs/RELAY.md): root's, 0644.
+    facts = dsm.var / "relay" / "state" / "postconf.json"
+    assert facts.stat().st_uid == os.geteuid() and stat.S_IMODE(facts.stat().st_mode) == 0o644
+    recorded = json.loads(facts.read_text())
+    assert "error" not in recorded and "unauth_destination" in json.dumps(recorded["params"])
     assert dsm.user is not None
     assert _foreign_files(dsm.var, dsm.user.pw_uid) == []
 

@@ -71,3 +71,13 @@ def test_tables_and_missing_facts_are_warnings() -> None:
     assert waiting is not None and waiting.status == "warning" and "root task" in waiting.summary
     failed = check_open_relay({"error": "postconf failed"}, True)
     assert failed is not None and failed.status == "warning" and "postconf failed" in failed.summary
+
+
+def test_recording_the_facts_on_a_full_disk_does_not_fail_the_applied_relay(tmp_path, monkeypatch, caplog) -> None:
+    from smartpop.relay import relayfacts
+
+    monkeypatch.setattr(relayfacts, "collect", lambda tools, postfix_dir: {"params": {}})
+    not_a_dir = tmp_path / "state"
+    not_a_dir.write_text("a file where the state dir should be: every write under it fails, also as root")
+    relayfacts.record(not_a_dir, None, tmp_path)  # type: ignore[arg-type]
+    assert "could not write" in caplog.text and not (tmp_path / relayfacts.FILE).exists()

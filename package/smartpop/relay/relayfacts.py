@@ -50,7 +50,7 @@ def collect(tools: pf.Tools, postfix_dir: Path) -> Dict[str, Any]:
 
 
 def record(state: Path, tools: pf.Tools, postfix_dir: Path) -> None:
-    """Write state/postconf.json (atomic, 0644); a failing postconf is recorded as the error, never raised."""
+    """Write state/postconf.json (atomic, 0644); a failing postconf or write is logged, never raised."""
     data: Dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                             "postfix_dir": str(postfix_dir)}
     try:
@@ -59,4 +59,9 @@ def record(state: Path, tools: pf.Tools, postfix_dir: Path) -> None:
         # The relay itself was applied; the check then says the facts could not be read.
         log.warning("relay: could not record MailPlus's relay restrictions: %s", exc)
         data["error"] = str(exc)
-    atomic_write(state / FILE, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"), 0o644)
+    try:
+        atomic_write(state / FILE, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"), 0o644)
+    except OSError as exc:
+        # Facts for the Health page only: a full disk must not turn an applied relay into a
+        # failed task (Task Scheduler would report it, and nothing about the relay is wrong).
+        log.warning("relay: could not write %s: %s", state / FILE, exc)

@@ -14,10 +14,16 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
+
+import pytest
 
 from smartpop.collector import state
+from smartpop.collector.daemon import DaemonHandle
 from smartpop.collector.state import Store
+from smartpop.config.schema import Config
+from smartpop.errors import StateError
+from smartpop.paths import Paths
 
 
 def test_opening_a_new_store_waits_for_another_writer(tmp_path: Path) -> None:
@@ -73,3 +79,29 @@ def test_accounts_opening_a_new_store_together_all_run(tmp_path: Path) -> None:
             assert check.execute("SELECT COUNT(*) FROM account_status").fetchone()[0] == 4
         finally:
             check.close()
+
+
+def test_a_push_state_that_could_not_be_written_is_written_next_time(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The daemon writes how an account gets its mail only when that changes. A write that
+    # failed (a locked or full store) was remembered as written, so the status kept the old
+    # way until it changed again: `serve` showed "polling" while the account waited in IDLE.
+    paths = Paths(tmp_path)
+    handle = DaemonHandle(paths, Config())
+    real = state.set_push
+    calls: List[Optional[str]] = []
+
+    def locked_once(at: Paths, name: str, push: Optional[str]) -> None:
+        calls.append(push)
+        if len(calls) == 1:
+            raise StateError("state store is unusable: database is locked")
+        real(at, name, push)
+
+    monkeypatch.setattr(state, "set_push", locked_once)
+    try:
+        handle._set_push("sammel", "idle")  # fails, logged
+        handle._set_push("sammel", "idle")  # the same state again: written now
+        handle._set_push("sammel", "idle")  # recorded: no write
+    finally:
+        handle._finish()  # on stop the recorded 'idle' is reset (nobody waits in IDLE any more)
+    assert calls == ["idle", "idle", None]

@@ -379,11 +379,14 @@ class DaemonHandle:
         """Record how the account gets its mail, when that changes (a write only then)."""
         if self._push.get(name, "unknown") == push:
             return
-        self._push[name] = push
         try:
             state.set_push(self.paths, name, push)
         except Exception as exc:
+            # Not remembered as recorded: the next call writes it again. Remembering it anyway
+            # left the status saying the old way (or nothing) until the way changed once more.
             log.warning("%s: could not record the IDLE state: %s", name, exc)
+            return
+        self._push[name] = push
 
     # --- life cycle -----------------------------------------------------------------------
     def start(self) -> DaemonHandle:

@@ -129,6 +129,32 @@ def test_idle_is_renewed_on_the_same_connection_and_still_pushes(env: Env, monke
     assert env.left_on_provider() == 0
 
 
+def test_an_idle_start_that_fails_once_is_tried_again_soon_not_after_the_interval(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With IDLE as the schedule the interval may be an hour: one dropped connection while IDLE
+    # starts must not leave the account polling (and its mail waiting) for that hour.
+    from smartpop.collector import daemon
+
+    monkeypatch.setattr(daemon, "IDLE_RETRY", 1.0)
+    env.users("anna")
+    proxy = TcpProxy(env.stack.imaps_port, idle_timeout=None).start()
+    proxy.cut(1, 0)  # connection 0: the first run; connection 1: IDLE, dropped before the greeting
+    config = env.write_config([env.account(protocol="imap", port=proxy.port, idle=True, interval=3600)])
+    handle = service.start_daemon(env.paths, config)
+    try:
+        _wait_for(lambda: "IDLE could not start" in str((read_account_status(env.paths).get("sammel") or {})
+                                                        .get("push") or ""), "the failed IDLE start in the status")
+        _wait_for(lambda: (read_account_status(env.paths).get("sammel") or {}).get("push") == "idle",
+                  "IDLE after the retry", timeout=30)
+        assert proxy.connections == 4  # run, failed IDLE, run, IDLE: no loop of logins
+        env.fill([message(1, env.addr("anna"))])
+        _wait_for(lambda: len(env.stack.maildir(env.addr("anna"))) == 1, "a push once IDLE works", timeout=60)
+    finally:
+        assert handle.stop(timeout=30)
+        proxy.stop()
+    assert env.left_on_provider() == 0
+
+
 def test_without_idle_the_account_is_polled_and_status_says_why(env: Env) -> None:
     env.users("anna")
     server = FakeImap([]).start()

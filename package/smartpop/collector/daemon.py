@@ -45,6 +45,10 @@ SUMMARY_EVERY = state.FLUSH_EVERY
 CONFIG_CHECK = 60.0
 # An IDLE session the server ends sooner than this is not retried at once (no login loop).
 MIN_IDLE_LIFE = 60.0
+# A session that could not start (a network hiccup, a busy server) is tried again after this,
+# doubling up to the account's interval: that interval may be an hour when IDLE is meant to be
+# the schedule, and one failed start must not leave the mail waiting that long.
+IDLE_RETRY = 60.0
 IDLE = "idle"
 
 
@@ -65,6 +69,7 @@ class DaemonHandle:
         self._workers: Dict[str, threading.Thread] = {}
         self._due: Dict[str, float] = {}
         self._failures: Dict[str, int] = {}
+        self._idle_failures: Dict[str, int] = {}  # IDLE starts that failed in a row, per account
         self._pushed: Set[str] = set()  # accounts whose next run is set off by an IDLE push
         self._idle: Dict[str, IdleSession] = {}  # sessions waiting in IDLE (scheduler thread only)
         self._arrivals: List[IdleSession] = []  # sessions a worker hands to the scheduler
@@ -359,9 +364,15 @@ class DaemonHandle:
             self._set_push(account.name, f"polling every {account.interval} s: {exc}")
             return
         except (SmartPopError, OSError) as exc:
-            log.info("%s: IDLE not possible this round (%s); polling instead", account.name, exc)
+            tries = self._idle_failures.get(account.name, 0) + 1
+            self._idle_failures[account.name] = tries
+            retry = min(float(delay), IDLE_RETRY * 2 ** min(tries - 1, 10))
+            self._due[account.name] = started + retry
+            log.info("%s: IDLE not possible this round (%s); collecting and trying IDLE again in %.0f s",
+                     account.name, exc, retry)
             self._set_push(account.name, f"polling every {account.interval} s: IDLE could not start ({exc})")
             return
+        self._idle_failures.pop(account.name, None)
         if session.mail:
             session.close()
             self._due[account.name] = 0.0

@@ -16,17 +16,17 @@ from __future__ import annotations
 import argparse
 import shutil
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import List
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "package")]
 
 from bench import machine  # noqa: E402
+from bench.cgi import median_ms  # noqa: E402
 from bench.table import table  # noqa: E402
 from smartpop.collector import state  # noqa: E402
 from smartpop.trail import export, query  # noqa: E402
@@ -54,17 +54,6 @@ def fill(db: Path, rows: int, now: float) -> None:
                           for i in range(1, rows + 1) for k in range(1 + (i % 4 == 0))))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-
-
-def median_ms(run: Callable[[], object], runs: int) -> float:
-    """Median wall time of `run` in ms (one warm-up run first: the page cache, as on a NAS in use)."""
-    run()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
 
 
 def main(argv: List[str] | None = None) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
 from browser import Browser, have_browser
 from selenium.webdriver.support.ui import Select
@@ -11,15 +9,6 @@ from test_trail_page import seed
 from webrig import Rig
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not have_browser():
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    instance = Browser()
-    yield instance
-    instance.quit()
 
 
 def test_trail_search_and_a_message_path_at_800_px(rig: Rig, browser: Browser) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 from flask import Blueprint, Response, abort, g, redirect, request, stream_with_context, url_for
 from werkzeug.wrappers import Response as BaseResponse
@@ -43,7 +43,7 @@ def _render(settings_values: Optional[Dict[str, Any]] = None, settings_errors: O
         number = max(1, min(int(request.args.get("page", "1")), 100000))
     except ValueError:
         number = 1
-    rows: list = []
+    rows: List[Dict[str, Any]] = []
     total = 0
     read_error = ""
     if not errors:

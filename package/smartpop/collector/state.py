@@ -802,6 +802,20 @@ class _StatusReaders:
 
     def rows(self, db: Path) -> List[Any]:
         """The account_status rows as _STATUS_QUERY selects them (older stores: NULL for new columns)."""
+
+        def status(conn: sqlite3.Connection) -> List[Any]:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(account_status)")}
+            # A store the running service has not migrated yet lacks the newer columns.
+            query = _STATUS_QUERY
+            for column in ("redelivered", "push"):
+                if column not in columns:
+                    query = query.replace(column, "NULL")
+            return conn.execute(query).fetchall()
+
+        return self.read(db, status)
+
+    def read(self, db: Path, work: Callable[[sqlite3.Connection], List[Any]]) -> List[Any]:
+        """Run `work` on the kept read-only connection of `db` (e.g. the overview's trail counts)."""
         with self._lock:
             inode = db.stat().st_ino
             kept = self._open.get(str(db))
@@ -815,13 +829,7 @@ class _StatusReaders:
                     self._open.pop(oldest)[0].close()
                 kept = self._open[str(db)] = (conn, inode)
             try:
-                columns = {row[1] for row in kept[0].execute("PRAGMA table_info(account_status)")}
-                # A store the running service has not migrated yet lacks the newer columns.
-                query = _STATUS_QUERY
-                for column in ("redelivered", "push"):
-                    if column not in columns:
-                        query = query.replace(column, "NULL")
-                return kept[0].execute(query).fetchall()
+                return work(kept[0])
             except sqlite3.Error:
                 kept[0].close()
                 del self._open[str(db)]
@@ -830,6 +838,11 @@ class _StatusReaders:
 
 KEPT_READERS = 4
 _STATUS_READERS = _StatusReaders()
+
+
+def read_kept(db: Path, work: Callable[[sqlite3.Connection], List[Any]]) -> List[Any]:
+    """Run `work` on a read-only connection kept open for `db` (reads that repeat, such as the overview's)."""
+    return _STATUS_READERS.read(db, work)
 
 
 def read_account_status(paths: Paths) -> Dict[str, Dict[str, Any]]:

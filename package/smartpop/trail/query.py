@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+from smartpop.collector import state
 from smartpop.errors import StateError, UsageError
 from smartpop.paths import Paths
 from smartpop.trail.record import OUTCOMES
@@ -264,21 +265,27 @@ def detail(source: Source, trail_id: int) -> Optional[Dict[str, Any]]:
 
 
 def counts(source: Source, since: float) -> Dict[str, Dict[str, int]]:
-    """{account: {outcome: messages}} recorded since `since` (the overview's links into the search)."""
+    """{account: {outcome: messages}} recorded since `since` (the overview's links into the search).
+
+    The overview asks every 15 s while it is open: this read uses the connection the status
+    reads keep open (state.read_kept), because opening one is a write to the store's files.
+    """
     db = _db(source)
-    conn = _connect(db)
-    if conn is None:
+    if not db.exists():
         return {}
     result: Dict[str, Dict[str, int]] = {}
-    with closing(conn):
-        try:
-            for account, outcome, number in conn.execute(
-                    "SELECT account, outcome, COUNT(*) FROM trail WHERE at >= ? GROUP BY account, outcome", (since,)):
-                result.setdefault(account, {})[outcome] = number
-        except sqlite3.Error as exc:
-            if _missing_table(exc):
-                return {}
-            raise StateError(f"state store {db} cannot be read: {exc}") from exc
+    try:
+        rows = state.read_kept(db, lambda conn: conn.execute(
+            "SELECT account, outcome, COUNT(*) FROM trail WHERE at >= ? GROUP BY account, outcome",
+            (since,)).fetchall())
+    except sqlite3.Error as exc:
+        if _missing_table(exc):
+            return {}
+        raise StateError(f"state store {db} cannot be read: {exc}") from exc
+    except OSError as exc:  # the store was replaced between the check and the read
+        raise StateError(f"state store {db} cannot be read: {exc}") from exc
+    for account, outcome, number in rows:
+        result.setdefault(account, {})[outcome] = number
     return result
 
 

@@ -320,6 +320,9 @@ def test_parse_time() -> None:
     assert query.parse_time("1800000000", now=NOW) == 1_800_000_000.0
     assert query.parse_time("2027-01-15T08:00:00Z") == 1_800_000_000.0
     assert query.parse_time("2027-01-15T08:00:00Z") == query.parse_time("2027-01-15T09:00:00+01:00")
+    # "+" in a link's query string that was not percent-encoded arrives as a blank.
+    assert query.parse_time("2027-01-15T09:00:00 01:00") == 1_800_000_000.0
+    assert query.parse_time("2027-01-15 09:00 01:00") == 1_800_000_000.0
     local = time.mktime((2027, 1, 15, 0, 0, 0, 0, 0, -1))
     assert query.parse_time("2027-01-15") == local
     assert query.parse_time("2027-01-15", end_of_day=True) == time.mktime((2027, 1, 16, 0, 0, 0, 0, 0, -1))

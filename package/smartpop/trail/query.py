@@ -40,6 +40,7 @@ _SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM trail"  # noqa: S608
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _RELATIVE = re.compile(r"^(\d{1,6})\s*(m|min|h|d|w)$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_SPACE_OFFSET = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:\d{2})$")
 
 Source = Union[Paths, Path, str]
 
@@ -131,8 +132,10 @@ def parse_time(text: str, now: Optional[float] = None, end_of_day: bool = False)
             if end_of_day:
                 day += datetime.timedelta(days=1)
             return day.timestamp()
+        # A "+01:00" offset in a URL that was not percent-encoded arrives as " 01:00".
+        iso = _SPACE_OFFSET.sub(r"\1+\2", value)
         # Python 3.8's fromisoformat knows neither "Z" nor a blank-free offset like "+0100".
-        iso = value.replace(" ", "T", 1)
+        iso = iso.replace(" ", "T", 1)
         if iso.endswith(("Z", "z")):
             iso = iso[:-1] + "+00:00"
         return datetime.datetime.fromisoformat(iso).timestamp()

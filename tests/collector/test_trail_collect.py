@@ -111,6 +111,7 @@ def test_refused_and_waiting_messages_are_in_the_trail_with_the_replies(env: Env
         assert not service.fetch_all(env.paths, config).ok
         rows = {r["sender"]: r for r in _rows(env)}
         assert rows["sender1@remote.test"]["outcome"] == "delivered"
+        assert all(r["subject"] is None for r in rows.values())  # trail.subjects is off by default
         failed = rows["sender2@remote.test"]
         assert failed["outcome"] == "failed"
         assert [(c["rcpt"], c["placement"], c["reply"][:3]) for c in failed["copies"]] == [

@@ -80,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "until the collector fetches it back")
     health.add_argument("--wait", type=int, default=None, metavar="SECONDS",
                         help="--round-trip: wait at most this long (default: until it expires, 10 minutes)")
+    trail = sub.add_parser("trail", help="search the mail trail: what happened to each collected message, newest "
+                                         "first (docs/TRAIL.md)")
+    trail.add_argument("--since", metavar="WHEN", help="from this time: 2h, 3d, 1w ago, today, an ISO date or time "
+                                                       "(2026-03-01T14:30), or unix seconds")
+    trail.add_argument("--until", metavar="WHEN", help="before this time (a date includes that day)")
+    trail.add_argument("--sender", metavar="TEXT", help="part of the envelope sender or the From address")
+    trail.add_argument("--rcpt", metavar="TEXT", help="part of a recipient's address")
+    trail.add_argument("--message-id", dest="message_id", metavar="ID", help="the Message-ID (with or without <>)")
+    trail.add_argument("--account", metavar="NAME", help="only this account")
+    trail.add_argument("--outcome", metavar="LIST",
+                       help="delivered, fallback, waiting, failed, duplicate, consumed (comma-separated)")
+    trail.add_argument("--limit", type=int, default=50, metavar="N", help="show at most N messages (default 50)")
+    trail.add_argument("--json", action="store_true", help="machine-readable output (with every copy and reply)")
     # Internal: used by scripts/postinst. Reads wizard_* env vars, never argv.
     sub.add_parser("wizard-config", help="internal (postinst): write config.json from the wizard_* env vars")
     return parser
@@ -155,6 +168,7 @@ COMMANDS: Dict[str, Command] = {
     "status": _cmd_status,
     "doctor": _lazy("smartpop.doctor.command", "cmd_doctor", "doctor"),
     "health": _lazy("smartpop.health.command", "cmd_health", "health"),
+    "trail": _lazy("smartpop.trail.command", "cmd_trail", "trail"),
     "wizard-config": _cmd_wizard_config,
 }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, List
+from typing import Any, Iterator, List
 
 import pytest
 from webrig import Browserless, Rig
@@ -29,3 +29,15 @@ def secrets_of_config() -> List[str]:
     """The passwords of sample_document (must never reach a browser)."""
     doc = sample_document()
     return [doc["accounts"][0]["password"], doc["relay"]["password"]]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium with a fresh profile (skips without Debian's chromium and chromium-driver)."""
+    from browser import Browser, have_browser
+
+    if not have_browser():
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    instance = Browser()
+    yield instance
+    instance.quit()

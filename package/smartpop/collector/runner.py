@@ -26,6 +26,7 @@ import email.utils
 import hashlib
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -41,6 +42,7 @@ from smartpop.config.schema import Account, Config
 from smartpop.errors import AuthError, ConnectError, LockBusy, ProtocolError, SmartPopError, StateError, TemporaryError
 from smartpop.health import roundtrip
 from smartpop.paths import Paths
+from smartpop.trail.record import TrailEntry
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +229,12 @@ def return_path(fields: List[headers.Field]) -> str:
     return recipients.normalise(text) or ""
 
 
+def _header_text(value: Optional[str]) -> str:
+    """A header value unfolded and decoded (RFC 2047) for the trail, which escapes and bounds it."""
+    # Only the start matters: the trail keeps a few hundred characters of a value that may be huge.
+    return headers.decode_words(re.sub(r"\r?\n(?=[ \t])", "", (value or "")[:4000])).strip()
+
+
 class AccountRun:
     """State of one pass; built by run_account()."""
 
@@ -383,7 +391,8 @@ class AccountRun:
         waiting += self._settle(busy)
         self._delete_ready(source, final=True)
         self._progress("commit", total, total)
-        self.store.prune(account.name, folder, source.uidvalidity, {m.uid for m in messages})
+        self.store.prune(account.name, folder, source.uidvalidity, {m.uid for m in messages},
+                         trail_days=self.config.trail.retention_days)
         self.result.waiting = waiting
         self.result.remaining = total - self.result.deleted
 
@@ -454,7 +463,9 @@ class AccountRun:
 
     def _broken(self, message: RemoteMessage, key: Key, exc: Exception) -> None:
         log.exception("%s: uid %s could not be handled; it stays on the server", self.account.name, message.uid)
-        self.store.note_attempt(key, "", "", message.size, f"{exc.__class__.__name__}: {exc}", UNPLACEABLE_RETRY)
+        error = f"{exc.__class__.__name__}: {exc}"
+        self.store.note_attempt(key, "", "", message.size, error, UNPLACEABLE_RETRY,
+                                trail=TrailEntry(detail=error, size=message.size, outcome="failed"))
         self._problem(f"uid {message.uid}: {exc.__class__.__name__}: {exc}")
 
     def _deliver(self, message: RemoteMessage, key: Key, spooled: spool.Spooled) -> bool:
@@ -481,7 +492,10 @@ class AccountRun:
         """Route and hand over one message; the number of its queued 'done' record, None if not placed."""
         if roundtrip.consume(self.paths, spooled.fields, self.account.name):
             # The Health page's test message: recorded done (so deleted) like any placed message, delivered to nobody.
-            return self.store.mark_done(key, spooled.message_id, spooled.dedup_digest(), spooled.size, message.size)
+            trail = self._trail(spooled, "round trip", "the Health page's test message, taken back by SmartPop")
+            trail.outcome = "consumed"
+            return self.store.mark_done(key, spooled.message_id, spooled.dedup_digest(), spooled.size, message.size,
+                                        trail=trail)
         decision = recipients.decide(spooled.fields, self.policy)
         if any(recipients.NO_SMTPUTF8 in why for _, why in decision.refused) and self._session().offers_smtputf8():
             # Only now is it worth asking MailPlus: the exact non-ASCII address beats the fallback.
@@ -499,10 +513,18 @@ class AccountRun:
             log.warning("%s: message %s uid %s: not a plain local mailbox, so the copy goes to the fallback: %s",
                         name, msgid, message.uid, "; ".join(f"{a!r} ({why})" for a, why in decision.refused))
         digest = spooled.dedup_digest()
+        trail = self._trail(spooled, decision.rule, decision.detail)
+        trail.add([a for a, _ in decision.refused], "refused")
+        # The copy that stands in for refused or unknown recipients is the fallback's, not a user's.
+        to_fallback = ((self.policy.fallback or self.policy.deliver_to)
+                       if decision.rule in ("fallback", "loop") or decision.refused else None)
         if not decision.recipients:
             error = "no recipient and no fallback_recipient configured"
             log.error("%s: message %s uid %s kept on the server: %s", name, msgid, message.uid, error)
-            self.store.note_attempt(key, spooled.message_id, digest, spooled.size, error, UNPLACEABLE_RETRY)
+            trail.detail += f"; {error}"
+            trail.settle(placed=False)
+            self.store.note_attempt(key, spooled.message_id, digest, spooled.size, error, UNPLACEABLE_RETRY,
+                                    trail=trail)
             self._problem(error)
             return None
         # A message without journal entries from an earlier run has nothing placed yet.
@@ -510,11 +532,14 @@ class AccountRun:
         placed = self.store.placed(key) if journalled else {}
         doubtful = self.store.in_doubt(key) if journalled else set()
         todo = [r for r in decision.recipients if r not in placed]
+        for rcpt in (r for r in decision.recipients if r in placed):
+            trail.add([rcpt], "fallback" if rcpt == to_fallback else "user", "placed by an earlier run")
         dupes = self.store.in_ledger(digest, todo)
         if dupes:
             log.info("%s: message %s uid %s: already delivered to %s from another copy; not sent again",
                      name, msgid, message.uid, ", ".join(sorted(dupes)))
             self.store.record_duplicate(key, sorted(dupes))
+            trail.add(sorted(dupes), "duplicate", "already delivered from another copy of this message")
             self._count("duplicates", len(dupes))
             todo = [r for r in todo if r not in dupes]
         sender = return_path(spooled.fields)
@@ -522,13 +547,15 @@ class AccountRun:
         unplaced: Dict[str, str] = {}
         deferred: Dict[str, str] = {}
         if todo:
-            outcome = self._hand_over(key, spooled, sender, todo, doubtful, via="route")
+            outcome = self._hand_over(key, spooled, sender, todo, doubtful, via="route", trail=trail,
+                                      to_fallback=to_fallback)
             deferred.update(outcome.deferred)
             unplaced.update(outcome.rejected)
         if unplaced:
             fallback = self.config.fallback_recipient
             if fallback and self.store.in_ledger(digest, [fallback]):
                 self.store.record_duplicate(key, sorted(unplaced))
+                trail.add([fallback], "duplicate", "the fallback mailbox already has this message")
                 log.info("%s: message %s: refused for %s; the fallback %s already has it", name, msgid,
                          ", ".join(sorted(unplaced)), fallback)
                 unplaced = {}
@@ -536,7 +563,7 @@ class AccountRun:
                 log.warning("%s: message %s refused for %s; sending that copy to the fallback %s", name, msgid,
                             "; ".join(f"{r} ({why})" for r, why in unplaced.items()), fallback)
                 outcome = self._hand_over(key, spooled, sender, [fallback], doubtful, via="fallback",
-                                          refused=unplaced)
+                                          refused=unplaced, trail=trail, to_fallback=fallback)
                 if outcome.accepted:
                     used_fallback = True
                     self.store.record_duplicate(key, sorted(unplaced))
@@ -550,21 +577,33 @@ class AccountRun:
             level = logging.ERROR if unplaced else logging.WARNING
             log.log(level, "%s: message %s uid %s stays on the server (%s): %s", name, msgid, message.uid,
                     "nobody would take it" if unplaced else "temporary failure, retried next run", error)
-            self.store.note_attempt(key, spooled.message_id, digest, spooled.size, error, retry)
+            trail.settle(placed=False)
+            self.store.note_attempt(key, spooled.message_id, digest, spooled.size, error, retry, trail=trail)
             self._count("deferred")
             self._problem(error)
             return None
         # Queued, not committed: the provider thread commits it before the DELE (_delete_ready).
+        trail.settle(placed=True, fallback=used_fallback)
         done = self.store.mark_done(key, spooled.message_id, digest, spooled.size, message.size,
-                                    fallback=used_fallback)
+                                    fallback=used_fallback, trail=trail)
         self._count("collected")
         if used_fallback:
             self._count("fallback")
         return done
 
+    def _trail(self, spooled: spool.Spooled, rule: str, detail: str) -> TrailEntry:
+        """A trail entry with what the message's header says (the subject only when trail.subjects is on)."""
+        fields = spooled.fields
+        subject = headers.first(fields, "subject") if self.config.trail.subjects else None
+        return TrailEntry(
+            message_id=spooled.message_id, sender=return_path(fields),
+            from_addr=email.utils.parseaddr(_header_text(headers.first(fields, "from")))[1],
+            subject=None if subject is None else _header_text(subject), rule=rule, detail=detail, size=spooled.size)
+
     def _hand_over(self, key: Key, spooled: spool.Spooled, sender: str, rcpts: List[str], doubtful: Set[str],
-                   via: str, refused: Optional[Dict[str, str]] = None) -> delivery.DeliveryResult:
-        """Send fresh copies as usual and copies in doubt in their own transaction, marked."""
+                   via: str, refused: Optional[Dict[str, str]] = None, trail: Optional[TrailEntry] = None,
+                   to_fallback: Optional[str] = None) -> delivery.DeliveryResult:
+        """Send fresh copies as usual and copies in doubt in their own transaction, marked; note them in `trail`."""
         fresh = [r for r in rcpts if r not in doubtful]
         again = [r for r in rcpts if r in doubtful]
         outcome = delivery.DeliveryResult()
@@ -572,6 +611,8 @@ class AccountRun:
             if not part:
                 continue
             one = self._send(key, spooled, sender, part, via, refused, redelivered=marked)
+            if trail is not None:
+                trail.note_result(one.accepted, one.reply, one.deferred, one.rejected, to_fallback, marked)
             outcome.accepted += one.accepted
             outcome.deferred.update(one.deferred)
             outcome.rejected.update(one.rejected)

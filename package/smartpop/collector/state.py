@@ -24,6 +24,8 @@ Tables:
 - ledger: (message digest, recipient) pairs already delivered, across accounts, so a
   second multidrop copy of one message is not delivered twice.
 - account_status: the per-account figures `status` shows.
+- trail, trail_copies: what happened to each message and each of its copies, for the search
+  (docs/TRAIL.md); written in the batch of the record that decides the outcome, pruned by age.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, NamedTup
 
 from smartpop.errors import StateError
 from smartpop.paths import Paths
+from smartpop.trail import record as trail_record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -58,6 +61,19 @@ CREATE TABLE IF NOT EXISTS account_status (
     account TEXT PRIMARY KEY, last_run REAL, last_success REAL, collected INTEGER NOT NULL DEFAULT 0,
     fallback INTEGER NOT NULL DEFAULT 0, last_error TEXT, waiting INTEGER, last_collected INTEGER,
     last_fallback INTEGER, running INTEGER NOT NULL DEFAULT 0, redelivered INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS trail (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, account TEXT NOT NULL, folder TEXT NOT NULL DEFAULT '',
+    uid TEXT NOT NULL, message_id TEXT NOT NULL DEFAULT '', sender TEXT NOT NULL DEFAULT '',
+    from_addr TEXT NOT NULL DEFAULT '', subject TEXT, rule TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '',
+    size INTEGER NOT NULL DEFAULT 0, outcome TEXT NOT NULL, redelivered INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS trail_at ON trail(at);
+CREATE INDEX IF NOT EXISTS trail_account_at ON trail(account, at);
+CREATE INDEX IF NOT EXISTS trail_message_id ON trail(message_id);
+CREATE INDEX IF NOT EXISTS trail_sender ON trail(sender);
+CREATE TABLE IF NOT EXISTS trail_copies (
+    trail_id INTEGER NOT NULL, rcpt TEXT NOT NULL, placement TEXT NOT NULL, reply TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS trail_copies_trail ON trail_copies(trail_id);
+CREATE INDEX IF NOT EXISTS trail_copies_rcpt ON trail_copies(rcpt);
 """
 # Columns added after the first release; stores made before them get them on open.
 ADDED_COLUMNS = (
@@ -76,6 +92,12 @@ VANISHED_DAYS = 30
 # The age-based clean-up (ledger, long-gone messages) runs at most this often per account
 # and process when nothing vanished from the server: a quiet poll then writes nothing.
 PRUNE_EVERY = 3600.0
+# Trail rows kept when the config does not say (trail.retention_days), and how many of the
+# oldest rows one prune deletes at most: a small batch keeps the prune's commit short, and
+# prunes follow every run that saw mail vanish from the server, so they keep up with the rate
+# mail comes in.
+TRAIL_DAYS = 30
+TRAIL_PRUNE_BATCH = 2000
 _last_prune: Dict[Tuple[str, str], float] = {}
 # A run that changes nothing but its time ("last checked") writes it at most this often;
 # between writes the time is kept in memory (Liveness), so an idle poll writes nothing.
@@ -426,26 +448,34 @@ class Store:
         return known
 
     def note_attempt(self, key: Key, message_id: str, digest: str, size: int, error: Optional[str],
-                     retry_after: float) -> None:
-        """Record a retrieval whose message is not (yet) fully placed."""
+                     retry_after: float, trail: Optional[trail_record.TrailEntry] = None) -> None:
+        """Record a retrieval whose message is not (yet) fully placed (with its trail row, if given)."""
         now = time.time()
-        self._enqueue([(
+        self._enqueue(self._with_trail(key, trail, now, [(
             "INSERT INTO messages (account, folder, uidvalidity, uid, state, first_seen, message_id, digest, size,"
             " attempts, next_try, last_error) VALUES (?,?,?,?, 'pending', ?, ?, ?, ?, 1, ?, ?) "
             "ON CONFLICT (account, folder, uidvalidity, uid) DO UPDATE SET attempts=attempts+1,"
             " next_try=excluded.next_try, last_error=excluded.last_error, message_id=excluded.message_id,"
             " digest=excluded.digest, size=excluded.size",
-            (*key, now, message_id, digest, size, now + retry_after, error), False)], durable=True, key=key)
+            (*key, now, message_id, digest, size, now + retry_after, error), False)]), durable=True, key=key)
+
+    @staticmethod
+    def _with_trail(key: Key, trail: Optional[trail_record.TrailEntry], now: float,
+                    statements: List[Statement]) -> List[Statement]:
+        """`statements` plus the trail row of the same message: one batch, one commit, no fsync of its own."""
+        if trail is not None:
+            statements += trail_record.statements(key.account, key.folder, key.uid, trail, now)
+        return statements
 
     def mark_done(self, key: Key, message_id: str, digest: str, size: int, listed_size: Optional[int] = None,
-                  fallback: bool = False) -> int:
+                  fallback: bool = False, trail: Optional[trail_record.TrailEntry] = None) -> int:
         """Every recipient is placed: queued; returns its number for is_durable() / sync_upto().
 
-        The account's 'collected' (and 'fallback') figures ride in the same commit, so after
-        a crash they count exactly the messages whose records survived.
+        The account's 'collected' (and 'fallback') figures and the trail row ride in the same
+        commit, so after a crash they count and show exactly the messages whose records survived.
         """
         now = time.time()
-        return self._enqueue([
+        return self._enqueue(self._with_trail(key, trail, now, [
             ("INSERT INTO messages (account, folder, uidvalidity, uid, state, first_seen, done_at, message_id, digest,"
              " size, listed_size) VALUES (?,?,?,?, 'done', ?, ?, ?, ?, ?, ?) ON CONFLICT (account, folder, uidvalidity,"
              " uid) DO UPDATE SET state='done', done_at=excluded.done_at, last_error=NULL, next_try=NULL,"
@@ -454,7 +484,7 @@ class Store:
             ("INSERT INTO account_status (account, collected, fallback) VALUES (?, 1, ?) ON CONFLICT (account)"
              " DO UPDATE SET collected=collected+1, fallback=fallback+excluded.fallback",
              (key.account, 1 if fallback else 0), False),
-        ], durable=False, key=key)
+        ]), durable=False, key=key)
 
     def set_aside(self, key: Key) -> None:
         """Rename the records of the message that had `key` before the server reused its uid (durable).
@@ -475,8 +505,9 @@ class Store:
         self._write("UPDATE messages SET done_at = done_at - ? WHERE account=? AND done_at IS NOT NULL",
                     (seconds, account))
 
-    def prune(self, account: str, folder: str, uidvalidity: str, present: Set[str]) -> None:
-        """Forget rows of messages gone from the server for a while, and old ledger entries."""
+    def prune(self, account: str, folder: str, uidvalidity: str, present: Set[str],
+              trail_days: float = TRAIL_DAYS) -> None:
+        """Forget rows of messages gone from the server for a while, old ledger entries and old trail rows."""
         now = time.time()
         self.sync()
         gone: List[str] = []
@@ -500,6 +531,8 @@ class Store:
              " m.uidvalidity=copies.uidvalidity AND m.uid=copies.uid) AND at < ?",
              (now - VANISHED_DAYS * 86400,), False),
             ("DELETE FROM ledger WHERE at < ?", (now - LEDGER_DAYS * 86400,), False),
+            # A batch of the oldest, on this commit that happens anyway (never a commit of its own).
+            *trail_record.prune_statements(now - trail_days * 86400, TRAIL_PRUNE_BATCH),
         ], durable=True)
         _last_prune[(str(self.path), account)] = now
 
@@ -769,6 +802,20 @@ class _StatusReaders:
 
     def rows(self, db: Path) -> List[Any]:
         """The account_status rows as _STATUS_QUERY selects them (older stores: NULL for new columns)."""
+
+        def status(conn: sqlite3.Connection) -> List[Any]:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(account_status)")}
+            # A store the running service has not migrated yet lacks the newer columns.
+            query = _STATUS_QUERY
+            for column in ("redelivered", "push"):
+                if column not in columns:
+                    query = query.replace(column, "NULL")
+            return conn.execute(query).fetchall()
+
+        return self.read(db, status)
+
+    def read(self, db: Path, work: Callable[[sqlite3.Connection], List[Any]]) -> List[Any]:
+        """Run `work` on the kept read-only connection of `db` (e.g. the overview's trail counts)."""
         with self._lock:
             inode = db.stat().st_ino
             kept = self._open.get(str(db))
@@ -782,13 +829,7 @@ class _StatusReaders:
                     self._open.pop(oldest)[0].close()
                 kept = self._open[str(db)] = (conn, inode)
             try:
-                columns = {row[1] for row in kept[0].execute("PRAGMA table_info(account_status)")}
-                # A store the running service has not migrated yet lacks the newer columns.
-                query = _STATUS_QUERY
-                for column in ("redelivered", "push"):
-                    if column not in columns:
-                        query = query.replace(column, "NULL")
-                return kept[0].execute(query).fetchall()
+                return work(kept[0])
             except sqlite3.Error:
                 kept[0].close()
                 del self._open[str(db)]
@@ -797,6 +838,11 @@ class _StatusReaders:
 
 KEPT_READERS = 4
 _STATUS_READERS = _StatusReaders()
+
+
+def read_kept(db: Path, work: Callable[[sqlite3.Connection], List[Any]]) -> List[Any]:
+    """Run `work` on a read-only connection kept open for `db` (reads that repeat, such as the overview's)."""
+    return _STATUS_READERS.read(db, work)
 
 
 def read_account_status(paths: Paths) -> Dict[str, Dict[str, Any]]:

@@ -101,6 +101,14 @@ class Alerts:
 
 
 @dataclass
+class Trail:
+    """The mail trail (docs/TRAIL.md): what is kept about each message, and for how long."""
+
+    subjects: bool = False  # off by default: a subject is often personal data
+    retention_days: int = 30
+
+
+@dataclass
 class Config:
     """The whole validated config.json."""
 
@@ -112,6 +120,7 @@ class Config:
     relay: Relay = field(default_factory=Relay)
     web: Web = field(default_factory=Web)
     alerts: Alerts = field(default_factory=Alerts)
+    trail: Trail = field(default_factory=Trail)
     schema_version: int = SCHEMA_VERSION
 
     def account(self, name: str) -> Account:
@@ -277,6 +286,14 @@ def _parse_alerts(key: str, raw: Any) -> Alerts:
     )
 
 
+def _parse_trail(key: str, raw: Any) -> Trail:
+    data = _check_keys(key, raw, [f.name for f in fields(Trail)], [])
+    return Trail(
+        subjects=v.as_bool(f"{key}.subjects", data.get("subjects", False)),
+        retention_days=v.as_int(f"{key}.retention_days", data.get("retention_days", 30), 1, 3650),
+    )
+
+
 def _parse_list(key: str, raw: Any, item: Parser) -> List[Any]:
     if not isinstance(raw, list):
         raise v.fail(key, "must be a list", f"make {key} a [...] list", code="not_a_list")
@@ -313,6 +330,8 @@ def parse_config(raw: Any) -> Config:
         relay=_parse_relay("relay", data.get("relay", {})),
         web=Web(port=v.as_int("web.port", web_raw.get("port", 8765), 1025, 65535)),
         alerts=_parse_alerts("alerts", data.get("alerts", {})),
+        # Absent in configs written before the trail existed: the defaults apply.
+        trail=_parse_trail("trail", data.get("trail", {})),
     )
     if any(a.mode == "multidrop" for a in accounts):
         if not config.local_domains:

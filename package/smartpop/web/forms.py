@@ -63,7 +63,8 @@ def field_message(exc: Exception, lang: str) -> str:
 
 # Which catalog labels name a setting, by where its key lives in config.json.
 _LABELS = (("accounts[", ("accounts.field.",)), ("relay.sender_relays[", ("relay.senders.", "relay.field.")),
-           ("relay.", ("relay.field.",)), ("alerts.", ("alerts.field.",)), ("", ("routing.field.",)))
+           ("relay.", ("relay.field.",)), ("alerts.", ("alerts.field.",)), ("trail.", ("trail.setting.",)),
+           ("", ("routing.field.",)))
 _LABEL_NAMES = {"fallback_recipient": "fallback"}
 
 

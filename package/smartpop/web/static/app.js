@@ -307,4 +307,14 @@
     });
     if (tripButton.getAttribute("data-running")) { tripButton.disabled = true; pollTrip(); }
   }
+  // Trail: a click anywhere on a result row opens that message's path (the time cell is the link).
+  var trailTable = document.getElementById("trail-table");
+  if (trailTable) {
+    trailTable.addEventListener("click", function (event) {
+      var row = event.target.closest("tr[data-href]");
+      if (!row || event.target.closest("a")) { return; }
+      var link = row.querySelector("a.trail-open");
+      if (link) { link.click(); }
+    });
+  }
 })();

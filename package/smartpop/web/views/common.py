@@ -19,7 +19,7 @@ from smartpop.web.forms import form_message
 
 NAV = [("dashboard.index", "nav.dashboard"), ("accounts.index", "nav.accounts"), ("routing.index", "nav.routing"),
        ("relay.index", "nav.relay"), ("alerts.index", "nav.alerts"), ("health.index", "nav.health"),
-       ("logs.index", "nav.logs")]
+       ("trail.index", "nav.trail"), ("logs.index", "nav.logs")]
 # Notices a redirect may ask for (?done=…); anything else is ignored.
 NOTICES = {"saved", "deleted", "enabled", "disabled", "created"}
 # Texts the page script needs (progress phases, button feedback).

@@ -8,7 +8,9 @@ from typing import Any, Dict
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 
 from smartpop.config.schema import Config
+from smartpop.errors import StateError
 from smartpop.status import build_status
+from smartpop.trail import query
 from smartpop.web import explain, services
 from smartpop.web.views.common import answer, load_config, page, paths, t
 from smartpop.web.views.health import summary as health_summary
@@ -36,6 +38,17 @@ def _report() -> Dict[str, Any]:
     return build_status(paths())
 
 
+def _today() -> Dict[str, Any]:
+    """Today's trail counts per account and outcome, and the 'since' of the links that open them."""
+    since = query.parse_time("today") or 0.0
+    try:
+        counts = query.counts(paths(), since)
+    except StateError as exc:  # the overview shows without the links rather than fail
+        log.warning("trail counts failed: %s", exc)
+        counts = {}
+    return {"since": f"{since:.0f}", "counts": counts}
+
+
 @bp.route("/")
 def index() -> str:
     """The dashboard page."""
@@ -43,13 +56,13 @@ def index() -> str:
     relay = relay_state(config) if config else {"state": "unknown", "detail": "", "task_command": ""}
     relay["detail_text"] = explain.relay_detail(g.lang, relay)
     return page("dashboard.html", page_title="nav.dashboard", report=_report(), relay=relay, config_error=error,
-                job=current_app.extensions["smartpop_jobs"].snapshot(), health=health_summary())
+                job=current_app.extensions["smartpop_jobs"].snapshot(), health=health_summary(), today=_today())
 
 
 @bp.route("/fragment/accounts")
 def accounts_fragment() -> str:
     """Just the account status rows, for the page script's refresh."""
-    return render_template("_status_rows.html", report=_report())
+    return render_template("_status_rows.html", report=_report(), today=_today())
 
 
 @bp.route("/api/status")

@@ -1,0 +1,1 @@
+"""The mail trail: what happened to every collected message, and charts of it."""

@@ -147,19 +147,18 @@ def read(db: Path, now: float, span: str = "hours", account: Optional[str] = Non
          tz: Offset = local_offset) -> List[Bucket]:
     """The buckets of `span` from the trail in the state database; no database or no trail table: all zero.
 
-    SQLite groups by bucket start (a CASE over the 24 or 30 boundaries, which Python worked out
-    in local time), so 100,000 rows come back as at most 90 (start, outcome, count) rows."""
+    One statement: per bucket (whose local-time bounds Python worked out) a range scan of the
+    trail_at or trail_account_at index, grouped by outcome and tagged with the bucket's start. So
+    100,000 rows come back as at most 120 rows; a CASE over all bounds per row took twice as long."""
     spans = windows(now, span, tz)
-    cases = " ".join("WHEN at < ? THEN ?" for _ in spans)
-    args: List[object] = []
-    for start, end in spans:
-        args += [end, start]
     where = "at >= ? AND at < ? AND outcome IN ('delivered', 'fallback', 'waiting', 'failed')"
-    args += [spans[0][0], spans[-1][1]]
     if account is not None:
         where += " AND account = ?"
-        args.append(account)
-    sql = f"SELECT CASE {cases} END AS bucket, outcome, COUNT(*) FROM trail WHERE {where} GROUP BY bucket, outcome"  # noqa: S608 (only placeholders are interpolated)
+    part = f"SELECT ? AS bucket, outcome, COUNT(*) FROM trail WHERE {where} GROUP BY outcome"  # noqa: S608 (constant text)
+    sql = " UNION ALL ".join([part] * len(spans))
+    args: List[object] = []
+    for start, end in spans:
+        args += [start, start, end] + ([account] if account is not None else [])
     rows: List[Row] = []
     try:
         # Read-only, and opened per overview only (the page script never reloads the charts): a
@@ -250,7 +249,7 @@ def svg(buckets: Sequence[Bucket], labels: Mapping[str, str], width: int = 720,
                 segment = f'<a href="{escape(link(bucket, series))}">{segment}</a>'
             out.append(segment)
         out.append("</g>")
-        if index % every == 0:
+        if (len(buckets) - 1 - index) % every == 0:  # counted from the newest bar, which is always labelled
             out.append(f'<text x="{_number(left + (index + 0.5) * slot)}" y="{height - 6}" text-anchor="middle" '
                        f'fill="#4d5b6b">{escape(when(bucket, labels["tick"]))}</text>')
     out.append("</svg>")

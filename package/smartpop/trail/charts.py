@@ -219,7 +219,7 @@ def svg(buckets: Sequence[Bucket], labels: Mapping[str, str], width: int = 720,
         name = f"{labels[series]}: {sum(b.count(series) for b in buckets)}"
         out.append(f'<rect x="{_number(x)}" y="6" width="11" height="11" fill="{COLORS[series]}"/>'
                    f'<text x="{_number(x + 15)}" y="15.5" fill="#1f2d3d">{escape(name)}</text>')
-        x += 15 + 7 * len(name) + 18  # about 7 units per character at font-size 11
+        x += 15 + 6.5 * len(name) + 20  # about 6.5 units per character at font-size 11
     # Horizontal grid lines with their values.
     for value in range(0, ceiling + 1, step):
         y = top + plot_h - value * scale

@@ -196,7 +196,7 @@ def _number(value: float) -> str:
 
 
 def svg(buckets: Sequence[Bucket], labels: Mapping[str, str], width: int = 720,
-        link: Optional[Callable[[Bucket, Optional[str]], str]] = None) -> str:
+        link: Optional[Callable[[Bucket, str], str]] = None) -> str:
     """A stacked bar chart as a standalone SVG document (every text and URL escaped here).
 
     `labels`: 'title', one name per series, 'tick' (x-axis text) and 'when' (a bar's time) as
@@ -235,7 +235,7 @@ def svg(buckets: Sequence[Bucket], labels: Mapping[str, str], width: int = 720,
             key: value for key, value in bucket.fields().items() if key in SERIES or key == "total"})
         out.append(f'<g class="bar"><title>{escape(hover)}</title>'
                    f'<rect x="{_number(left + index * slot)}" y="{top}" width="{_number(slot)}" '
-                   f'height="{plot_h}" fill="transparent"/>')
+                   f'height="{plot_h}" fill="#fff" fill-opacity="0"/>')
         y = float(top + plot_h)
         for series in SERIES:
             count = bucket.count(series)

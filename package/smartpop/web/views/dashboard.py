@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict
+import time
+from typing import Any, Dict, List, Optional
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 
 from smartpop.config.schema import Config
 from smartpop.errors import StateError
 from smartpop.status import build_status
-from smartpop.trail import query
+from smartpop.trail import charts, query
 from smartpop.web import explain, services
 from smartpop.web.views.common import answer, load_config, page, paths, t
 from smartpop.web.views.health import summary as health_summary
@@ -49,6 +51,46 @@ def _today() -> Dict[str, Any]:
     return {"since": f"{since:.0f}", "counts": counts}
 
 
+CHART_WIDTH = 720  # viewBox units; the SVG scales to the card, 1:1 in an 800 px window
+
+
+def trail_link(since: float, until: float, outcome: Optional[str], account: Optional[str]) -> str:
+    """The trail search for one bar, segment or table cell (the trail page's query parameters)."""
+    # The chart's "waiting" series holds the trail's 'waiting' and 'failed' rows: its links ask for both.
+    wanted = "waiting,failed" if outcome == "waiting" else outcome
+    params: List[Any] = [("outcome", wanted)] if wanted else []
+    params += [("since", int(since)), ("until", int(until))]
+    if account:
+        params.append(("account", account))
+    caller = g.get("caller")
+    if caller is not None and caller.syno_token:  # as url_for adds it (app.keep_syno_token)
+        params.append(("SynoToken", caller.syno_token))
+    return f"{request.script_root}/trail?{urlencode(params)}"
+
+
+def chart_context(config: Optional[Config]) -> Dict[str, Any]:
+    """Both charts (24 hours, 30 days) of all accounts or of ?chart_account=, with their table rows."""
+    names = [account.name for account in config.accounts] if config else []
+    chosen = request.args.get("chart_account") or None
+    account = chosen if chosen in names else None
+    now = time.time()
+    labels = {series: t(f"chart.{series}") for series in charts.SERIES}
+    labels["bar"] = t("chart.bar")
+    spans = []
+    for span in ("hours", "days"):
+        buckets = charts.read(paths().state_db, now, span, account)
+        labels.update(title=t(f"chart.{span}.title"), tick=t(f"chart.{span}.tick"), when=t(f"chart.{span}.when"))
+        rows = [{"when": charts.when(b, labels["when"]), "total": b.total,
+                 "link": trail_link(b.start, b.end, None, account),
+                 "cells": [(b.count(s), trail_link(b.start, b.end, s, account)) for s in charts.SERIES]}
+                for b in buckets]
+        svg = charts.svg(buckets, labels, CHART_WIDTH,
+                         link=lambda b, s: trail_link(b.start, b.end, s, account))
+        spans.append({"id": span, "title": labels["title"], "svg": svg, "rows": rows,
+                      "total": sum(b.total for b in buckets)})
+    return {"accounts": names, "account": account, "spans": spans, "series": charts.SERIES}
+
+
 @bp.route("/")
 def index() -> str:
     """The dashboard page."""
@@ -56,7 +98,8 @@ def index() -> str:
     relay = relay_state(config) if config else {"state": "unknown", "detail": "", "task_command": ""}
     relay["detail_text"] = explain.relay_detail(g.lang, relay)
     return page("dashboard.html", page_title="nav.dashboard", report=_report(), relay=relay, config_error=error,
-                job=current_app.extensions["smartpop_jobs"].snapshot(), health=health_summary(), today=_today())
+                job=current_app.extensions["smartpop_jobs"].snapshot(), health=health_summary(), today=_today(),
+                charts=chart_context(config))
 
 
 @bp.route("/fragment/accounts")

@@ -392,3 +392,16 @@ def test_cli_trail_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
     assert cli.main(["--data", str(data), "trail", "--outcome", "lost"]) == 2
     assert "--outcome" in capsys.readouterr().err
     assert cli.main(["--data", str(data), "trail", "--limit", "0"]) == 2
+
+
+@pytest.mark.parametrize("value, address", [
+    ('"Müller, Anna" <anna@example.com>', "anna@example.com"),
+    ('"a@b" <real@example.com>', "real@example.com"),
+    ("anna@example.com (Anna)", "anna@example.com"),
+    ("undisclosed-recipients:;", ""),
+    ("Broken <", ""),
+])
+def test_the_from_address_the_trail_shows(value: str, address: str) -> None:
+    from smartpop.collector.runner import _address_in
+
+    assert _address_in(value) == address

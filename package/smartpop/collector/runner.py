@@ -235,6 +235,23 @@ def _header_text(value: Optional[str]) -> str:
     return headers.decode_words(re.sub(r"\r?\n(?=[ \t])", "", (value or "")[:4000])).strip()
 
 
+def _address_in(value: str) -> str:
+    """The address in a From value, for the trail's display: inside the last <...>, else the first word with '@'.
+
+    Not email.utils.parseaddr: that cost a fifth of a millisecond per message in the throughput
+    profile, for a field that is only shown and searched as text.
+    """
+    start = value.rfind("<")
+    if start >= 0:
+        end = value.find(">", start)
+        if end > start:
+            return value[start + 1:end].strip()
+    for word in value.split():
+        if "@" in word:
+            return word.strip("<>()[],;:\"'")
+    return ""
+
+
 class AccountRun:
     """State of one pass; built by run_account()."""
 
@@ -597,7 +614,7 @@ class AccountRun:
         subject = headers.first(fields, "subject") if self.config.trail.subjects else None
         return TrailEntry(
             message_id=spooled.message_id, sender=return_path(fields),
-            from_addr=email.utils.parseaddr(_header_text(headers.first(fields, "from")))[1],
+            from_addr=_address_in(_header_text(headers.first(fields, "from"))),
             subject=None if subject is None else _header_text(subject), rule=rule, detail=detail, size=spooled.size)
 
     def _hand_over(self, key: Key, spooled: spool.Spooled, sender: str, rcpts: List[str], doubtful: Set[str],

@@ -69,11 +69,9 @@ CREATE TABLE IF NOT EXISTS trail (
 CREATE INDEX IF NOT EXISTS trail_at ON trail(at);
 CREATE INDEX IF NOT EXISTS trail_account_at ON trail(account, at);
 CREATE INDEX IF NOT EXISTS trail_message_id ON trail(message_id);
-CREATE INDEX IF NOT EXISTS trail_sender ON trail(sender);
 CREATE TABLE IF NOT EXISTS trail_copies (
     trail_id INTEGER NOT NULL, rcpt TEXT NOT NULL, placement TEXT NOT NULL, reply TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS trail_copies_trail ON trail_copies(trail_id);
-CREATE INDEX IF NOT EXISTS trail_copies_rcpt ON trail_copies(rcpt);
 """
 # Columns added after the first release; stores made before them get them on open.
 ADDED_COLUMNS = (

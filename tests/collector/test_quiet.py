@@ -62,7 +62,13 @@ def test_idle_serve_writes_nothing_and_idle_is_the_schedule(env: Env) -> None:
         assert proc.poll() is None
         # The IMAP account now waits in IDLE: its session stays open, and nothing else connects.
         _wait_for(lambda: read_account_status(env.paths)["push"].get("push") == "idle", "IDLE taking over")
-        time.sleep(1.0)
+        # Recording "idle" was a commit. The first read after a commit moves the reader's mark in
+        # SQLite's -shm (a page written through mmap, in write_bytes but invisible to inotify):
+        # the cost of that commit, not of a quiet poll. So the window starts after one more poll.
+        # (CI caught that page once, when the first poll after the commit fell into the window.)
+        settled = pop_proxy.connections
+        _wait_for(lambda: pop_proxy.connections >= settled + 1, "one POP3 poll after IDLE took over", timeout=60)
+        time.sleep(1.5)  # that poll's session ends
         watch = TreeWatch(env.data)
         written, polls, imap_sessions = write_bytes(proc.pid), pop_proxy.connections, imap_proxy.connections
         main_wakes = _wakes(proc.pid)

@@ -559,7 +559,7 @@ class AccountRun:
             trail.add(sorted(dupes), "duplicate", "already delivered from another copy of this message")
             self._count("duplicates", len(dupes))
             todo = [r for r in todo if r not in dupes]
-        sender = return_path(spooled.fields)
+        sender = trail.sender  # return_path(), already worked out for the trail
         used_fallback = decision.rule in ("fallback", "loop") or bool(decision.refused)
         unplaced: Dict[str, str] = {}
         deferred: Dict[str, str] = {}

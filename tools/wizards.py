@@ -3,7 +3,7 @@
 
 Run `python3 tools/wizards.py` after editing; tests/test_wizards.py fails when the
 committed files differ from what this script produces, so both languages keep the same
-keys and validators. Keys are the contract of DESIGN.md ("Wizard keys").
+keys and validators. Keys are the contract of docs/CONTRACTS.md ("Wizard keys").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A stand-in for DSM's synopkg: runs a built .spk's scripts the way DSM 7 does.
 
 It extracts the .spk, unpacks package.tgz into a `target` dir, and calls the lifecycle
-scripts in DSM's documented order (reference/dsm-package.md §3.2) with the SYNOPKG_*
+scripts in DSM's documented order (Synology's DSM 7 package developer guide) with the SYNOPKG_*
 variables and the wizard answers in the environment, as an unprivileged user (DSM 7 runs
 third-party packages as their own user). Every script call is recorded.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cProfile
+import io
 import logging
 import pstats
 import sqlite3
@@ -31,8 +32,11 @@ def test_concern_of_names_what_each_file_owns() -> None:
 
 def test_by_concern_sums_a_real_profile(tmp_path: Path) -> None:
     """SQLite and logging work done under cProfile lands in those two rows, and the table adds up."""
+    # A logger of its own: whatever handlers other tests left on the root logger stay out of it.
     logger = logging.getLogger("profcats-test")
-    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.handlers = [logging.StreamHandler(io.StringIO())]
     conn = sqlite3.connect(str(tmp_path / "x.sqlite3"))
     conn.execute("CREATE TABLE t (a INTEGER)")
     profile = cProfile.Profile()

@@ -330,12 +330,18 @@ default_transport = error:no outside delivery in tests
             name = f"{stamp}.M{i}P{os.getpid()}R{os.urandom(4).hex()}.test"
             tmp = maildir / "tmp" / name
             tmp.write_bytes(data)
+            # Owned by the mail user before Dovecot can see it: once in new/, an IDLE session may
+            # move it to cur/ at any moment.
+            os.chown(tmp, self.uid, self.gid)
             os.replace(tmp, maildir / "new" / name)
             names.append(name)
         node = maildir
         while node != self.root / "provider":
             for path in [node, *node.rglob("*")] if node == maildir else [node]:
-                os.chown(path, self.uid, self.gid)
+                try:
+                    os.chown(path, self.uid, self.gid)
+                except FileNotFoundError:
+                    pass  # a message Dovecot moved from new/ to cur/ meanwhile (already chowned above)
             node = node.parent
         return names
 

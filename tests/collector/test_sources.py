@@ -1,6 +1,6 @@
 """The Source contract (source.py), the protocol registry (sources.py) and what finish() reports.
 
-Runs against the fake POP3/IMAP servers in tests/support: no Dovecot needed.
+Runs against the fake POP3/IMAP servers in tests/support; only the last test delivers (Postfix).
 """
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
-from smartpop.collector import sources
+from smartpop.collector import service, sources
 from smartpop.collector.imap import ImapSource
 from smartpop.collector.pop3 import Pop3Source
 from smartpop.collector.source import IdleSource, RefusedDelete, Source
 from smartpop.config.schema import Account
 from smartpop.config.secret import Secret
+from support.collect import Env, message
 from support.fakeimap import FakeImap
 from support.fakepop3 import FakePop3
 
@@ -81,8 +82,8 @@ def test_imap_source_keeps_the_contract_and_can_idle(imap: FakeImap) -> None:
 def test_pop3_finish_returns_the_deletions_the_server_refused(pop3: FakePop3) -> None:
     pop3.refuse_dele.add(2)
     source = sources.open_source(_account("pop3", pop3.port, pop3.user, pop3.password), 10)
-    for message in source.list():
-        source.delete(message.ref)
+    for remote in source.list():
+        source.delete(remote.ref)
     refused = source.finish()
     assert refused == [RefusedDelete("2", "-ERR message is locked")]
     pairs: List[Tuple[str, str]] = [(ref, why) for ref, why in refused]  # unpacks as the runner does
@@ -92,7 +93,28 @@ def test_pop3_finish_returns_the_deletions_the_server_refused(pop3: FakePop3) ->
 
 def test_imap_finish_expunges_and_reports_nothing_refused(imap: FakeImap) -> None:
     source = sources.open_source(_account("imap", imap.port, imap.user, imap.password), 10)
-    for message in source.list():
-        source.delete(message.ref)
+    for remote in source.list():
+        source.delete(remote.ref)
     assert source.finish() == []
     assert imap.messages == {}
+
+
+@pytest.mark.mailstack
+def test_a_refused_dele_reaches_the_run_result_and_the_message_is_deleted_next_run(env: Env) -> None:
+    env.users("anna")
+    server = FakePop3([("A1", message(1, env.addr("anna"))), ("A2", message(2, env.addr("anna")))]).start()
+    try:
+        server.refuse_dele.add(2)
+        config = env.write_config([env.account(host="127.0.0.1", port=server.port, security="none",
+                                               allow_insecure=True, username=server.user,
+                                               password=server.password)])
+        result = service.fetch_all(env.paths, config).results["sammel"]
+        assert result.collected == 2 and result.deleted == 1 and result.remaining == 1, result
+        assert not result.ok and result.problems == ["DELE 2 refused: -ERR message is locked"]
+        assert [uid for uid, _data in server.messages] == ["A2"]
+        server.refuse_dele.clear()
+        result = service.fetch_all(env.paths, config).results["sammel"]
+        assert result.ok and result.collected == 0 and server.messages == [], result
+        assert len(env.local("anna")) == 2  # delivered once, deleted on the second run
+    finally:
+        server.stop()

@@ -60,7 +60,7 @@ class Pop3Source:
         self._expect: Deque[Tuple[str, str]] = collections.deque()
         self._out: List[bytes] = []  # pipelined command lines not sent yet (see _send)
         self.greeting = ""
-        self.failed_deletes: List[RefusedDelete] = []
+        self._refused: List[RefusedDelete] = []  # DELEs the server refused, for finish()
 
     @classmethod
     def connect(cls, account: Account, timeout: float) -> Pop3Source:
@@ -238,7 +238,7 @@ class Pop3Source:
             self._status()
         except ProtocolError as exc:  # DELE: the message stays; the store retries the deletion
             log.warning("%s:%d refused DELE %s: %s", self.host, self.port, ref, exc)
-            self.failed_deletes.append(RefusedDelete(ref, str(exc)))
+            self._refused.append(RefusedDelete(ref, str(exc)))
 
     def _drain(self) -> None:
         """Read every answer still in flight (unread RETR bodies are discarded)."""
@@ -312,7 +312,7 @@ class Pop3Source:
             self._command("QUIT")
         finally:
             self.abort()
-        return self.failed_deletes
+        return self._refused
 
     def abort(self) -> None:
         """Close without QUIT: RFC 1939 says nothing marked is deleted then."""

@@ -2,7 +2,7 @@
 
 source.py states the contract and imports no protocol; pop3.py and imap.py implement it.
 The protocol modules are imported when an account of theirs is opened, not with this
-module: imaplib alone costs a few ms, and a POP3-only `fetch` or a `status` needs none of it.
+module: imaplib alone costs a few ms that a POP3-only `fetch` does not need.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 
 def _header_is_8bit(data: bytes) -> bool:
@@ -42,6 +42,7 @@ class FakePop3:
         self.capa = list(capa) + (["UTF8"] if courier_utf8 and "UTF8" not in capa else [])
         self.courier_utf8 = courier_utf8
         self.commands: List[str] = []  # every command line received (PASS masked)
+        self.refuse_dele: Set[int] = set()  # message numbers whose DELE is answered -ERR
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -142,6 +143,8 @@ class FakePop3:
                     data = self._served(view[number - 1], utf8)
                     send(f"+OK {len(data)} octets")
                     multi(data.replace(b"\r\n", b"\n").rstrip(b"\n").split(b"\n"))
+                elif verb == "DELE" and int(arg) in self.refuse_dele:
+                    send("-ERR message is locked")
                 elif verb == "DELE":
                     deleted.add(int(arg))
                     send("+OK deleted")

@@ -14,6 +14,7 @@ import time
 from typing import List, Optional
 
 from smartpop.collector.imap import ImapSource
+from smartpop.collector.source import IdleSource
 from smartpop.config.schema import Account
 from smartpop.errors import SmartPopError
 
@@ -42,7 +43,7 @@ def _says_bye(line: bytes) -> bool:
 class IdleSession:
     """One account's session waiting in IDLE; `news()` is called when its socket is readable."""
 
-    def __init__(self, account: Account, source: ImapSource) -> None:
+    def __init__(self, account: Account, source: IdleSource) -> None:
         self.account = account
         self.source = source
         self.started = time.monotonic()

@@ -15,8 +15,8 @@ import socket
 import ssl
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from smartpop.collector.source import RemoteMessage, Sink, Source
-from smartpop.collector.transport import network_errors, open_socket, tls_context
+from smartpop.collector.source import RefusedDelete, RemoteMessage, Sink
+from smartpop.collector.transport import network_errors, open_socket, tls_for
 from smartpop.config.schema import Account
 from smartpop.errors import AuthError, ConnectError, ProtocolError
 
@@ -41,26 +41,33 @@ class _Imap(imaplib.IMAP4):
     """IMAP4 whose socket has a timeout and, for implicit TLS, a verified TLS layer."""
 
     def __init__(self, host: str, port: int, timeout: float, context: Optional[ssl.SSLContext]) -> None:
-        self._sp_timeout = timeout
+        self.sp_timeout = timeout
         self._sp_context = context
         super().__init__(host, port)
 
     def _create_socket(self, timeout: Optional[float] = None) -> socket.socket:
-        return open_socket(self.host, self.port, self._sp_timeout, self._sp_context)
+        return open_socket(self.host, self.port, self.sp_timeout, self._sp_context)
+
+    def next_tag(self) -> bytes:
+        """A fresh command tag from imaplib's own sequence, for a command imaplib cannot send (IDLE)."""
+        # The subclass is the one place that touches imaplib's internals.
+        return self._new_tag()
 
 
 def _quote(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class ImapSource(Source):
-    """One logged-in IMAP session with the account's folder selected (read-write)."""
+class ImapSource:
+    """One logged-in IMAP session with the account's folder selected (read-write); a source.IdleSource."""
 
     protocol = "IMAP"
 
     def __init__(self, account: Account, imap: _Imap) -> None:
         self.host, self.port = account.host, account.port
         self.folder = account.folder
+        self.greeting = ""
+        self.uidvalidity = ""
         self._imap = imap
         self._deleted: List[str] = []
         self._to_flag: List[str] = []
@@ -76,18 +83,18 @@ class ImapSource(Source):
     @classmethod
     def connect(cls, account: Account, timeout: float) -> ImapSource:
         """Connect, optionally STARTTLS, log in and SELECT the folder."""
-        context = tls_context(account.ca_file) if account.security != "none" else None
+        tls = tls_for(account.security, account.ca_file)
         try:
-            imap = _Imap(account.host, account.port, timeout, context if account.security == "ssl" else None)
+            imap = _Imap(account.host, account.port, timeout, tls.on_connect)
         except imaplib.IMAP4.error as exc:
             raise ConnectError(f"{account.host}:{account.port} is not an IMAP server: {exc}") from None
         self = cls(account, imap)
         try:
             self.greeting = imap.welcome.decode("utf-8", "replace").strip()
             with network_errors(self.host, self.port):
-                if account.security == "starttls":
+                if tls.upgrade is not None:
                     try:
-                        imap.starttls(ssl_context=context)
+                        imap.starttls(ssl_context=tls.upgrade)
                     except imaplib.IMAP4.error as exc:
                         raise ConnectError(f"{self.host}:{self.port} STARTTLS failed: {exc}") from None
                 try:
@@ -231,8 +238,11 @@ class ImapSource(Source):
             self._call("STORE", ",".join(refs), "+FLAGS.SILENT", "(\\Deleted)")
             self._deleted.extend(refs)
 
-    def finish(self) -> None:
-        """UID EXPUNGE exactly our messages (plain EXPUNGE without UIDPLUS), then LOGOUT."""
+    def finish(self) -> List[RefusedDelete]:
+        """UID EXPUNGE exactly our messages (plain EXPUNGE without UIDPLUS), then LOGOUT.
+
+        Returns no refused deletions: a refused STORE or EXPUNGE fails the whole command.
+        """
         try:
             self._flag()
             if self._deleted:
@@ -246,6 +256,7 @@ class ImapSource(Source):
                 self._imap.logout()
         finally:
             self.abort()
+        return []
 
     def abort(self) -> None:
         """Close the socket; flagged messages stay until a later expunge."""
@@ -259,7 +270,7 @@ class ImapSource(Source):
     def idle_start(self) -> None:
         """Send IDLE and wait for the server's go-ahead (blocking, with the session's timeout)."""
         imap = self._imap
-        self._idle_tag = imap._new_tag()
+        self._idle_tag = imap.next_tag()
         with network_errors(self.host, self.port):
             imap.send(self._idle_tag + b" IDLE\r\n")
             line = imap.readline()
@@ -304,7 +315,7 @@ class ImapSource(Source):
                 data += chunk
         finally:
             if not closed:
-                sock.settimeout(imap._sp_timeout)
+                sock.settimeout(imap.sp_timeout)
         *complete, self._idle_buffer = (self._idle_buffer + data).split(b"\r\n")
         lines.extend(complete)
         if closed and not lines:

@@ -17,8 +17,8 @@ import logging
 import socket
 from typing import Deque, List, Optional, Sequence, Tuple
 
-from smartpop.collector.source import RemoteMessage, Sink, Source
-from smartpop.collector.transport import network_errors, nodelay, open_socket, tls_context
+from smartpop.collector.source import RefusedDelete, RemoteMessage, Sink
+from smartpop.collector.transport import network_errors, nodelay, open_socket, tls_for, wrap
 from smartpop.config.schema import Account
 from smartpop.errors import AuthError, ConnectError, ProtocolError
 
@@ -42,10 +42,12 @@ def _line_with_dot(block: bytes, start: int) -> int:
     return found + 1 if found >= 0 else -1
 
 
-class Pop3Source(Source):
-    """One logged-in POP3 session."""
+class Pop3Source:
+    """One logged-in POP3 session (a source.Source)."""
 
     protocol = "POP3"
+    folder = ""  # POP3 has one maildrop and no folders
+    uidvalidity = ""  # UIDL ids are stable on their own
 
     def __init__(self, account: Account, timeout: float) -> None:
         self.host, self.port = account.host, account.port
@@ -57,19 +59,18 @@ class Pop3Source(Source):
         # Commands sent whose answers are not read yet, oldest first: (verb, message number).
         self._expect: Deque[Tuple[str, str]] = collections.deque()
         self._out: List[bytes] = []  # pipelined command lines not sent yet (see _send)
-        self.failed_deletes: List[Tuple[str, str]] = []
+        self.greeting = ""
+        self._refused: List[RefusedDelete] = []  # DELEs the server refused, for finish()
 
     @classmethod
     def connect(cls, account: Account, timeout: float) -> Pop3Source:
         """Connect with the account's security mode and log in."""
         self = cls(account, timeout)
-        context = tls_context(account.ca_file) if account.security != "none" else None
+        tls = tls_for(account.security, account.ca_file)
         try:
-            self._attach(open_socket(account.host, account.port, timeout,
-                                     context if account.security == "ssl" else None))
+            self._attach(open_socket(account.host, account.port, timeout, tls.on_connect))
             self.greeting = self._status()
-            if account.security == "starttls":
-                assert context is not None
+            if tls.upgrade is not None:
                 try:
                     self._command("STLS")
                 except ProtocolError as exc:
@@ -78,7 +79,7 @@ class Pop3Source(Source):
                     assert self._sock is not None
                     if self._buf:
                         raise ConnectError(f"{self.host}:{self.port} sent data before the TLS handshake")
-                    self._attach(context.wrap_socket(self._sock, server_hostname=self.host))
+                    self._attach(wrap(self._sock, tls.upgrade, self.host))
             self._ask_utf8()
             self._login(account.username, account.password.reveal())
             self.pipelining = USE_PIPELINING and "PIPELINING" in self._capabilities()
@@ -237,7 +238,7 @@ class Pop3Source(Source):
             self._status()
         except ProtocolError as exc:  # DELE: the message stays; the store retries the deletion
             log.warning("%s:%d refused DELE %s: %s", self.host, self.port, ref, exc)
-            self.failed_deletes.append((ref, str(exc)))
+            self._refused.append(RefusedDelete(ref, str(exc)))
 
     def _drain(self) -> None:
         """Read every answer still in flight (unread RETR bodies are discarded)."""
@@ -295,10 +296,6 @@ class Pop3Source(Source):
             except ProtocolError:
                 pass  # an earlier RETR the runner no longer wants
 
-    def count(self) -> int:
-        """STAT's message count."""
-        return int(self._command("STAT").split()[0])
-
     def delete(self, ref: str) -> None:
         """DELE: only a mark until QUIT (pipelined: its answer is read with the next one)."""
         if self.pipelining:
@@ -309,12 +306,13 @@ class Pop3Source(Source):
         self._send(f"DELE {ref}")
         self._answer("DELE", ref)
 
-    def finish(self) -> None:
-        """QUIT: the server deletes the marked messages now."""
+    def finish(self) -> List[RefusedDelete]:
+        """QUIT: the server deletes the marked messages now; returns the DELEs it refused."""
         try:
             self._command("QUIT")
         finally:
             self.abort()
+        return self._refused
 
     def abort(self) -> None:
         """Close without QUIT: RFC 1939 says nothing marked is deleted then."""

@@ -36,7 +36,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from smartpop import __version__, fsutil
 from smartpop.collector import delivery, headers, loopkey, recipients, spool
-from smartpop.collector.source import RemoteMessage, Source, open_source
+from smartpop.collector.source import RemoteMessage, Source
+from smartpop.collector.sources import open_source
 from smartpop.collector.state import Key, Store, StorePool, lock_path
 from smartpop.config.schema import Account, Config
 from smartpop.errors import AuthError, ConnectError, LockBusy, ProtocolError, SmartPopError, StateError, TemporaryError
@@ -762,8 +763,7 @@ def _run_locked(paths: Paths, config: Config, account: Account, progress: Option
             run.close_sessions()
         checkpoint("before_quit")
         current, source = source, None
-        current.finish()
-        for ref, why in getattr(current, "failed_deletes", []):
+        for ref, why in current.finish():
             # The record says done, so the next run deletes it again.
             result.deleted -= 1
             result.remaining += 1

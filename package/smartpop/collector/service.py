@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from smartpop.collector import headers, recipients, runner, state
 from smartpop.collector.runner import AccountResult, policy_for, run_account
-from smartpop.collector.source import open_source
+from smartpop.collector.sources import open_source
 from smartpop.config.schema import Account, Config
 from smartpop.paths import Paths
 

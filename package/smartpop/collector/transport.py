@@ -7,7 +7,7 @@ import os
 import socket
 import ssl
 import threading
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, NamedTuple, Optional, Tuple
 
 from smartpop.errors import ConnectError
 
@@ -34,6 +34,27 @@ def tls_context(ca_file: Optional[str]) -> ssl.SSLContext:
                 _contexts.clear()
             _contexts[key] = context
     return context
+
+
+class Tls(NamedTuple):
+    """When a provider connection turns to TLS: right at connect, after STLS/STARTTLS, or never."""
+
+    on_connect: Optional[ssl.SSLContext]
+    upgrade: Optional[ssl.SSLContext]
+
+
+def tls_for(security: str, ca_file: Optional[str]) -> Tls:
+    """The verifying context for the account's security mode ("ssl", "starttls" or "none").
+
+    "none" is the only way to go without TLS, and the schema admits it only with
+    allow_insecure; every other mode verifies chain and hostname.
+    """
+    if security == "none":
+        return Tls(None, None)
+    context = tls_context(ca_file)
+    if security == "ssl":
+        return Tls(context, None)
+    return Tls(None, context)
 
 
 def _new_context(ca_file: Optional[str]) -> ssl.SSLContext:
@@ -95,7 +116,12 @@ def open_socket(host: str, port: int, timeout: float, context: Optional[ssl.SSLC
         if context is None:
             return sock
         try:
-            return context.wrap_socket(sock, server_hostname=host)
+            return wrap(sock, context, host)
         except BaseException:
             sock.close()
             raise
+
+
+def wrap(sock: socket.socket, context: ssl.SSLContext, host: str) -> ssl.SSLSocket:
+    """The TLS handshake on a connected socket, checking the certificate against `host`."""
+    return context.wrap_socket(sock, server_hostname=host)

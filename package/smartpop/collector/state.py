@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Hashable, List, Mapping, NamedTuple, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Hashable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from smartpop.collector.groupcommit import GroupCommit, Statement
 from smartpop.collector.statedb import BUSY_TIMEOUT, connect, run_batch
@@ -151,7 +151,9 @@ class Store:
     def _enqueue(self, statements: List[Statement], durable: bool, key: Optional[Key] = None,
                  digest: str = "") -> int:
         """Queue writes; with `durable`, return only once they (and all before them) are committed."""
-        tags = tuple(tag for tag in (key, digest) if tag)
+        tags: Tuple[Hashable, ...] = () if key is None else (key,)
+        if digest:
+            tags += (digest,)
         return self._writes.enqueue(statements, durable, tags)
 
     def _commit(self, batch: List[Statement]) -> None:

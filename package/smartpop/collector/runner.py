@@ -37,7 +37,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 from smartpop import __version__, fsutil
 from smartpop.collector import delivery, headers, loopkey, recipients, spool
 from smartpop.collector.source import RemoteMessage, Source, open_source
-from smartpop.collector.state import Key, Store
+from smartpop.collector.state import Store
+from smartpop.collector.staterows import Key
 from smartpop.collector.storepool import StorePool
 from smartpop.config.schema import Account, Config
 from smartpop.errors import AuthError, ConnectError, LockBusy, ProtocolError, SmartPopError, StateError, TemporaryError

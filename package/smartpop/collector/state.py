@@ -26,11 +26,12 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Hashable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from smartpop.collector.groupcommit import GroupCommit, Statement
 from smartpop.collector.statedb import BUSY_TIMEOUT, connect, run_batch
 from smartpop.collector.statehub import HUB, StateHub
+from smartpop.collector.staterows import Key, MailboxState, MessageRow, reused_uid
 from smartpop.errors import StateError
 from smartpop.trail import record as trail_record
 
@@ -48,45 +49,6 @@ TRAIL_PRUNE_BATCH = 2000
 # A run that changes nothing but its time ("last checked") writes it at most this often;
 # between writes the time is kept in memory (StateHub.liveness), so an idle poll writes nothing.
 FLUSH_EVERY = 3600.0
-
-
-class Key(NamedTuple):
-    """Identity of one message on the server."""
-
-    account: str
-    folder: str
-    uidvalidity: str
-    uid: str
-
-
-class MessageRow(NamedTuple):
-    """What the store knows about one server message."""
-
-    state: str
-    first_seen: float
-    done_at: Optional[float]
-    next_try: Optional[float]
-    attempts: int
-    last_error: Optional[str] = None
-
-
-class MailboxState(NamedTuple):
-    """The store's rows of one mailbox generation, by uid, kept small for 100,000 kept messages.
-
-    Of a done message a poll only needs when it was done (delete_after_days): a float per
-    uid instead of a row object saves most of the memory of a poll that finds nothing new.
-    """
-
-    done: Dict[str, Optional[float]]  # uid -> done_at
-    open: Dict[str, MessageRow]  # uid -> row, for messages not placed yet
-    # uid -> size recorded when done, for done uids the server now lists with another size
-    reused: Dict[str, int]
-
-
-def reused_uid(recorded: Optional[int], listed: Optional[int]) -> bool:
-    """True if a done uid listed with size `listed` cannot be the message recorded with size `recorded`."""
-    # Unknown on either side (a record from before sizes were kept, a server that lists 0): no verdict.
-    return bool(recorded) and bool(listed) and recorded != listed
 
 
 class Store:

@@ -15,9 +15,10 @@ and a power cut takes Postfix down with SmartPop. A lost 'done' only means the m
 looked at again and found placed. The only price of a lost 'delivered' record is that
 marked duplicate; nothing is ever taken for delivered without a recorded 250.
 
-The tables and how the file is opened: statedb.py. What the stores of one process share
-(queued ledger digests, prune times, quiet-run times): statehub.py. The status reads of
-`status` and the UI: statusread.py.
+Next door: the tables and how the file is opened (statedb.py), the values a poll gets
+(staterows.py), what the stores of one process share: queued ledger digests, prune times,
+quiet-run times (statehub.py), the stores the daemon keeps open (storepool.py), and the
+status reads of `status` and the UI (statusread.py).
 """
 
 from __future__ import annotations

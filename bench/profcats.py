@@ -34,7 +34,10 @@ RULES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("TLS (OpenSSL calls)", ("_ssl.", "ssl.py")),
     ("logging", ("logging/", "smartpop/log.py")),
     ("threads and locks", ("threading.py", "queue.py", "_thread.", "lock' objects", "Condition", "Event")),
-    ("state and trail (SQLite, group commit)", ("sqlite3", "collector/state.py", "smartpop/trail/")),
+    # collector/state covers state.py and its neighbours statedb, statehub and staterows.
+    ("state and trail (SQLite, group commit)", ("sqlite3", "collector/state", "collector/statusread.py",
+                                                 "collector/groupcommit.py", "collector/storepool.py",
+                                                 "smartpop/trail/")),
     ("spool (message bytes kept for the hand-over)", ("collector/spool.py", "tempfile", "os.fsync", "os.write",
                                                       "posix.")),
     ("header parsing", ("collector/headers.py", "/email/")),

@@ -28,7 +28,7 @@ sys.path[:0] = [str(ROOT / "package")]
 from bench import machine  # noqa: E402
 from bench.cgi import median_ms  # noqa: E402
 from bench.table import table  # noqa: E402
-from smartpop.collector import state  # noqa: E402
+from smartpop.collector import statedb  # noqa: E402
 from smartpop.trail import export, query  # noqa: E402
 
 ACCOUNTS = ["sammelpostfach", "anna-box", "ben-box"]
@@ -38,7 +38,7 @@ USERS = ["anna", "ben", "carla", "dieter", "emil", "postmaster"]
 
 def fill(db: Path, rows: int, now: float) -> None:
     """`rows` trail rows, newest first, as the collector would have written them."""
-    conn = state.connect(db)
+    conn = statedb.connect(db)
     conn.execute("PRAGMA synchronous=OFF")  # the fill is set-up, not what is measured
     with conn:
         conn.execute("BEGIN")

@@ -21,6 +21,8 @@ def test_concern_of_names_what_each_file_owns() -> None:
     assert profcats.concern_of("/x/smartpop/collector/headers.py:102(parse_fields)") == "header parsing"
     assert profcats.concern_of("<method 'execute' of 'sqlite3.Connection' objects>").startswith("state and trail")
     assert profcats.concern_of("/x/smartpop/trail/record.py:111(statements)").startswith("state and trail")
+    assert profcats.concern_of("/x/smartpop/collector/groupcommit.py:60(enqueue)").startswith("state and trail")
+    assert profcats.concern_of("/x/smartpop/collector/statedb.py:160(run_batch)").startswith("state and trail")
     assert profcats.concern_of("<method 'read' of '_ssl._SSLSocket' objects>") == "TLS (OpenSSL calls)"
     assert profcats.concern_of("/usr/lib/python3.11/logging/__init__.py:1(emit)") == "logging"
     assert profcats.concern_of("<method 'acquire' of '_thread.lock' objects>") == "threads and locks"

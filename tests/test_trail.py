@@ -19,8 +19,9 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from smartpop import cli
-from smartpop.collector import state
+from smartpop.collector import state, statedb
 from smartpop.collector.state import Key, Store
+from smartpop.collector.statehub import PruneTimes
 from smartpop.config.schema import parse_config
 from smartpop.errors import ConfigError, UsageError
 from smartpop.paths import Paths, ensure_data_dir
@@ -53,7 +54,7 @@ def _copies(i: int) -> List[Tuple[Any, ...]]:
 def big_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A state store with ROWS trail rows, made once for the module (read-only tests share it)."""
     db = tmp_path_factory.mktemp("trail") / "state.sqlite3"
-    conn = state.connect(db)
+    conn = statedb.connect(db)
     conn.execute("PRAGMA synchronous=OFF")
     with conn:
         conn.execute("BEGIN")
@@ -148,7 +149,7 @@ def test_retention_prunes_the_oldest_in_small_batches_on_the_prune_path(tmp_path
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "state.sqlite3"
     now = time.time()
-    conn = state.connect(db)
+    conn = statedb.connect(db)
     # 100,000 rows, one every 30 s back from now (15 s off the boundary): 30 days hold 86,400 of them.
     with conn:
         conn.execute("BEGIN")
@@ -161,7 +162,7 @@ def test_retention_prunes_the_oldest_in_small_batches_on_the_prune_path(tmp_path
     assert 13_000 < old < 14_000
     store = Store(db)
     try:
-        monkeypatch.setattr(state, "_last_prune", {})
+        monkeypatch.setattr(store.hub, "prunes", PruneTimes())
         store.prune("sammel", "", "1", set())
         counted = store.conn.execute("SELECT COUNT(*), MIN(id) FROM trail").fetchone()
         assert counted[0] == ROWS - state.TRAIL_PRUNE_BATCH  # one small batch of the oldest
@@ -173,7 +174,7 @@ def test_retention_prunes_the_oldest_in_small_batches_on_the_prune_path(tmp_path
         assert store.conn.execute("SELECT COUNT(*) FROM trail").fetchone()[0] == ROWS - state.TRAIL_PRUNE_BATCH
         # Prunes that happen anyway (hourly, or after mail vanished) keep going until only 30 days are left.
         for _ in range(old // state.TRAIL_PRUNE_BATCH + 1):
-            monkeypatch.setattr(state, "_last_prune", {})
+            monkeypatch.setattr(store.hub, "prunes", PruneTimes())
             store.prune("sammel", "", "1", set())
         left = store.conn.execute("SELECT COUNT(*), MAX(id) FROM trail").fetchone()
         assert left == (ROWS - old, ROWS - old)
@@ -181,7 +182,7 @@ def test_retention_prunes_the_oldest_in_small_batches_on_the_prune_path(tmp_path
         assert store.conn.execute("SELECT COUNT(*) FROM trail WHERE at < ?", (now - 30 * 86400,)).fetchone()[0] == 0
         # A shorter retention (trail.retention_days) prunes to it.
         for _ in range(40):
-            monkeypatch.setattr(state, "_last_prune", {})
+            monkeypatch.setattr(store.hub, "prunes", PruneTimes())
             store.prune("sammel", "", "1", set(), trail_days=7)
         assert store.conn.execute("SELECT COUNT(*) FROM trail").fetchone()[0] == 7 * 86400 // 30
     finally:

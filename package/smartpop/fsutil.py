@@ -12,6 +12,7 @@ from typing import Iterator, Union
 import filelock
 
 from smartpop.errors import LockBusy
+from smartpop.paths import Paths
 
 PathLike = Union[str, Path]
 
@@ -80,14 +81,34 @@ class QuietFileLock(filelock.BaseFileLock):
 
 
 @contextlib.contextmanager
-def locked(lock_path: PathLike, timeout: float = -1) -> Iterator[None]:
+def locked(path: PathLike, timeout: float = -1) -> Iterator[None]:
     """Hold an exclusive inter-process lock; timeout<0 waits forever, 0 fails at once."""
-    lock = QuietFileLock(str(lock_path), timeout=timeout)
+    lock = QuietFileLock(str(path), timeout=timeout)
     try:
         lock.acquire(poll_interval=LOCK_POLL)
     except filelock.Timeout as exc:
-        raise LockBusy(f"{lock_path} is held by another process") from exc
+        raise LockBusy(f"{path} is held by another process") from exc
     try:
         yield
     finally:
         lock.release()
+
+
+def lock_path(paths: Paths, account: str) -> Path:
+    """The per-account lock file (one runner per mailbox, daemon or `fetch`)."""
+    return paths.locks / f"account.{account}.lock"
+
+
+def lock_held(path: PathLike) -> bool:
+    """True if some process holds the lock file now (a killed run leaves running=1 behind)."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing also drops a lock we may just have taken
+    return False

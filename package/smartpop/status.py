@@ -37,7 +37,7 @@ def build_status(paths: Paths) -> Dict[str, Any]:
     accounts: List[Dict[str, Any]] = []
     # The collector keeps its per-account figures in its SQLite store (written atomically with
     # the delivery journal); status.json's "accounts" is only a fallback for older data.
-    from smartpop.collector.state import read_account_status
+    from smartpop.collector.statusread import read_account_status
 
     collected = read_account_status(paths)
     for account in config.accounts:

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from smartpop.collector import service
-from smartpop.collector.state import Store
 from smartpop.errors import AuthError, ConnectError
 from support.collect import Env, body_of, message
+from support.statestore import backdate_done
 
 pytestmark = pytest.mark.mailstack
 
@@ -130,12 +130,10 @@ def test_keep_on_server_never_refetches_and_delete_after_days(env: Env, protocol
     assert service.fetch_all(env.paths, config).ok
     assert service.fetch_all(env.paths, config).results["sammel"].collected == 0
     assert len(env.local("anna")) == 2 and env.left_on_provider() == 2
-    store = Store(env.paths.state_db)
-    store.backdate_done("sammel", 2 * 86400)
+    backdate_done(env.paths.state_db, "sammel", 2 * 86400)
     assert service.fetch_all(env.paths, config).ok
     assert env.left_on_provider() == 2  # 2 days old: kept
-    store.backdate_done("sammel", 2 * 86400)
-    store.close()
+    backdate_done(env.paths.state_db, "sammel", 2 * 86400)
     result = service.fetch_all(env.paths, config).results["sammel"]
     assert result.deleted == 2 and result.collected == 0
     assert env.left_on_provider() == 0 and len(env.local("anna")) == 2

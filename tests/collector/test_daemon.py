@@ -14,8 +14,8 @@ import pytest
 from smartpop import fsutil
 from smartpop.collector import daemon, service
 from smartpop.collector.daemon import next_delay
-from smartpop.collector.runner import AccountResult, lock_path
-from smartpop.collector.state import read_account_status
+from smartpop.collector.runner import AccountResult
+from smartpop.collector.statusread import read_account_status
 from smartpop.config.schema import Account
 from support.collect import Env, body_of, child_env, message
 from support.ports import free_ports
@@ -43,7 +43,7 @@ def test_lock_makes_a_concurrent_fetch_skip(env: Env) -> None:
     env.fill([message(1, env.addr("anna"))])
     config = env.write_config()
     env.paths.locks.mkdir(exist_ok=True)
-    with fsutil.locked(lock_path(env.paths, "sammel")):
+    with fsutil.locked(fsutil.lock_path(env.paths, "sammel")):
         summary = service.fetch_all(env.paths, config, lock_timeout=0.2)
         assert summary.results["sammel"].skipped and summary.ok
         assert env.local("anna") == [] and env.left_on_provider() == 1

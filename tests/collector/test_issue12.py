@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 import pytest
 
-from smartpop.collector import delivery, runner, service, state
+from smartpop.collector import delivery, runner, service, state, statedb
 from support.collect import Env, body_of, message
 from support.fakeimap import FakeImap
 from support.fakepop3 import FakePop3
@@ -93,7 +93,7 @@ def test_a_kept_message_listed_with_its_size_is_not_fetched_again(env: Env) -> N
 def test_a_store_from_before_sizes_were_kept_is_upgraded_and_never_guesses(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
     conn = sqlite3.connect(str(path))
-    conn.executescript(state.SCHEMA)  # today's tables, without the columns added since
+    conn.executescript(statedb.SCHEMA)  # today's tables, without the columns added since
     conn.execute("INSERT INTO messages (account, folder, uidvalidity, uid, state, first_seen, done_at, size)"
                  " VALUES ('sammel', '', '', 'u1', 'done', 1, 1, 123)")
     conn.commit()

@@ -16,7 +16,7 @@ from typing import Callable, List
 import pytest
 
 from smartpop.collector import idle, service
-from smartpop.collector.state import read_account_status
+from smartpop.collector.statusread import read_account_status
 from support.collect import Env, child_env, message
 from support.diskwrites import TreeWatch, write_bytes
 from support.fakeimap import FakeImap

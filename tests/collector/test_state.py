@@ -48,7 +48,8 @@ def test_prune_marks_only_messages_gone_from_the_server(tmp_path: Path) -> None:
 
 
 def test_a_run_that_changes_nothing_keeps_its_time_in_memory(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from smartpop.collector import state
+    from smartpop.collector import state, statusread
+    from smartpop.collector.statehub import HUB
     from smartpop.paths import Paths
 
     paths = Paths(tmp_path)
@@ -63,10 +64,10 @@ def test_a_run_that_changes_nothing_keeps_its_time_in_memory(tmp_path: Path, mon
         on_disk = sqlite3.connect(str(paths.state_db)).execute(
             "SELECT last_run FROM account_status WHERE account='sammel'").fetchone()[0]
         assert on_disk == written  # nothing was written
-        held = state.LIVENESS.get(paths.state_db, "sammel")
+        held = HUB.liveness.get(paths.state_db, "sammel")
         assert held is not None and held[0] > written
         # In this process the status shows the time of the quiet run.
-        assert state.read_account_status(paths)["sammel"]["last_run"] == state._iso(held[0])
+        assert statusread.read_account_status(paths)["sammel"]["last_run"] == statusread._iso(held[0])
         # An error is a change, and so is the recovery after it.
         assert store.run_finished("sammel", False, 0, 0, "connection refused", None) == "changed"
         assert store.run_finished("sammel", False, 0, 0, "connection refused", None) == "quiet"
@@ -78,10 +79,10 @@ def test_a_run_that_changes_nothing_keeps_its_time_in_memory(tmp_path: Path, mon
         assert store.run_finished("sammel", True, 0, 0, None, 0) == "quiet"
     finally:
         store.close()
-    held = state.LIVENESS.get(paths.state_db, "sammel")
+    held = HUB.liveness.get(paths.state_db, "sammel")
     assert held is not None
-    assert state.flush_liveness(paths) == 1
-    assert state.LIVENESS.get(paths.state_db, "sammel") is None
+    assert statusread.flush_liveness(paths) == 1
+    assert HUB.liveness.get(paths.state_db, "sammel") is None
     row = sqlite3.connect(str(paths.state_db)).execute(
         "SELECT last_run, last_success, last_error FROM account_status WHERE account='sammel'").fetchone()
     assert row == (held[0], held[1], None)

@@ -18,7 +18,7 @@ from typing import List, Optional
 
 import pytest
 
-from smartpop.collector import state
+from smartpop.collector import statedb, statusread
 from smartpop.collector.daemon import DaemonHandle
 from smartpop.collector.state import Store
 from smartpop.config.schema import Config
@@ -37,7 +37,7 @@ def test_opening_a_new_store_waits_for_another_writer(tmp_path: Path) -> None:
     release.start()
     started = time.monotonic()
     try:
-        conn = state.connect(path)  # before the fix: StateError "database is locked" at once
+        conn = statedb.connect(path)  # before the fix: StateError "database is locked" at once
     finally:
         release.join()
         holder.close()
@@ -88,7 +88,7 @@ def test_a_push_state_that_could_not_be_written_is_written_next_time(tmp_path: P
     # way until it changed again: `serve` showed "polling" while the account waited in IDLE.
     paths = Paths(tmp_path)
     handle = DaemonHandle(paths, Config())
-    real = state.set_push
+    real = statusread.set_push
     calls: List[Optional[str]] = []
 
     def locked_once(at: Paths, name: str, push: Optional[str]) -> None:
@@ -97,7 +97,7 @@ def test_a_push_state_that_could_not_be_written_is_written_next_time(tmp_path: P
             raise StateError("state store is unusable: database is locked")
         real(at, name, push)
 
-    monkeypatch.setattr(state, "set_push", locked_once)
+    monkeypatch.setattr(statusread, "set_push", locked_once)
     try:
         handle._set_push("sammel", "idle")  # fails, logged
         handle._set_push("sammel", "idle")  # the same state again: written now

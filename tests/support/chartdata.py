@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, Tuple
 
-# The trail table as the trail store creates it (collector/state.py SCHEMA on the trail branch).
+# The trail table as the trail store creates it (collector/statedb.py SCHEMA).
 TRAIL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS trail (id INTEGER PRIMARY KEY, at REAL NOT NULL, account TEXT NOT NULL,
   folder TEXT NOT NULL DEFAULT '', uid TEXT NOT NULL, message_id TEXT NOT NULL DEFAULT '',

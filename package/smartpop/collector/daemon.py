@@ -12,7 +12,7 @@ thread per waiting account). New mail ends the session and starts a run. Before 
 29 minutes a worker renews the session. Where the server cannot IDLE the account is polled
 at its interval, and the status says why (`push`).
 
-Quiet runs write nothing (runner, state.Liveness); their times are written once an hour
+Quiet runs write nothing (runner, statehub.Liveness); their times are written once an hour
 together with a one-line summary, and on stop. Stopping lets a worker finish the message in
 hand, then QUIT, so nothing is left half done.
 """
@@ -28,9 +28,10 @@ import time
 from typing import Callable, Dict, List, Optional, Set
 
 from smartpop import fswatch, heap
-from smartpop.collector import runner, state
+from smartpop.collector import runner, state, statusread
 from smartpop.collector.idle import IdleSession, IdleUnavailable
 from smartpop.collector.runner import run_account
+from smartpop.collector.storepool import StorePool
 from smartpop.config import store
 from smartpop.config.schema import Account, Config
 from smartpop.errors import ConfigError, SmartPopError
@@ -91,7 +92,7 @@ class DaemonHandle:
         self._config_mtime = self._mtime()
         self._config_looked = time.monotonic()
         # Open stores kept between runs: opening and closing one per poll writes to the disk.
-        self._stores = state.StorePool(paths.state_db)
+        self._stores = StorePool(paths.state_db)
         self._quiet = 0  # runs since the last summary that found and changed nothing
         self._runs = 0
         self._summary_at = time.monotonic() + SUMMARY_EVERY
@@ -289,7 +290,7 @@ class DaemonHandle:
             quiet, runs, self._quiet, self._runs = self._quiet, self._runs, 0, 0
         self._summary_at = time.monotonic() + SUMMARY_EVERY
         try:
-            state.flush_liveness(self.paths)
+            statusread.flush_liveness(self.paths, self._stores.hub)
         except Exception as exc:  # the next flush (or stop) tries again
             log.warning("could not write the collector's last-checked times: %s", exc)
         if quiet:
@@ -317,7 +318,7 @@ class DaemonHandle:
             session.close()
             self._due[account.name] = 0.0
             return
-        state.LIVENESS.note(self.paths.state_db, account.name, time.time(), time.time())
+        self._stores.hub.liveness.note(self.paths.state_db, account.name, time.time(), time.time())
         self._hand_over(session)
 
     def _collect(self, account: Account, config: Config) -> None:
@@ -391,7 +392,7 @@ class DaemonHandle:
         if self._push.get(name, "unknown") == push:
             return
         try:
-            state.set_push(self.paths, name, push)
+            statusread.set_push(self.paths, name, push)
         except Exception as exc:
             # Not remembered as recorded: the next call writes it again. Remembering it anyway
             # left the status saying the old way (or nothing) until the way changed once more.
@@ -430,10 +431,10 @@ class DaemonHandle:
     def _finish(self) -> None:
         """Write what is only in memory, then let go of the store."""
         try:
-            state.flush_liveness(self.paths)
+            statusread.flush_liveness(self.paths, self._stores.hub)
             for name, push in list(self._push.items()):
                 if push is not None:
-                    state.set_push(self.paths, name, None)  # nobody waits in IDLE once stopped
+                    statusread.set_push(self.paths, name, None)  # nobody waits in IDLE once stopped
         except Exception as exc:
             log.warning("could not write the collector's last-checked times: %s", exc)
         self._stores.close()

@@ -38,9 +38,12 @@ from smartpop import __version__, fsutil
 from smartpop.collector import delivery, headers, loopkey, recipients, spool
 from smartpop.collector.source import RemoteMessage, Source
 from smartpop.collector.sources import open_source
-from smartpop.collector.state import Key, Store, StorePool, lock_path
+from smartpop.collector.state import Store
+from smartpop.collector.staterows import Key
+from smartpop.collector.storepool import StorePool
 from smartpop.config.schema import Account, Config
 from smartpop.errors import AuthError, ConnectError, LockBusy, ProtocolError, SmartPopError, StateError, TemporaryError
+from smartpop.fsutil import lock_path
 from smartpop.health import roundtrip
 from smartpop.paths import Paths
 from smartpop.trail.record import TrailEntry

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from smartpop.collector import headers, recipients, runner, state
+from smartpop.collector import headers, recipients, runner, statusread
 from smartpop.collector.runner import AccountResult, policy_for, run_account
 from smartpop.collector.sources import open_source
 from smartpop.config.schema import Account, Config
@@ -73,7 +73,7 @@ def fetch_all(paths: Paths, config: Config, account: Optional[str] = None,
             summary.results[item.name] = result
     try:
         # A pass by hand or from Task Scheduler ends here: its quiet runs' times are written now.
-        state.flush_liveness(paths)
+        statusread.flush_liveness(paths)
     except Exception as exc:  # the runs' outcomes are in; only "last checked" is not
         log.warning("could not write the last-checked times: %s", exc)
     return summary

@@ -5,7 +5,8 @@ that step happens: the 'sending' journal entry before the SMTP dot, the 'done' r
 before DELE / \\Deleted. Writes that guard nothing irreversible yet (a delivered copy, the
 ledger, 'done') are queued and ride along with the next commit, which is at the latest
 the one made before their message's deletion (runner: sync() before DELE). Concurrent
-threads share commits (group commit): one fsync covers every write queued before it.
+threads share commits (group commit, groupcommit.py): one fsync covers every write queued
+before it.
 
 Why a queued write may be lost in a crash without harm: a copy left at 'sending' is
 recovered as 'doubt', and a copy in doubt is delivered again, marked as a possible
@@ -14,76 +15,26 @@ and a power cut takes Postfix down with SmartPop. A lost 'done' only means the m
 looked at again and found placed. The only price of a lost 'delivered' record is that
 marked duplicate; nothing is ever taken for delivered without a recorded 250.
 
-Tables:
-- messages: one row per server message (account, folder, uidvalidity, uid); state
-  'pending' until every recipient is placed, then 'done'.
-- copies: one row per (message, recipient): 'sending' (written just before the DATA dot),
-  'delivered' (MailPlus answered 250), or 'doubt' (the dot may have gone out, but no 250 was
-  recorded: the reply was lost or the process died). A copy in doubt is not placed: it is
-  sent again with an X-SmartPop-Redelivered header.
-- ledger: (message digest, recipient) pairs already delivered, across accounts, so a
-  second multidrop copy of one message is not delivered twice.
-- account_status: the per-account figures `status` shows.
-- trail, trail_copies: what happened to each message and each of its copies, for the search
-  (docs/TRAIL.md); written in the batch of the record that decides the outcome, pruned by age.
+Next door: the tables and how the file is opened (statedb.py), the values a poll gets
+(staterows.py), what the stores of one process share: queued ledger digests, prune times,
+quiet-run times (statehub.py), the stores the daemon keeps open (storepool.py), and the
+status reads of `status` and the UI (statusread.py).
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import fcntl
-import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple
 
+from smartpop.collector.groupcommit import GroupCommit, Statement
+from smartpop.collector.statedb import BUSY_TIMEOUT, connect, run_batch
+from smartpop.collector.statehub import HUB, StateHub
+from smartpop.collector.staterows import Key, MailboxState, MessageRow, reused_uid
 from smartpop.errors import StateError
-from smartpop.paths import Paths
 from smartpop.trail import record as trail_record
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    account TEXT NOT NULL, folder TEXT NOT NULL, uidvalidity TEXT NOT NULL, uid TEXT NOT NULL,
-    state TEXT NOT NULL, first_seen REAL NOT NULL, done_at REAL, message_id TEXT, digest TEXT,
-    size INTEGER, attempts INTEGER NOT NULL DEFAULT 0, next_try REAL, last_error TEXT, on_server INTEGER DEFAULT 1,
-    PRIMARY KEY (account, folder, uidvalidity, uid));
-CREATE TABLE IF NOT EXISTS copies (
-    account TEXT NOT NULL, folder TEXT NOT NULL, uidvalidity TEXT NOT NULL, uid TEXT NOT NULL,
-    rcpt TEXT NOT NULL, status TEXT NOT NULL, via TEXT NOT NULL, reply TEXT, at REAL NOT NULL,
-    spool TEXT, digest TEXT,
-    PRIMARY KEY (account, folder, uidvalidity, uid, rcpt));
-CREATE TABLE IF NOT EXISTS ledger (
-    digest TEXT NOT NULL, rcpt TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (digest, rcpt));
-CREATE TABLE IF NOT EXISTS account_status (
-    account TEXT PRIMARY KEY, last_run REAL, last_success REAL, collected INTEGER NOT NULL DEFAULT 0,
-    fallback INTEGER NOT NULL DEFAULT 0, last_error TEXT, waiting INTEGER, last_collected INTEGER,
-    last_fallback INTEGER, running INTEGER NOT NULL DEFAULT 0, redelivered INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS trail (
-    id INTEGER PRIMARY KEY, at REAL NOT NULL, account TEXT NOT NULL, folder TEXT NOT NULL DEFAULT '',
-    uid TEXT NOT NULL, message_id TEXT NOT NULL DEFAULT '', sender TEXT NOT NULL DEFAULT '',
-    from_addr TEXT NOT NULL DEFAULT '', subject TEXT, rule TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '',
-    size INTEGER NOT NULL DEFAULT 0, outcome TEXT NOT NULL, redelivered INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS trail_at ON trail(at);
-CREATE INDEX IF NOT EXISTS trail_account_at ON trail(account, at);
-CREATE INDEX IF NOT EXISTS trail_message_id ON trail(message_id);
-CREATE TABLE IF NOT EXISTS trail_copies (
-    trail_id INTEGER NOT NULL, rcpt TEXT NOT NULL, placement TEXT NOT NULL, reply TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS trail_copies_trail ON trail_copies(trail_id);
-"""
-# Columns added after the first release; stores made before them get them on open.
-ADDED_COLUMNS = (
-    # Copies sent again, marked, after a hand-over ended in doubt (docs/COLLECTION.md).
-    ("account_status", "redelivered", "INTEGER NOT NULL DEFAULT 0"),
-    # The size the server listed (POP3 LIST, IMAP RFC822.SIZE) when the message was done: a done
-    # uid listed with another size is a new message under a reused uid.
-    ("messages", "listed_size", "INTEGER"),
-    # How the daemon waits for this account's mail: 'idle' (IMAP IDLE is the schedule) or
-    # 'polling: <why IDLE is not possible>'; NULL for accounts that poll by design.
-    ("account_status", "push", "TEXT"),
-)
 
 LEDGER_DAYS = 180
 VANISHED_DAYS = 30
@@ -96,179 +47,27 @@ PRUNE_EVERY = 3600.0
 # mail comes in.
 TRAIL_DAYS = 30
 TRAIL_PRUNE_BATCH = 2000
-_last_prune: Dict[Tuple[str, str], float] = {}
 # A run that changes nothing but its time ("last checked") writes it at most this often;
-# between writes the time is kept in memory (Liveness), so an idle poll writes nothing.
+# between writes the time is kept in memory (StateHub.liveness), so an idle poll writes nothing.
 FLUSH_EVERY = 3600.0
-
-
-class Liveness:
-    """When each account was last checked, for runs that changed nothing else (not on disk yet)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._times: Dict[Tuple[str, str], Tuple[float, Optional[float]]] = {}
-
-    def note(self, db: Path, account: str, last_run: float, last_success: Optional[float]) -> None:
-        """Remember a quiet run's times (a success time survives a later failed run)."""
-        with self._lock:
-            previous = self._times.get((str(db), account))
-            if last_success is None and previous is not None:
-                last_success = previous[1]
-            self._times[(str(db), account)] = (last_run, last_success)
-
-    def get(self, db: Path, account: str) -> Optional[Tuple[float, Optional[float]]]:
-        """The unwritten (last_run, last_success) of `account`, if any."""
-        with self._lock:
-            return self._times.get((str(db), account))
-
-    def take(self, db: Path, account: Optional[str] = None) -> Dict[str, Tuple[float, Optional[float]]]:
-        """Remove and return the unwritten times of one account (or all) of store `db`."""
-        with self._lock:
-            keys = [k for k in self._times if k[0] == str(db) and (account is None or k[1] == account)]
-            return {k[1]: self._times.pop(k) for k in keys}
-
-
-LIVENESS = Liveness()
-
-
-class Key(NamedTuple):
-    """Identity of one message on the server."""
-
-    account: str
-    folder: str
-    uidvalidity: str
-    uid: str
-
-
-class MessageRow(NamedTuple):
-    """What the store knows about one server message."""
-
-    state: str
-    first_seen: float
-    done_at: Optional[float]
-    next_try: Optional[float]
-    attempts: int
-    last_error: Optional[str] = None
-
-
-class MailboxState(NamedTuple):
-    """The store's rows of one mailbox generation, by uid, kept small for 100,000 kept messages.
-
-    Of a done message a poll only needs when it was done (delete_after_days): a float per
-    uid instead of a row object saves most of the memory of a poll that finds nothing new.
-    """
-
-    done: Dict[str, Optional[float]]  # uid -> done_at
-    open: Dict[str, MessageRow]  # uid -> row, for messages not placed yet
-    # uid -> size recorded when done, for done uids the server now lists with another size
-    reused: Dict[str, int]
-
-
-# How long a connection waits for another one's write lock (the busy handler's timeout).
-BUSY_TIMEOUT = 60.0
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (and create) the store with durable settings."""
-    conn: Optional[sqlite3.Connection] = None
-    try:
-        # Shared by the threads of one run; Store serialises every use with a lock.
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-        use_wal(conn)
-        # FULL: every commit is fsynced, also in WAL mode (NORMAL would not be).
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(SCHEMA)
-        add_columns(conn)
-    except sqlite3.DatabaseError as exc:
-        if conn is not None:
-            conn.close()  # a daemon retrying every poll must not leak a descriptor per attempt
-        raise StateError(f"state store {path} is unusable: {exc}") from exc
-    try:
-        # Only when needed: a chmod changes the inode even to the same mode (a disk write).
-        if path.stat().st_mode & 0o777 != 0o600:
-            path.chmod(0o600)
-    except OSError:
-        pass
-    return conn
-
-
-def use_wal(conn: sqlite3.Connection, timeout: float = BUSY_TIMEOUT) -> None:
-    """PRAGMA journal_mode=WAL, waiting for another writer as every other statement does.
-
-    Switching a store to WAL (a new file, the first open) reads its header and then writes it.
-    A connection that holds a read lock and asks for the write lock gets SQLITE_BUSY at once:
-    SQLite skips the busy handler there (waiting could deadlock), so sqlite3.connect(timeout=)
-    does not apply. The accounts of one pass open a new store at the same moment, and one of
-    them failed its run with "database is locked". Retrying the whole statement is safe: it
-    holds no lock once it failed, and once the store is in WAL mode the pragma only reads.
-    """
-    deadline = time.monotonic() + timeout
-    pause = 0.001
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL").fetchall()
-            return
-        except sqlite3.OperationalError as exc:
-            if not _busy(exc) or time.monotonic() >= deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
-
-
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    """True for SQLITE_BUSY ("database is locked"), with or without an extended code."""
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+; 3.8 only has the message
-    if isinstance(code, int):
-        return code & 0xFF == 5  # SQLITE_BUSY
-    return str(exc) == "database is locked"
-
-
-def add_columns(conn: sqlite3.Connection) -> None:
-    """Add the ADDED_COLUMNS a store made by an older version lacks."""
-    for table, column, kind in ADDED_COLUMNS:
-        if column in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
-            continue
-        try:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        except sqlite3.OperationalError:
-            # Another process opening the store at the same moment may have added it first.
-            if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
-                raise
-
-
-Statement = Tuple[str, Any, bool]  # sql, parameters, executemany?
-
-# Digests with ledger rows queued (not yet committed) in some Store of this process: a
-# duplicate check elsewhere must commit them first, or it would miss them.
-_queued_digests: Dict[str, Set[Store]] = {}
-_queued_lock = threading.Lock()
 
 
 class Store:
     """Typed access to the state tables, shared by the threads of one run."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, hub: StateHub = HUB) -> None:
         self.path = path
+        self.hub = hub
         self.conn = connect(path)
         self._conn_lock = threading.RLock()  # one user of the connection at a time
         # Reads use a second connection: in WAL mode they then never wait for a commit's fsync.
         self._reader = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None,
                                        check_same_thread=False)
+        self._reader.row_factory = sqlite3.Row
         self._reader_lock = threading.Lock()
-        self._cv = threading.Condition()  # guards the queue and the commit sequence below
-        self._queue: List[Statement] = []
-        # The last write sequence number touching a message / a ledger digest, so a read that
-        # depends on them commits exactly when it has to.
-        self._key_seq: Dict[Key, int] = {}
-        self._digest_seq: Dict[str, int] = {}
-        # (seq, key, digest) of queued writes, oldest first: trimmed after each commit so the
-        # maps above only hold what is not on disk yet (flat memory over 100,000 messages).
-        self._marks: Deque[Tuple[int, Optional[Key], str]] = collections.deque()
-        self._seq = 0  # writes queued so far
-        self._committed = 0  # writes on disk so far
-        self._committing = False
-        self._broken: Optional[BaseException] = None
+        # Writes are tagged with the message (Key) and the ledger digest (str) they touch.
+        self._writes = GroupCommit(self._commit, f"state store {path}",
+                                   on_queued=self._ledger_queued, on_settled=self._ledger_settled)
         self.commits = 0
 
     def close(self) -> None:
@@ -276,7 +75,7 @@ class Store:
         try:
             self.sync()
         finally:
-            self._forget_digests()
+            self.hub.ledger.discard([tag for tag in self._writes.abandon() if isinstance(tag, str)], self)
             self._reader.close()
             self.conn.close()
 
@@ -287,122 +86,51 @@ class Store:
         with self._reader_lock:
             self._reader.execute("PRAGMA shrink_memory")
 
-    def _forget_digests(self) -> None:
-        with _queued_lock:
-            for digest in self._digest_seq:
-                holders = _queued_digests.get(digest)
-                if holders is not None:
-                    holders.discard(self)
-                    if not holders:
-                        del _queued_digests[digest]
-        self._digest_seq = {}
-
-    def _enqueue(self, statements: Iterable[Statement], durable: bool, key: Optional[Key] = None,
-                 digest: str = "") -> int:
-        """Queue writes; with `durable`, return only once they (and all before them) are committed."""
-        with self._cv:
-            if self._broken is not None:
-                raise StateError(f"state store {self.path} failed: {self._broken}")
-            self._queue.extend(statements)
-            self._seq += 1
-            mine = self._seq
-            if key is not None:
-                self._key_seq[key] = mine
-            if digest:
-                if digest not in self._digest_seq:
-                    with _queued_lock:
-                        _queued_digests.setdefault(digest, set()).add(self)
-                self._digest_seq[digest] = mine
-            if key is not None or digest:
-                self._marks.append((mine, key, digest))
-        if durable:
-            self._wait_committed(mine)
-        return mine
-
+    # --- the group commit ---------------------------------------------------------------
     def sync(self) -> None:
         """Commit every queued write now (before an irreversible step that relies on them)."""
-        with self._cv:
-            if self._broken is not None:
-                raise StateError(f"state store {self.path} failed: {self._broken}")
-            target = self._seq
-        self._wait_committed(target)
-
-    def _wait_committed(self, target: int) -> None:
-        """Group commit: one thread commits the whole queue, the others wait for its fsync."""
-        with self._cv:
-            while self._committed < target:
-                if self._broken is not None:
-                    raise StateError(f"state store {self.path} failed: {self._broken}")
-                if self._committing:
-                    self._cv.wait()
-                    continue
-                self._committing = True
-                batch, self._queue = self._queue, []
-                upto = self._seq
-                self._cv.release()
-                error: Optional[BaseException] = None
-                try:
-                    self._commit(batch)
-                except BaseException as exc:  # recorded for every waiter, then re-raised below
-                    error = exc
-                finally:
-                    self._cv.acquire()
-                    self._committing = False
-                    if error is None:
-                        self._committed = upto
-                        self._trim(upto)
-                    else:
-                        self._broken = error
-                    self._cv.notify_all()
-                if error is not None:
-                    raise StateError(f"state store {self.path} failed: {error}") from error
-
-    def _trim(self, upto: int) -> None:
-        """Forget the marks of writes now on disk (called with self._cv held)."""
-        while self._marks and self._marks[0][0] <= upto:
-            seq, key, digest = self._marks.popleft()
-            if key is not None and self._key_seq.get(key) == seq:
-                del self._key_seq[key]
-            if digest and self._digest_seq.get(digest) == seq:
-                del self._digest_seq[digest]
-                with _queued_lock:
-                    holders = _queued_digests.get(digest)
-                    if holders is not None:
-                        holders.discard(self)
-                        if not holders:
-                            del _queued_digests[digest]
+        self._writes.sync()
 
     def sync_upto(self, seq: int) -> None:
         """Commit at least up to the write numbered `seq`."""
-        if seq > self._committed:
-            self._wait_committed(seq)
+        self._writes.sync_upto(seq)
+
+    def is_durable(self, seq: int) -> bool:
+        """True once the write numbered `seq` (as returned by mark_done) is committed."""
+        return self._writes.is_durable(seq)
+
+    def sync_ledger(self, digest: str) -> None:
+        """Commit the ledger rows of `digest` this store still has queued (another store's duplicate check)."""
+        self._writes.sync_upto(self._writes.pending(digest))
+
+    def _ledger_queued(self, tag: Hashable) -> None:
+        if isinstance(tag, str):
+            self.hub.ledger.add(tag, self)
+
+    def _ledger_settled(self, tag: Hashable) -> None:
+        if isinstance(tag, str):
+            self.hub.ledger.discard([tag], self)
+
+    def _enqueue(self, statements: List[Statement], durable: bool, key: Optional[Key] = None,
+                 digest: str = "") -> int:
+        """Queue writes; with `durable`, return only once they (and all before them) are committed."""
+        tags: Tuple[Hashable, ...] = () if key is None else (key,)
+        if digest:
+            tags += (digest,)
+        return self._writes.enqueue(statements, durable, tags)
 
     def _commit(self, batch: List[Statement]) -> None:
-        if not batch:
-            return
+        """Write one batch (the group commit calls this, one batch at a time)."""
         with self._conn_lock:
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                for sql, args, many in batch:
-                    if many:
-                        if not args:
-                            continue  # e.g. no refused or doubtful copy: most finish_sending lists are empty
-                        self.conn.executemany(sql, args)
-                    else:
-                        self.conn.execute(sql, args)
-                self.conn.execute("COMMIT")
-                self.commits += 1
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
+            run_batch(self.conn, batch)
+            self.commits += 1
 
-    def _read(self, sql: str, args: Sequence[Any]) -> List[Any]:
-        rows: List[Any] = []
+    def _read(self, sql: str, args: Sequence[Any]) -> List[sqlite3.Row]:
+        rows: List[sqlite3.Row] = []
         self._each(sql, args, rows.append)
         return rows
 
-    def _each(self, sql: str, args: Sequence[Any], take: Callable[[Any], None]) -> None:
+    def _each(self, sql: str, args: Sequence[Any], take: Callable[[sqlite3.Row], None]) -> None:
         """Hand every row of a query to `take`, one at a time (no list of all rows in memory)."""
         with self._reader_lock:
             try:
@@ -415,13 +143,6 @@ class Store:
         self._enqueue([(sql, args, False)], durable=True)
 
     # --- messages -----------------------------------------------------------------------
-    def message(self, key: Key) -> Optional[MessageRow]:
-        """The row of `key`, or None if never seen."""
-        self.sync_upto(self._key_seq.get(key, 0))
-        rows = self._read("SELECT state, first_seen, done_at, next_try, attempts, last_error FROM messages "
-                          "WHERE account=? AND folder=? AND uidvalidity=? AND uid=?", key)
-        return MessageRow(*rows[0]) if rows else None
-
     def messages_of(self, account: str, folder: str, uidvalidity: str,
                     listed: Optional[Mapping[str, int]] = None) -> MailboxState:
         """What is known of one mailbox generation, by uid (one query instead of one per message).
@@ -432,14 +153,16 @@ class Store:
         self.sync()
         known = MailboxState({}, {}, {})
 
-        def take(row: Any) -> None:
-            if row[1] == "done":
-                if listed is not None and reused_uid(row[6], listed.get(row[0])):
-                    known.reused[row[0]] = row[6]
+        def take(row: sqlite3.Row) -> None:
+            uid = row["uid"]
+            if row["state"] == "done":
+                if listed is not None and reused_uid(row["listed_size"], listed.get(uid)):
+                    known.reused[uid] = row["listed_size"]
                 else:
-                    known.done[row[0]] = row[3]
+                    known.done[uid] = row["done_at"]
             else:
-                known.open[row[0]] = MessageRow(row[1], row[2], row[3], row[4], row[5], row[7])
+                known.open[uid] = MessageRow(row["state"], row["first_seen"], row["done_at"], row["next_try"],
+                                             row["attempts"], row["last_error"])
 
         self._each("SELECT uid, state, first_seen, done_at, next_try, attempts, listed_size, last_error FROM messages "
                    "WHERE account=? AND folder=? AND uidvalidity=?", (account, folder, uidvalidity), take)
@@ -498,11 +221,6 @@ class Store:
             ("UPDATE copies SET uid=? WHERE account=? AND folder=? AND uidvalidity=? AND uid=?", (renamed, *key),
              False)], durable=True, key=key)
 
-    def backdate_done(self, account: str, seconds: float) -> None:
-        """Move every done_at of `account` into the past (for tests of delete_after_days)."""
-        self._write("UPDATE messages SET done_at = done_at - ? WHERE account=? AND done_at IS NOT NULL",
-                    (seconds, account))
-
     def prune(self, account: str, folder: str, uidvalidity: str, present: Set[str],
               trail_days: float = TRAIL_DAYS) -> None:
         """Forget rows of messages gone from the server for a while, old ledger entries and old trail rows."""
@@ -510,9 +228,9 @@ class Store:
         self.sync()
         gone: List[str] = []
 
-        def take(row: Any) -> None:
-            if row[0] not in present:
-                gone.append(row[0])
+        def take(row: sqlite3.Row) -> None:
+            if row["uid"] not in present:
+                gone.append(row["uid"])
 
         self._each("SELECT uid FROM messages WHERE account=? AND folder=? AND uidvalidity=? AND on_server",
                    (account, folder, uidvalidity), take)
@@ -532,38 +250,35 @@ class Store:
             # A batch of the oldest, on this commit that happens anyway (never a commit of its own).
             *trail_record.prune_statements(now - trail_days * 86400, TRAIL_PRUNE_BATCH),
         ], durable=True)
-        _last_prune[(str(self.path), account)] = now
+        self.hub.prunes.note(self.path, account, now)
 
     def _pruned_recently(self, account: str, now: float) -> bool:
-        last = _last_prune.get((str(self.path), account))
+        last = self.hub.prunes.last(self.path, account)
         return last is not None and now - last < PRUNE_EVERY
 
     # --- copies and the ledger ----------------------------------------------------------
     def placed(self, key: Key) -> Dict[str, str]:
         """Recipients of `key` that MailPlus took (a recorded 250): rcpt -> status."""
-        self.sync_upto(self._key_seq.get(key, 0))
+        self.sync_upto(self._writes.pending(key))
         rows = self._read("SELECT rcpt, status FROM copies WHERE account=? AND folder=? AND uidvalidity=?"
                           " AND uid=? AND status='delivered'", key)
-        return dict(rows)
+        return {row["rcpt"]: row["status"] for row in rows}
 
     def in_doubt(self, key: Key) -> Set[str]:
         """Recipients of `key` whose hand-over was interrupted: sent again, marked as a possible duplicate."""
-        self.sync_upto(self._key_seq.get(key, 0))
+        self.sync_upto(self._writes.pending(key))
         rows = self._read("SELECT rcpt FROM copies WHERE account=? AND folder=? AND uidvalidity=?"
                           " AND uid=? AND status='doubt'", key)
-        return {row[0] for row in rows}
+        return {row["rcpt"] for row in rows}
 
     def in_ledger(self, digest: str, rcpts: Sequence[str]) -> Set[str]:
         """Which of `rcpts` already received the message with `digest` (any account of this process)."""
         if not digest:
             return set()  # a message without identity is never a copy of another
-        with _queued_lock:
-            holders = list(_queued_digests.get(digest, ()))
-        for store in holders:  # ledger rows of this digest still queued somewhere: commit them first
-            store.sync_upto(store._digest_seq.get(digest, 0))
+        self.hub.ledger.commit(digest)  # ledger rows of this digest still queued somewhere: commit them first
         if not rcpts:
             return set()
-        known = {row[0] for row in self._read("SELECT rcpt FROM ledger WHERE digest=?", (digest,))}
+        known = {row["rcpt"] for row in self._read("SELECT rcpt FROM ledger WHERE digest=?", (digest,))}
         return {rcpt for rcpt in rcpts if rcpt in known}
 
     def uids_with_copies(self, account: str, folder: str, uidvalidity: str) -> Set[str]:
@@ -571,11 +286,7 @@ class Store:
         self.sync()
         rows = self._read("SELECT DISTINCT uid FROM copies WHERE account=? AND folder=? AND uidvalidity=?",
                           (account, folder, uidvalidity))
-        return {row[0] for row in rows}
-
-    def is_durable(self, seq: int) -> bool:
-        """True once the write numbered `seq` (as returned by mark_done) is committed."""
-        return seq <= self._committed
+        return {row["uid"] for row in rows}
 
     def begin_sending(self, key: Key, rcpts: Sequence[str], via: str, spool: str, digest: str) -> None:
         """Durably note, right before the DATA dot, which copies are about to be handed over."""
@@ -624,7 +335,7 @@ class Store:
         self.sync()
         rows = self._read("SELECT folder, uidvalidity, uid, rcpt, spool, digest FROM copies WHERE account=?"
                           " AND status='sending'", (account,))
-        return [dict(zip(("folder", "uidvalidity", "uid", "rcpt", "spool", "digest"), r)) for r in rows]
+        return [dict(row) for row in rows]
 
     def resolve_in_flight(self, account: str) -> None:
         """Every 'sending' copy becomes 'doubt': not placed, sent again and marked (never assumed delivered)."""
@@ -654,16 +365,16 @@ class Store:
         rows = self._read("SELECT last_run, last_success, last_error, waiting, last_collected, last_fallback"
                           " FROM account_status WHERE account=?", (account,))
         if rows:
-            last_run, last_success, last_error, last_waiting, last_collected, last_fallback = rows[0]
-            same = (last_error == error and (waiting is None or last_waiting == waiting)
-                    and (last_collected or 0) == collected and (last_fallback or 0) == fallback
-                    and (not ok or last_success is not None))
-            if same and last_run is not None and now - last_run < FLUSH_EVERY:
-                LIVENESS.note(self.path, account, now, now if ok else None)
+            last = rows[0]
+            same = (last["last_error"] == error and (waiting is None or last["waiting"] == waiting)
+                    and (last["last_collected"] or 0) == collected and (last["last_fallback"] or 0) == fallback
+                    and (not ok or last["last_success"] is not None))
+            if same and last["last_run"] is not None and now - last["last_run"] < FLUSH_EVERY:
+                self.hub.liveness.note(self.path, account, now, now if ok else None)
                 return "quiet"
         else:
             same = False
-        held = LIVENESS.take(self.path, account).get(account)
+        held = self.hub.liveness.take(self.path, account).get(account)
         success = now if ok else (held[1] if held else None)
         self._write(
             "INSERT INTO account_status (account, last_run, last_success, last_error, waiting,"
@@ -674,196 +385,3 @@ class Store:
             (account, now, success, error, waiting, collected, fallback))
         return "flushed" if same else "changed"
 
-
-class StorePool:
-    """Stores kept open between the runs of one process (the daemon), so a quiet poll writes nothing.
-
-    Opening a store is a disk write: SQLite running as root chowns the WAL file it opens, and
-    the last connection to close checkpoints the WAL and deletes it. A store that failed is
-    closed, never handed out again: the next run opens a fresh one.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._free: List[Store] = []
-        self._closed = False
-
-    def acquire(self) -> Store:
-        """An open store for one run (a kept one if free)."""
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-        return Store(self.path)
-
-    def release(self, store: Store) -> None:
-        """Commit what the run queued and keep the store for the next run; raises StateError."""
-        try:
-            store.sync()
-            store.shrink()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                store.close()
-            raise
-        with self._lock:
-            if not self._closed:
-                self._free.append(store)
-                return
-        store.close()
-
-    def close(self) -> None:
-        """Close every kept store."""
-        with self._lock:
-            free, self._free, self._closed = self._free, [], True
-        for store in free:
-            with contextlib.suppress(Exception):
-                store.close()
-
-
-def flush_liveness(paths: Paths) -> int:
-    """Write the times LIVENESS holds for this data dir (on stop); returns how many accounts."""
-    held = LIVENESS.take(paths.state_db)
-    if not held or not paths.state_db.exists():
-        return 0
-    conn = connect(paths.state_db)
-    try:
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("UPDATE account_status SET last_run=MAX(COALESCE(last_run, 0), ?),"
-                             " last_success=NULLIF(MAX(COALESCE(last_success, 0), COALESCE(?, 0)), 0) WHERE account=?",
-                             [(run, success, account) for account, (run, success) in held.items()])
-    finally:
-        conn.close()
-    return len(held)
-
-
-def set_push(paths: Paths, account: str, push: Optional[str]) -> None:
-    """Record how the daemon waits for `account`'s mail (call only when it changes)."""
-    conn = connect(paths.state_db)
-    try:
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO account_status (account, push) VALUES (?, ?)"
-                         " ON CONFLICT (account) DO UPDATE SET push=excluded.push", (account, push))
-    finally:
-        conn.close()
-
-
-def reused_uid(recorded: Optional[int], listed: Optional[int]) -> bool:
-    """True if a done uid listed with size `listed` cannot be the message recorded with size `recorded`."""
-    # Unknown on either side (a record from before sizes were kept, a server that lists 0): no verdict.
-    return bool(recorded) and bool(listed) and recorded != listed
-
-
-def lock_path(paths: Paths, account: str) -> Path:
-    """The per-account lock file (one runner per mailbox, daemon or `fetch`)."""
-    return paths.locks / f"account.{account}.lock"
-
-
-def lock_held(path: Path) -> bool:
-    """True if some process holds the lock file now (a killed run leaves running=1 behind)."""
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing also drops a lock we may just have taken
-    return False
-
-
-def _iso(stamp: Optional[float]) -> Optional[str]:
-    if stamp is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
-
-
-_STATUS_QUERY = ("SELECT account, last_run, last_success, collected, fallback, last_error, waiting, last_collected,"
-                 " last_fallback, redelivered, push FROM account_status")
-
-
-class _StatusReaders:
-    """Read-only connections kept open per store, for the status reads of `serve`.
-
-    Opening a connection is a write: its first read transaction claims a read mark in the
-    memory-mapped -shm file (and SQLite running as root chowns the WAL). `serve` reads the
-    status for the alert watcher and every overview, so it keeps one connection per store
-    (reopened when the file is replaced).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._open: Dict[str, Tuple[sqlite3.Connection, int]] = {}
-
-    def rows(self, db: Path) -> List[Any]:
-        """The account_status rows as _STATUS_QUERY selects them (older stores: NULL for new columns)."""
-
-        def status(conn: sqlite3.Connection) -> List[Any]:
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(account_status)")}
-            # A store the running service has not migrated yet lacks the newer columns.
-            query = _STATUS_QUERY
-            for column in ("redelivered", "push"):
-                if column not in columns:
-                    query = query.replace(column, "NULL")
-            return conn.execute(query).fetchall()
-
-        return self.read(db, status)
-
-    def read(self, db: Path, work: Callable[[sqlite3.Connection], List[Any]]) -> List[Any]:
-        """Run `work` on the kept read-only connection of `db` (e.g. the overview's trail counts)."""
-        with self._lock:
-            inode = db.stat().st_ino
-            kept = self._open.get(str(db))
-            if kept is not None and kept[1] != inode:
-                kept[0].close()
-                kept = None
-            if kept is None:
-                conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10, check_same_thread=False)
-                while len(self._open) >= KEPT_READERS:  # a process reading many stores (tests) stays bounded
-                    oldest = next(iter(self._open))
-                    self._open.pop(oldest)[0].close()
-                kept = self._open[str(db)] = (conn, inode)
-            try:
-                return work(kept[0])
-            except sqlite3.Error:
-                kept[0].close()
-                del self._open[str(db)]
-                raise
-
-
-KEPT_READERS = 4
-_STATUS_READERS = _StatusReaders()
-
-
-def read_kept(db: Path, work: Callable[[sqlite3.Connection], List[Any]]) -> List[Any]:
-    """Run `work` on a read-only connection kept open for `db` (reads that repeat, such as the overview's)."""
-    return _STATUS_READERS.read(db, work)
-
-
-def read_account_status(paths: Paths) -> Dict[str, Dict[str, Any]]:
-    """Per-account status for `status` and the UI; empty when nothing ran yet. Never raises.
-
-    In the daemon's process the times of quiet runs (kept in memory, LIVENESS) are included;
-    another process sees them once they are written (on change, hourly, on stop).
-    """
-    try:
-        rows = _STATUS_READERS.rows(paths.state_db)
-    except (OSError, sqlite3.Error):
-        return {}
-    result: Dict[str, Dict[str, Any]] = {}
-    for row in rows:
-        last_run, last_success = row[1], row[2]
-        held = LIVENESS.get(paths.state_db, row[0])
-        if held is not None:
-            last_run = max(last_run or 0, held[0])
-            last_success = max(last_success or 0, held[1] or 0) or None
-        result[row[0]] = {
-            "last_run": _iso(last_run), "last_success": _iso(last_success), "collected": row[3],
-            "fallback": row[4], "last_error": row[5], "waiting": row[6], "last_collected": row[7],
-            "last_fallback": row[8], "running": lock_held(lock_path(paths, row[0])),
-            "redelivered": row[9] or 0, "push": row[10],
-        }
-    return result

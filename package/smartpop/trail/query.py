@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from smartpop.collector import state
+from smartpop.collector import statusread
 from smartpop.errors import StateError, UsageError
 from smartpop.paths import Paths
 from smartpop.trail.record import OUTCOMES
@@ -271,14 +271,14 @@ def counts(source: Source, since: float) -> Dict[str, Dict[str, int]]:
     """{account: {outcome: messages}} recorded since `since` (the overview's links into the search).
 
     The overview asks every 15 s while it is open: this read uses the connection the status
-    reads keep open (state.read_kept), because opening one is a write to the store's files.
+    reads keep open (statusread.read_kept), because opening one is a write to the store's files.
     """
     db = _db(source)
     if not db.exists():
         return {}
     result: Dict[str, Dict[str, int]] = {}
     try:
-        rows = state.read_kept(db, lambda conn: conn.execute(
+        rows = statusread.read_kept(db, lambda conn: conn.execute(
             "SELECT account, outcome, COUNT(*) FROM trail WHERE at >= ? GROUP BY account, outcome",
             (since,)).fetchall())
     except sqlite3.Error as exc:

@@ -39,7 +39,7 @@ INSERT_TRAIL = ("INSERT INTO trail (at, account, folder, uid, message_id, sender
                 " size, outcome, redelivered) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
 INSERT_COPIES = "INSERT INTO trail_copies (trail_id, rcpt, placement, reply) SELECT MAX(id), ?, ?, ? FROM trail"
 
-Statement = Tuple[str, Any, bool]  # as smartpop.collector.state: sql, parameters, executemany?
+Statement = Tuple[str, Any, bool]  # as smartpop.collector.groupcommit: sql, parameters, executemany?
 
 
 def bounded(text: Optional[str], limit: int) -> str:

@@ -9,10 +9,11 @@ from flask import Blueprint, Response, abort, g, redirect, request, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
+from smartpop.collector import service as collector
 from smartpop.config.schema import DEFAULT_PORTS, MODES, PROTOCOLS, SECURITIES, Config, parse_config, render_config
 from smartpop.errors import AuthError, ConfigError, ConnectError, SmartPopError
 from smartpop.log import redact
-from smartpop.web import explain, presets, services
+from smartpop.web import explain, presets
 from smartpop.web.forms import (
     ACCOUNT_FIELDS,
     ACCOUNT_SERVER,
@@ -27,7 +28,7 @@ from smartpop.web.forms import (
     form_message,
     require_same_server,
 )
-from smartpop.web.views.common import answer, load_config, page, paths, t
+from smartpop.web.views.common import answer, load_config, page, paths
 
 log = logging.getLogger(__name__)
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
@@ -230,10 +231,6 @@ def test() -> Response:
             require_same_server(config.account(existing["name"]), account, ACCOUNT_SERVER)
     except (ConfigError, FormError) as exc:
         return answer(False, form_message(exc, g.lang, human=True), 422, fields=errors_of(exc, g.lang, ACCOUNT_FIELDS))
-    try:
-        collector = services.collector()
-    except services.ServiceUnavailable:
-        return answer(False, t("error.unavailable.collector"), 503)
     try:
         greeting = collector.test_connection(account, timeout=15.0)
     except AuthError as exc:

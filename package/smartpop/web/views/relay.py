@@ -12,7 +12,8 @@ from werkzeug.wrappers import Response as BaseResponse
 from smartpop.config.schema import RELAY_SECURITIES, Config, render_config
 from smartpop.config.validators import as_address
 from smartpop.errors import ConfigError
-from smartpop.web import explain, presets, services
+from smartpop.relay import service as relay_service
+from smartpop.web import explain, presets
 from smartpop.web.forms import (
     RELAY_FIELDS,
     RELAY_SERVER,
@@ -28,7 +29,7 @@ from smartpop.web.forms import (
     require_same_server,
     sender_relay_document,
 )
-from smartpop.web.views.common import answer, load_config, page, paths, t
+from smartpop.web.views.common import answer, load_config, page, paths
 from smartpop.web.views.dashboard import relay_state
 
 log = logging.getLogger(__name__)
@@ -198,11 +199,7 @@ def test_mail() -> Response:
         message = field_message(exc, g.lang)
         return answer(False, message, 422, fields={"to": message})
     try:
-        relay = services.relay()
-    except services.ServiceUnavailable:
-        return answer(False, t("error.unavailable.relay"), 503)
-    try:
-        result = relay.send_test_mail(config, to)
+        result = relay_service.send_test_mail(config, to)
     except Exception as exc:
         return answer(False, explain.test_mail_failed(g.lang, str(exc)))
     log.info("relay test mail to %s requested by %s", to, g.caller.user)

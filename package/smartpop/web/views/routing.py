@@ -8,12 +8,12 @@ from typing import Any, Dict, Optional, Union
 from flask import Blueprint, Response, g, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from smartpop.collector import service as collector
 from smartpop.config.schema import Account, Config
 from smartpop.config.secret import Secret
 from smartpop.errors import ConfigError
 from smartpop.log import redact
 from smartpop.web import explain as say
-from smartpop.web import services
 from smartpop.web.forms import (
     ROUTING_FIELDS,
     FormError,
@@ -96,16 +96,11 @@ def explain() -> Reply:
     raw = values["headers"].replace("\r\n", "\n").encode("utf-8", "replace")[:MAX_HEADERS]
     if not raw.strip():
         return _render(config, error, values, {"headers": t("routing.tester.empty")}, status=422)
-    try:
-        collector = services.collector()
-    except services.ServiceUnavailable:
-        return _render(config, error, values, {"headers": t("error.unavailable.collector")}, status=503)
     # A header block ends at the first empty line; make sure there is one.
     if b"\n\n" not in raw:
         raw = raw.rstrip(b"\n") + b"\n\n"
     decision = collector.explain_routing(config, _tester_account(config, values["account"]), raw)
-    loop = bool(getattr(decision, "loop", False))
     result = {"recipients": list(decision.recipients), "rule": decision.rule, "detail": redact(decision.detail),
-              "loop": loop, "reason": say.routing_reason(g.lang, decision.rule, decision.recipients,
-                                                         tuple(getattr(decision, "refused", ())), loop)}
+              "loop": decision.loop, "reason": say.routing_reason(g.lang, decision.rule, decision.recipients,
+                                                                  decision.refused, decision.loop)}
     return _render(config, error, values, {}, result=result)

@@ -26,6 +26,7 @@ from smartpop.web.forms import (
     errors_of,
     field_message,
     form_message,
+    new_account_values,
     require_same_server,
 )
 from smartpop.web.views.common import answer, load_config, page, paths
@@ -49,8 +50,7 @@ def _stored(name: str) -> Optional[Dict[str, Any]]:
 
 def _public(doc: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """What the form may show of an account: everything except the password."""
-    shown = {"enabled": True, "protocol": "pop3", "security": "ssl", "mode": "multidrop", "interval": 60,
-             "folder": "INBOX", "port": ""}
+    shown = new_account_values()
     if doc:
         shown.update({k: v for k, v in doc.items() if k != "password"})
         shown["password_set"] = bool(doc.get("password"))

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, g, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from smartpop import alerts as alert_service
+from smartpop.config.schema import Alerts, defaults
 from smartpop.errors import ConfigError
 from smartpop.web.forms import ALERT_FIELDS, FormError, change_document, errors_of
 from smartpop.web.views.common import answer, load_config, page, paths, t
@@ -21,12 +22,10 @@ Reply = Union[str, BaseResponse]
 def _render(values: Optional[Dict[str, Any]] = None, errors: Optional[Dict[str, str]] = None,
             status: int = 200) -> Reply:
     config, error = load_config()
-    shown: Dict[str, Any] = {"failing_minutes": 30, "repeat_minutes": 60, "email_to": "", "dsm_notify": True,
-                             "webhook_set": False}
-    if config is not None:
-        a = config.alerts
-        shown.update({"failing_minutes": a.failing_minutes, "repeat_minutes": a.repeat_minutes,
-                      "email_to": a.email_to or "", "dsm_notify": a.dsm_notify, "webhook_set": bool(a.webhook_url)})
+    a = config.alerts if config is not None else Alerts()
+    shown: Dict[str, Any] = {"failing_minutes": a.failing_minutes, "repeat_minutes": a.repeat_minutes,
+                             "email_to": a.email_to or "", "dsm_notify": a.dsm_notify,
+                             "webhook_set": bool(a.webhook_url)}
     if values:
         shown.update(values)
     body = page("alerts.html", page_title="nav.alerts", alerts=shown, errors=errors or {},
@@ -47,13 +46,14 @@ def save() -> Reply:
     try:
         def edit(document: Dict[str, Any]) -> None:
             current = document.setdefault("alerts", {})
+            default = defaults(Alerts)
             webhook = form.get("webhook_url", "").strip()
             if form.get("webhook_clear") == "on":
                 webhook = ""
             elif not webhook:
                 webhook = current.get("webhook_url", "")
-            current.update({"failing_minutes": form.get("failing_minutes", "30").strip(),
-                            "repeat_minutes": form.get("repeat_minutes", "60").strip(),
+            current.update({"failing_minutes": form.get("failing_minutes", str(default["failing_minutes"])).strip(),
+                            "repeat_minutes": form.get("repeat_minutes", str(default["repeat_minutes"])).strip(),
                             "email_to": form.get("email_to", "").strip() or None,
                             "dsm_notify": form.get("dsm_notify") == "on", "webhook_url": webhook})
 

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, g, redirect, request, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
-from smartpop.config.schema import RELAY_SECURITIES, Config, render_config
+from smartpop.config.schema import RELAY_SECURITIES, Config, Relay, render_config
 from smartpop.config.validators import as_address
 from smartpop.errors import ConfigError
 from smartpop.relay import service as relay_service
@@ -39,10 +39,7 @@ Reply = Union[str, BaseResponse]
 
 def _public(config: Optional[Config]) -> Dict[str, Any]:
     """The relay settings without any password."""
-    if config is None:
-        return {"enabled": False, "host": "", "port": 587, "security": "starttls", "username": "",
-                "password_set": False, "sender_relays": []}
-    relay = config.relay
+    relay = config.relay if config is not None else Relay()
     return {"enabled": relay.enabled, "host": relay.host or "", "port": relay.port, "security": relay.security,
             "username": relay.username, "password_set": bool(relay.password),
             "sender_relays": [{"sender": s.sender, "host": s.host, "port": s.port, "security": s.security,

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, g, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from smartpop.collector import service as collector
-from smartpop.config.schema import Account, Config
+from smartpop.config.schema import DEFAULT_PORTS, Account, Config, default_of
 from smartpop.config.secret import Secret
 from smartpop.errors import ConfigError
 from smartpop.log import redact
@@ -80,8 +80,9 @@ def _tester_account(config: Config, name: str) -> Account:
     for account in config.accounts:
         if account.name == name:
             return account
-    return Account(name="tester", protocol="pop3", host="localhost", port=995, security="ssl",
-                   username="", password=Secret(""))
+    protocol, security = default_of(Account, "protocol"), default_of(Account, "security")
+    return Account(name="tester", protocol=protocol, host="localhost", port=DEFAULT_PORTS[(protocol, security)],
+                   security=security, username="", password=Secret(""))
 
 
 @bp.route("/explain", methods=["POST"])

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 from flask import Blueprint, Response, abort, g, redirect, request, url_for
 from werkzeug.datastructures import MultiDict
-from werkzeug.wrappers import Response as BaseResponse
 
 from smartpop.collector import service as collector
 from smartpop.config.schema import DEFAULT_PORTS, MODES, PROTOCOLS, SECURITIES, Config, parse_config, render_config
@@ -30,10 +29,10 @@ from smartpop.web.forms import (
     require_same_server,
 )
 from smartpop.web.views.common import answer, load_config, page, paths
+from smartpop.web.views.formpage import Reply, reply
 
 log = logging.getLogger(__name__)
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
-Reply = Union[str, BaseResponse]
 
 
 def _stored(name: str) -> Optional[Dict[str, Any]]:
@@ -62,7 +61,7 @@ def _form_page(values: Dict[str, Any], errors: Dict[str, str], is_new: bool, sta
                 account=values, errors=errors, is_new=is_new, protocols=PROTOCOLS, securities=SECURITIES,
                 modes=MODES, presets=presets.as_json_ready(), default_ports=[
                     {"protocol": p, "security": s, "port": port} for (p, s), port in DEFAULT_PORTS.items()])
-    return Response(body, status=status) if status != 200 else body
+    return reply(body, status)
 
 
 @bp.route("/")

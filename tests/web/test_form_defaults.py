@@ -7,7 +7,7 @@ from typing import Dict
 
 from webrig import Browserless, Rig
 
-from smartpop.config.schema import Account, defaults
+from smartpop.config.schema import Account, SenderRelay, default_of, defaults
 from smartpop.web.forms import ACCOUNT_FIELDS, new_account_values
 
 
@@ -44,3 +44,10 @@ def test_the_new_account_values_are_the_defaults_of_every_field_the_form_has() -
     default = defaults(Account)
     assert shown == {**{k: v for k, v in default.items() if k in ACCOUNT_FIELDS}, "port": ""}
     assert {"protocol", "security", "mode", "enabled", "interval", "folder"} <= set(shown)
+
+
+def test_the_sender_relay_form_starts_at_the_schema_default(rig: Rig, admin: Browserless) -> None:
+    page = admin.get("/relay/").text
+    block = re.search(r'<select id="sr-security" name="security">(.*?)</select>', page, re.S)
+    assert block is not None
+    assert re.findall(r'<option value="([^"]*)" selected>', block.group(1)) == [default_of(SenderRelay, "security")]

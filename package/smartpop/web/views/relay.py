@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 from flask import Blueprint, Response, g, redirect, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from smartpop.config.schema import RELAY_SECURITIES, Config, Relay, render_config
+from smartpop.config.schema import RELAY_SECURITIES, Config, Relay, SenderRelay, default_of, render_config
 from smartpop.config.validators import as_address
 from smartpop.errors import ConfigError
 from smartpop.relay import service as relay_service
@@ -50,7 +50,8 @@ def _context(config: Optional[Config]) -> Dict[str, Any]:
     """The relay's state (with the Task Scheduler command), the choices and the provider presets."""
     state = relay_state(config) if config else {"state": "unknown", "detail": "", "task_command": ""}
     state["detail_text"] = explain.relay_detail(g.lang, state)
-    return {"status": state, "securities": RELAY_SECURITIES, "presets": presets.as_json_ready()}
+    return {"status": state, "securities": RELAY_SECURITIES, "presets": presets.as_json_ready(),
+            "sender_security": default_of(SenderRelay, "security")}
 
 
 PAGE = SettingsPage("relay.html", "nav.relay", "relay", _public, _context)

@@ -213,7 +213,7 @@ def _parse_account(key: str, raw: Any) -> Account:
                      code="insecure_needs_consent")
     port = data.get("port")
     mode = v.as_choice(f"{key}.mode", get("mode"), MODES)
-    deliver_to = v.as_optional(f"{key}.deliver_to", data.get("deliver_to"), v.as_address)
+    deliver_to = v.as_optional(f"{key}.deliver_to", get("deliver_to"), v.as_address)
     if mode == "single" and deliver_to is None:
         raise v.fail(f"{key}.deliver_to", "is required when mode is 'single'",
                      f"set {key}.deliver_to to the local mailbox, e.g. anna@firma.de",
@@ -232,11 +232,11 @@ def _parse_account(key: str, raw: Any) -> Account:
         allow_insecure=allow_insecure,
         username=v.as_text(f"{key}.username", data["username"], max_len=320),
         password=Secret(v.as_secret_text(f"{key}.password", data.get("password", ""))),
-        ca_file=v.as_optional(f"{key}.ca_file", data.get("ca_file"), v.as_path),
+        ca_file=v.as_optional(f"{key}.ca_file", get("ca_file"), v.as_path),
         mode=mode,
         deliver_to=deliver_to,
         keep_on_server=v.as_bool(f"{key}.keep_on_server", get("keep_on_server")),
-        delete_after_days=v.as_optional(f"{key}.delete_after_days", data.get("delete_after_days"),
+        delete_after_days=v.as_optional(f"{key}.delete_after_days", get("delete_after_days"),
                                         lambda k, x: v.as_int(k, x, 1, 3650)),
         interval=v.as_int(f"{key}.interval", get("interval"), 10, 86400),
         idle=idle,
@@ -265,7 +265,7 @@ def _parse_relay(key: str, raw: Any) -> Relay:
     get = _reader(data, Relay)
     enabled = v.as_bool(f"{key}.enabled", get("enabled"))
     security = v.as_choice(f"{key}.security", get("security"), RELAY_SECURITIES)
-    host = v.as_optional(f"{key}.host", data.get("host"), v.as_hostname)
+    host = v.as_optional(f"{key}.host", get("host"), v.as_hostname)
     if enabled and host is None:
         raise v.fail(f"{key}.host", "is required when the relay is enabled",
                      f"set {key}.host to the provider's SMTP server or set {key}.enabled to false",
@@ -321,7 +321,7 @@ def _parse_alerts(key: str, raw: Any) -> Alerts:
                      code="not_a_web_url")
     return Alerts(
         failing_minutes=v.as_int(f"{key}.failing_minutes", get("failing_minutes"), 5, 10080),
-        email_to=v.as_optional(f"{key}.email_to", data.get("email_to"), v.as_address),
+        email_to=v.as_optional(f"{key}.email_to", get("email_to"), v.as_address),
         webhook_url=Secret(webhook),
         dsm_notify=v.as_bool(f"{key}.dsm_notify", get("dsm_notify")),
         repeat_minutes=v.as_int(f"{key}.repeat_minutes", get("repeat_minutes"), 1, 10080),

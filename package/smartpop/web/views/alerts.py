@@ -11,8 +11,7 @@ from smartpop import alerts as alert_service
 from smartpop.config.schema import Alerts, Config, defaults
 from smartpop.web.forms import ALERT_FIELDS, errors_of
 from smartpop.web.views.common import answer, load_config, t
-from smartpop.web.views.formpage import Reply, SettingsPage
-from smartpop.web.views.formpage import save as save_form
+from smartpop.web.views.formpage import Reply, SettingsPage, save_form
 
 log = logging.getLogger(__name__)
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")

@@ -30,8 +30,7 @@ from smartpop.web.forms import (
 )
 from smartpop.web.views.common import answer, load_config, paths
 from smartpop.web.views.dashboard import relay_state
-from smartpop.web.views.formpage import Reply, SettingsPage
-from smartpop.web.views.formpage import save as save_form
+from smartpop.web.views.formpage import Reply, SettingsPage, save_form
 
 log = logging.getLogger(__name__)
 bp = Blueprint("relay", __name__, url_prefix="/relay")

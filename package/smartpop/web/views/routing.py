@@ -21,8 +21,7 @@ from smartpop.web.forms import (
     parse_lines,
 )
 from smartpop.web.views.common import load_config, t
-from smartpop.web.views.formpage import Reply, SettingsPage
-from smartpop.web.views.formpage import save as save_form
+from smartpop.web.views.formpage import Reply, SettingsPage, save_form
 
 log = logging.getLogger(__name__)
 bp = Blueprint("routing", __name__, url_prefix="/routing")

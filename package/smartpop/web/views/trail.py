@@ -18,8 +18,7 @@ from smartpop.trail import export, query
 from smartpop.trail.record import OUTCOMES
 from smartpop.web.forms import errors_of
 from smartpop.web.views.common import load_config, page, paths, t
-from smartpop.web.views.formpage import Reply, reply
-from smartpop.web.views.formpage import save as save_form
+from smartpop.web.views.formpage import Reply, reply, save_form
 
 log = logging.getLogger(__name__)
 bp = Blueprint("trail", __name__)

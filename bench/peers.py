@@ -114,7 +114,7 @@ def fetchmail(job: Job, mode: str) -> Command:
         '    envelope "Delivered-To:"\n'
         f"    localdomains {LOCAL_DOMAIN}\n"
         f'    user "{job.user}" there with password "{job.password}" to * here\n'
-        # fetchmail matches the CN, not the 127.0.0.1 IP SAN (test-rig.md 1b)
+        # fetchmail checks the certificate's CN, not its 127.0.0.1 IP SAN: give it the name
         f"    ssl sslproto TLS1.2+ sslcertck sslcertfile {job.stack.ca_file} sslcommonname localhost\n"
         f"{sink}    fetchall nokeep\n")
     rc.chmod(0o600)

@@ -21,7 +21,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Callable
 
-from bench import corpus, machine, peers
+from bench import corpus, machine, peers, profcats
 from bench.contest import Bench, Outcome, attempt
 from bench.peers import ROOT, Job
 from bench.stack import LOCAL_DOMAIN
@@ -62,7 +62,7 @@ def run(bench: Bench, messages: int, *, profile: bool = False, slow: bool = True
     text = [f"#### Throughput: {messages} x ~10 KB, POP3S multidrop (Delivered-To to 2 users) -> Postfix SMTP", "",
             _table(outcomes, messages), "", _verdict(outcomes), ""]
     if profile:
-        text += [_profile(bench, make), ""]
+        text += [_profile(bench, make, _median_cpu(outcomes, "SmartPop")), ""]
     return "\n".join(text)
 
 
@@ -202,8 +202,14 @@ def _budget(runs: list[Outcome], who: str, baseline_time: float | None) -> str:
     return text
 
 
-def _profile(bench: Bench, make: object) -> str:
-    """One more SmartPop run under cProfile: where its time goes (top functions by own time)."""
+def _median_cpu(outcomes: list[Outcome], prefix: str) -> float:
+    """Median CPU-seconds of the runs whose name starts with `prefix` (0 when none was measured)."""
+    cpus = [o.measured.cpu for o in outcomes if o.name.startswith(prefix) and o.measured is not None]
+    return statistics.median(cpus) if cpus else 0.0
+
+
+def _profile(bench: Bench, make: object, unprofiled_cpu: float) -> str:
+    """One more SmartPop run under cProfile: where its time goes, by concern and by function."""
     out = bench.scratch / "smartpop.prof"
     version = machine.interpreter_version(bench.smartpop_python)
     if tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) >= (3, 12):
@@ -227,6 +233,10 @@ def _profile(bench: Bench, make: object) -> str:
     stats.sort_stats("tottime").print_stats(18)
     body = "\n".join(line for line in buf.getvalue().splitlines() if line.strip())
     head = (f"Profile of one SmartPop run (cProfile in every thread, CPU time per thread, so slower: done after "
-            f"{secs(o.done_time)} s), top functions by own CPU time:")
-    return f"{head}\n\n```\n{body}\n```"
+            f"{secs(o.done_time)} s). Own CPU time by concern (bench/profcats.py), the shares applied to the "
+            f"median SmartPop run above ({unprofiled_cpu:.2f} CPU-s):")
+    concerns = "\n".join(profcats.table(profcats.by_concern(stats), unprofiled_cpu))
+    others = ", ".join(f"{where.rsplit('/', 1)[-1]} {own:.2f} s" for where, own in profcats.top_other(stats, 12))
+    concerns += f"\n\nLargest in 'other' (own time under cProfile): {others}"
+    return f"{head}\n\n{concerns}\n\nTop functions by own CPU time:\n\n```\n{body}\n```"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from support.pythons import python38
 from support.synopkg import SAFE_EXTRACT
 
-PY38 = Path("/root/.pyenv/versions/3.8.18/bin/python3.8")
 BUNDLED = ["flask", "werkzeug", "jinja2", "markupsafe", "itsdangerous", "click", "blinker", "waitress", "requests",
            "urllib3", "idna", "charset_normalizer", "certifi", "filelock", "importlib_metadata", "zipp",
            "dns", "dns.resolver", "spf"]
@@ -31,9 +31,10 @@ def target(built_spk: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def py38() -> Path:
     """DSM 7's interpreter version."""
-    if not PY38.exists():
-        pytest.skip(f"Python 3.8 not found at {PY38}: the bundle test needs it (CI images have it via pyenv)")
-    return PY38
+    found = python38()
+    if found is None:
+        pytest.skip("no Python 3.8 (python3.8 on PATH, pyenv, or $SMARTPOP_PY38): the bundle test needs it")
+    return found
 
 
 def clean_env(**extra: str) -> dict:
@@ -85,8 +86,9 @@ def test_launcher_refuses_a_too_old_interpreter(target: Path, tmp_path: Path) ->
 def test_cli_exit_codes_through_the_launcher(target: Path, tmp_path: Path) -> None:
     """The shipped launcher passes the CLI's exit codes through (2: config error)."""
     env = clean_env(SMARTPOP_DATA=str(tmp_path))
-    if PY38.exists():
-        env["SMARTPOP_PYTHON"] = str(PY38)
+    found = python38()
+    if found is not None:
+        env["SMARTPOP_PYTHON"] = str(found)
     proc = subprocess.run([str(target / "bin/smartpop"), "status"], capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert "config.json does not exist" in proc.stdout

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Generate WIZARD_UIFILES/* (English and German) from one definition.
 
-Run `python3 tools/wizards.py` after editing; tests/test_wizards.py fails when the
+Run `python3 tools/wizards.py` after editing; tests/test_scripts.py fails when the
 committed files differ from what this script produces, so both languages keep the same
-keys and validators. Keys are the contract of DESIGN.md ("Wizard keys").
+keys and validators. Keys are the contract of docs/CONTRACTS.md ("Wizard keys").
 """
 
 from __future__ import annotations

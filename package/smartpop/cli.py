@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Define the CLI contract of DESIGN.md."""
+    """Define the CLI contract of docs/CONTRACTS.md ("Command line")."""
     parser = _Parser(prog="smartpop",
                      description="SmartPop: collect provider mail into MailPlus and relay outgoing mail.")
     parser.add_argument("--version", action="version", version=f"SmartPop {__version__}")

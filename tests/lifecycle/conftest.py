@@ -17,7 +17,7 @@ def py38() -> Path:
     """Python 3.8 runnable by the package user (DSM 7's interpreter version)."""
     python = python_for_package_user()
     if python is None:
-        pytest.skip("Python 3.8 (pyenv 3.8.18) is not on this machine: lifecycle tests need it")
+        pytest.skip("no Python 3.8 here (python3.8 on PATH, pyenv, or $SMARTPOP_PY38): lifecycle tests need it")
     return python
 
 

@@ -1,6 +1,6 @@
 """A private Dovecot (the provider) and Postfix (the MailPlus stand-in) on loopback.
 
-Recipe: shared/reference/test-rig.md. Dovecot serves POP3/POP3S/IMAP/IMAPS for the
+Dovecot serves POP3/POP3S/IMAP/IMAPS for the
 "provider" mailboxes; a second Postfix instance accepts SMTP and delivers into separate
 virtual maildirs (the "local" mailboxes). The two stores never share a directory, so a
 test can count what is left on the provider and what arrived locally independently.

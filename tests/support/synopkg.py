@@ -1,7 +1,7 @@
 """A stand-in for DSM's synopkg: runs a built .spk's scripts the way DSM 7 does.
 
 It extracts the .spk, unpacks package.tgz into a `target` dir, and calls the lifecycle
-scripts in DSM's documented order (reference/dsm-package.md §3.2) with the SYNOPKG_*
+scripts in DSM's documented order (Synology's DSM 7 package developer guide) with the SYNOPKG_*
 variables and the wizard answers in the environment, as an unprivileged user (DSM 7 runs
 third-party packages as their own user). Every script call is recorded.
 """
@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
+from support.pythons import python38_home
+
 PKG = "SmartPop"
 # tarfile's extraction filter (3.12+, backported to 3.8.17+) refuses absolute paths and
 # links out of the tree; older Pythons extract as before.
 SAFE_EXTRACT: Dict[str, str] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 TEST_USER = "smartpop-pkg"
-PY38_HOME = Path("/root/.pyenv/versions/3.8.18")
 PY38_COPY = Path("/tmp/smartpop-py38")
 
 
@@ -68,15 +69,16 @@ def ensure_user() -> Optional[pwd.struct_passwd]:
 
 def python_for_package_user() -> Optional[Path]:
     """A Python 3.8 the package user can execute (pyenv's lives under /root, mode 0700)."""
-    binary = PY38_HOME / "bin" / "python3.8"
-    if not binary.exists():
+    home = python38_home()
+    if home is None:
         return None
+    binary = home / "bin" / "python3.8"
     if os.geteuid() != 0:
         return binary if os.access(binary, os.X_OK) else None
     if not (PY38_COPY / "bin" / "python3.8").exists():
         tmp = PY38_COPY.with_name(PY38_COPY.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(PY38_HOME, tmp, symlinks=True,
+        shutil.copytree(home, tmp, symlinks=True,
                         ignore=shutil.ignore_patterns("test", "tests", "site-packages", "__pycache__", "idlelib",
                                                       "tkinter", "ensurepip", "lib2to3"))
         (tmp / "lib" / "python3.8" / "site-packages").mkdir(exist_ok=True)

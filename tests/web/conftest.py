@@ -34,10 +34,8 @@ def secrets_of_config() -> List[str]:
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """Headless Chromium with a fresh profile (skips without Debian's chromium and chromium-driver)."""
-    from browser import Browser, have_browser
+    # Imported here: selenium is loaded only by the tests that drive a browser.
+    from support.browser import chromium
 
-    if not have_browser():
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    instance = Browser()
-    yield instance
-    instance.quit()
+    with chromium() as instance:
+        yield instance

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Iterator, List
+from typing import List
 
 import pytest
-from browser import Browser, have_browser
 from selenium.webdriver.support.ui import Select
 from webrig import Rig
+
+from support.browser import Browser, chromium
 
 pytestmark = pytest.mark.browser
 
 PAGES = [("dashboard", "/"), ("accounts", "/accounts/"), ("account-form", "/accounts/sammelpostfach/edit"),
          ("routing", "/routing/"), ("relay", "/relay/"), ("alerts", "/alerts/"), ("logs", "/logs/")]
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not have_browser():
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    instance = Browser()
-    yield instance
-    instance.quit()
 
 
 def _assert_no_secrets(rig: Rig, secrets: List[str]) -> None:
@@ -162,10 +154,7 @@ def test_alerts_page_test_buttons(rig: Rig, browser: Browser) -> None:
 
 
 def test_german_ui(rig: Rig) -> None:
-    if not have_browser():
-        pytest.skip("needs chromium")
-    german = Browser(lang="de")
-    try:
+    with chromium(lang="de") as german:
         german.login(rig)
         assert german.text("h1") == "Übersicht"
         assert german.text("#fetch-now") == "Jetzt abholen"
@@ -187,8 +176,6 @@ def test_german_ui(rig: Rig) -> None:
         assert german.el("#f-password").get_attribute("value") == ""
         german.shot("account-form-error-de", show="#err-port")
         _assert_no_secrets(rig, ["Dtsch-Geheim!"])
-    finally:
-        german.quit()
 
 
 def test_non_admin_and_no_session_see_nothing(rig: Rig, browser: Browser) -> None:

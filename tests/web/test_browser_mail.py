@@ -8,11 +8,11 @@ import re
 from typing import Any, Dict, Iterator
 
 import pytest
-from browser import Browser, have_browser
 from selenium.webdriver.support.ui import Select
 from webrig import Rig
 
 from smartpop.log import setup_logging
+from support.browser import Browser, chromium
 from support.collect import message
 from support.mailstack import MailStack, have_mail_servers
 
@@ -63,15 +63,6 @@ def mail_rig(stack: MailStack, people: People) -> Iterator[Rig]:
         root.addHandler(handler)
     root.setLevel(saved[1])
     environment.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not have_browser():
-        pytest.skip("needs Debian's chromium and chromium-driver")
-    instance = Browser()
-    yield instance
-    instance.quit()
 
 
 def _fill_account(browser: Browser, stack: MailStack, people: People, password: str) -> None:
@@ -174,8 +165,7 @@ def test_fetch_shows_an_account_error_on_the_dashboard(stack: MailStack, people:
     assert browser.text("#fetch-text") == "Fetch finished with problems (see below)."
     browser.shot("dashboard-account-error")
     # The outcome lines are worded by the page, so a German page shows German lines.
-    german = Browser(lang="de")
-    try:
+    with chromium(lang="de") as german:
         german.login(mail_rig)
         german.el("#fetch-now").click()
         german.wait(lambda: german.el("#fetch-progress").get_attribute("data-state") in ("done", "failed"),
@@ -185,7 +175,5 @@ def test_fetch_shows_an_account_error_on_the_dashboard(stack: MailStack, people:
         assert "FAILED" not in lines
         assert german.text("#fetch-text") == "Abholung mit Problemen beendet (siehe unten)."
         german.shot("dashboard-account-error-de")
-    finally:
-        german.quit()
     for body in mail_rig.host.bodies:
         assert b"Wrong-Pw-123" not in body

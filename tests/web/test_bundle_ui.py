@@ -16,9 +16,10 @@ from typing import Iterator
 
 import pytest
 import requests
-from webrig import CgiHost, FakeDsm, find_py38
+from webrig import CgiHost, FakeDsm
 
 from support.ports import free_ports
+from support.pythons import python38
 from support.synopkg import SAFE_EXTRACT
 
 pytestmark = pytest.mark.slow
@@ -36,9 +37,9 @@ def target(built_spk: Path) -> Iterator[Path]:
 
 
 def test_packaged_backend_and_cgi_on_python38(target: Path) -> None:
-    py38 = find_py38()
-    if py38 is None or "venv" in py38:
-        pytest.skip("needs a plain Python 3.8 (pyenv) like DSM 7's /usr/bin/python3")
+    py38 = python38()
+    if py38 is None:
+        pytest.skip("needs a plain Python 3.8 like DSM 7's (python3.8 on PATH, pyenv, or $SMARTPOP_PY38)")
     root = Path(tempfile.mkdtemp(prefix="spb", dir="/tmp"))
     data = root / "var"
     data.mkdir(mode=0o700)

@@ -14,9 +14,10 @@ from typing import Any, Dict
 
 import pytest
 import requests
-from webrig import CGI, ROOT, SCRIPT_NAME, STATIC_SOURCE, Browserless, CgiHost, Rig, find_py38, unix_request
+from webrig import CGI, ROOT, SCRIPT_NAME, STATIC_SOURCE, Browserless, CgiHost, Rig, unix_request
 
 from support.ports import free_ports
+from support.pythons import python38
 
 
 def test_admin_with_dsm_session_gets_the_dashboard(rig: Rig, admin: Browserless) -> None:
@@ -133,7 +134,7 @@ def test_backend_down_gives_a_clear_page(rig: Rig, admin: Browserless) -> None:
 
 
 def test_cgi_runs_on_python38(rig: Rig) -> None:
-    py38 = find_py38()
+    py38 = python38()
     if py38 is None:
         pytest.skip("no Python 3.8 on this machine (DSM 7's interpreter); CI images have it via pyenv")
     version = subprocess.run([py38, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,

@@ -9,10 +9,10 @@ import xml.etree.ElementTree as ET
 from typing import Iterator, List, Tuple
 
 import pytest
-from browser import Browser, have_browser, screenshot_dir
 from selenium.webdriver.support.ui import Select
 from webrig import Browserless, Rig
 
+from support.browser import chromium, screenshot_dir
 from support.chartdata import add_trail
 from support.samples import sample_document
 
@@ -108,10 +108,7 @@ def test_no_trail_yet_and_german(rig: Rig, admin: Browserless) -> None:
 @pytest.mark.browser
 @pytest.mark.parametrize("lang", ["en", "de"])
 def test_charts_in_the_browser_at_800_px(chart_rig: Rig, lang: str) -> None:
-    if not have_browser():
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    browser = Browser(lang=lang)
-    try:
+    with chromium(lang=lang) as browser:
         browser.viewport(800, 700)
         browser.login(chart_rig)
         assert not browser.overflows()
@@ -136,5 +133,3 @@ def test_charts_in_the_browser_at_800_px(chart_rig: Rig, lang: str) -> None:
         assert legend[0] == {"en": "Delivered: 5", "de": "Zugestellt: 5"}[lang]
         link = browser.el("#chart-hours svg a").get_dom_attribute("href") or ""
         assert "/trail?outcome=" in link and "account=anna" in link
-    finally:
-        browser.quit()

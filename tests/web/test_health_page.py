@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List
 
 import pytest
-from browser import Browser, have_browser
 from webrig import Browserless, Rig
 
 from smartpop.collector.headers import parse_fields, split_header
 from smartpop.health import roundtrip, service
 from smartpop.health.dnsquery import Resolver
+from support.browser import chromium
 from support.certs import make_certs
 from support.dnszone import ZoneServer
 from support.samples import sample_document
@@ -117,10 +117,7 @@ def test_run_checks_now_and_the_round_trip_through_the_cgi(health_rig: Rig, serv
 @pytest.mark.browser
 def test_health_page_in_the_browser(health_rig: Rig) -> None:
     """Click Run checks now: progress, then the findings; fits 800 px; German; screenshot for the README."""
-    if not have_browser():
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    browser = Browser()
-    try:
+    with chromium() as browser:
         browser.login(health_rig)
         browser.el("#health-pill").click()
         browser.wait(lambda: browser.text("h1") == "Mail health", what="health page")
@@ -135,15 +132,10 @@ def test_health_page_in_the_browser(health_rig: Rig) -> None:
         browser.viewport(800, 700)
         browser.open(health_rig, "/health/")
         assert not browser.overflows(), "the health page scrolls sideways at 800 px"
-    finally:
-        browser.quit()
-    german = Browser(lang="de")
-    try:
+    with chromium(lang="de") as german:
         german.login(health_rig)
         german.open(health_rig, "/health/")
         assert german.text("h1") == "Mail-Check" and german.text("#health-run") == "Jetzt prüfen"
-    finally:
-        german.quit()
 
 
 def test_findings_in_german_an_old_report_in_english_and_no_token(secrets_of_config: List[str]) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from browser import Browser, have_browser
 from selenium.webdriver.support.ui import Select
 from test_trail_page import seed
 from webrig import Rig
+
+from support.browser import Browser, chromium
 
 pytestmark = pytest.mark.browser
 
@@ -42,11 +43,8 @@ def test_trail_search_and_a_message_path_at_800_px(rig: Rig, browser: Browser) -
 
 
 def test_trail_in_german_at_800_px(rig: Rig) -> None:
-    if not have_browser():
-        pytest.skip("needs chromium")
     ids = seed(rig.paths.state_db)
-    german = Browser(lang="de")
-    try:
+    with chromium(lang="de") as german:
         german.login(rig)
         german.viewport(800, 700)
         german.open(rig, "/trail/")
@@ -60,5 +58,3 @@ def test_trail_in_german_at_800_px(rig: Rig) -> None:
         assert "452 4.3.1" in german.text("#detail-copies")
         assert not german.overflows()
         german.shot("trail-detail-de-800")
-    finally:
-        german.quit()

@@ -325,15 +325,6 @@ class Rig:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def find_py38() -> Optional[str]:
-    """A Python 3.8 interpreter (DSM 7's), if this machine has one."""
-    for candidate in (os.environ.get("SMARTPOP_PY38", ""), "/root/.pyenv/versions/3.8.18/bin/python3.8",
-                      "/work/venv38/bin/python"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
-
-
 class Browserless:
     """A requests session logged in to the stand-in DSM; remembers every response body.
 

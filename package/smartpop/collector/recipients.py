@@ -1,4 +1,4 @@
-"""Pure routing: which local mailboxes get a collected message (DESIGN.md "Recipients", docs/ROUTING.md).
+"""Pure routing: which local mailboxes get a collected message (docs/ROUTING.md).
 
 Multidrop: the first envelope header that names a local recipient decides, in the order
 Delivered-To, X-Original-To, Envelope-To, X-Envelope-To, X-RCPT-TO, then a Received

@@ -1,4 +1,8 @@
-"""Headless Debian Chromium driven by Selenium, logged in through the CGI like a DSM admin."""
+"""Headless Debian Chromium driven by Selenium, logged in through the CGI like a DSM admin.
+
+The one place that starts a browser for the UI tests: the `browser` fixture (tests/web/conftest.py)
+and `chromium()` for a second browser in another language.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,22 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
+import pytest
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from webrig import ROOT, Rig
 
+if TYPE_CHECKING:
+    # tests/web/webrig.py: importable only where tests/web is on sys.path, and needed only for types.
+    from webrig import Rig
+
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WIDTH, HEIGHT = 1000, 700
@@ -24,6 +34,21 @@ WIDTH, HEIGHT = 1000, 700
 def have_browser() -> bool:
     """Debian's chromium and chromedriver are installed (never downloaded)."""
     return os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)
+
+
+NO_BROWSER = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+
+
+@contextmanager
+def chromium(lang: str = "en-US") -> Iterator[Browser]:
+    """A fresh headless Chromium for the block, closed after it; skips the test when none is installed."""
+    if not have_browser():
+        pytest.skip(NO_BROWSER)
+    instance = Browser(lang=lang)
+    try:
+        yield instance
+    finally:
+        instance.quit()
 
 
 def screenshot_dir() -> Path:

@@ -235,3 +235,45 @@ def test_valid_hosts_are_stored_in_one_form_on_every_python(host: str, stored: s
     doc = sample_document()
     doc["relay"]["host"] = host
     assert parse_config(doc).relay.host == stored
+
+
+def test_each_default_is_stated_once_by_the_schema_records() -> None:
+    """A setting config.json leaves out takes the value defaults() reports, in every record."""
+    from smartpop.config.schema import (
+        MODES,
+        PROTOCOLS,
+        RELAY_SECURITIES,
+        SECURITIES,
+        Account,
+        Alerts,
+        Delivery,
+        Relay,
+        SenderRelay,
+        Trail,
+        Web,
+        default_of,
+        defaults,
+    )
+
+    minimal = {"accounts": [{"name": "m", "host": "pop.example.com", "username": "u", "password": "p", "mode": "single",
+                             "deliver_to": "anna@firma.de"}],
+               "relay": {"sender_relays": [{"sender": "anna@firma.de", "host": "smtp.example.com", "username": "u",
+                                            "password": "p"}]}}
+    config = parse_config(minimal)
+    account = config.accounts[0]
+    for name, value in defaults(Account).items():
+        if name not in ("mode", "deliver_to", "password"):
+            assert getattr(account, name) == value, name
+    assert (account.protocol, account.security, account.port) == ("pop3", "ssl", 995)
+    assert config.relay.sender_relays[0].security == default_of(SenderRelay, "security") == "starttls"
+    for record, parsed in ((Relay, config.relay), (Alerts, config.alerts), (Trail, config.trail),
+                           (Delivery, config.delivery), (Web, config.web)):
+        for name, value in defaults(record).items():
+            if name not in ("sender_relays", "password", "webhook_url"):
+                assert getattr(parsed, name) == value, (record.__name__, name)
+    assert defaults(Delivery) == {"host": "127.0.0.1", "port": 25} and default_of(Web, "port") == 8765
+    assert Relay().port == 587 and default_of(Relay, "security") == "starttls"
+    with pytest.raises(KeyError):
+        default_of(Account, "host")  # required: no default
+    assert (PROTOCOLS, SECURITIES, RELAY_SECURITIES, MODES) == (["pop3", "imap"], ["ssl", "starttls", "none"],
+                                                                 ["ssl", "starttls"], ["multidrop", "single"])

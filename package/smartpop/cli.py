@@ -7,7 +7,6 @@ found a problem (warnings alone: 0); 2 configuration or usage error (the message
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -18,7 +17,6 @@ from typing import Callable, Dict, List, Optional
 from smartpop import __version__
 from smartpop.errors import (
     ConfigError,
-    NotYetAvailable,
     SmartPopError,
     TemporaryError,
     UsageError,
@@ -146,29 +144,52 @@ def _cmd_serve(paths: Paths, args: argparse.Namespace) -> int:
 Command = Callable[[Paths, argparse.Namespace], int]
 
 
-def _lazy(module: str, function: str, what: str) -> Command:
-    """Import a command's implementation only when it runs (keeps --help fast and light)."""
-    def command(paths: Paths, args: argparse.Namespace) -> int:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if not exc.name or not (module == exc.name or module.startswith(exc.name + ".")):
-                raise
-            raise NotYetAvailable(f"`smartpop {what}` is not yet available in SmartPop {__version__}") from None
-        result: int = getattr(mod, function)(paths, args)
-        return result
-    return command
+# Each command imports its implementation only when it runs (keeps --help fast and light).
+def _cmd_fetch(paths: Paths, args: argparse.Namespace) -> int:
+    from smartpop.collector.commands import cmd_fetch
+
+    return cmd_fetch(paths, args)
+
+
+def _cmd_check(paths: Paths, args: argparse.Namespace) -> int:
+    from smartpop.collector.commands import cmd_check
+
+    return cmd_check(paths, args)
+
+
+def _cmd_relay(paths: Paths, args: argparse.Namespace) -> int:
+    from smartpop.relay.commands import cmd_relay
+
+    return cmd_relay(paths, args)
+
+
+def _cmd_doctor(paths: Paths, args: argparse.Namespace) -> int:
+    from smartpop.doctor.command import cmd_doctor
+
+    return cmd_doctor(paths, args)
+
+
+def _cmd_health(paths: Paths, args: argparse.Namespace) -> int:
+    from smartpop.health.command import cmd_health
+
+    return cmd_health(paths, args)
+
+
+def _cmd_trail(paths: Paths, args: argparse.Namespace) -> int:
+    from smartpop.trail.command import cmd_trail
+
+    return cmd_trail(paths, args)
 
 
 COMMANDS: Dict[str, Command] = {
     "serve": _cmd_serve,
-    "fetch": _lazy("smartpop.collector.commands", "cmd_fetch", "fetch"),
-    "relay": _lazy("smartpop.relay.commands", "cmd_relay", "relay"),
-    "check": _lazy("smartpop.collector.commands", "cmd_check", "check"),
+    "fetch": _cmd_fetch,
+    "relay": _cmd_relay,
+    "check": _cmd_check,
     "status": _cmd_status,
-    "doctor": _lazy("smartpop.doctor.command", "cmd_doctor", "doctor"),
-    "health": _lazy("smartpop.health.command", "cmd_health", "health"),
-    "trail": _lazy("smartpop.trail.command", "cmd_trail", "trail"),
+    "doctor": _cmd_doctor,
+    "health": _cmd_health,
+    "trail": _cmd_trail,
     "wizard-config": _cmd_wizard_config,
 }
 
@@ -242,7 +263,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         # mask registered secret values only, so `accounts[0].auth: is not a known setting` stays readable.
         print(f"smartpop: {redact_known(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
-    except (UsageError, NotYetAvailable) as exc:
+    except UsageError as exc:
         print(f"smartpop: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except PermissionError as exc:

@@ -2,7 +2,6 @@
 
 - ConfigError: the admin must fix the configuration (CLI exit 2).
 - UsageError: the command line is wrong (CLI exit 2).
-- NotYetAvailable: the feature is not built yet (CLI exit 2, never a fake success).
 - TemporaryError: retry later; mail stays on the server (CLI exit 1).
 - MessageError: quarantine or re-route this one message; the run goes on.
 - RollbackRequired: a system change failed half-way and must be undone.
@@ -34,10 +33,6 @@ class ConfigError(SmartPopError):
 
 class UsageError(SmartPopError):
     """The command was called wrongly."""
-
-
-class NotYetAvailable(SmartPopError):
-    """A command whose implementation has not shipped yet."""
 
 
 class TemporaryError(SmartPopError):

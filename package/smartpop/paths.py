@@ -47,11 +47,6 @@ class Paths(NamedTuple):
         return self.data / "smartpop.pid"
 
     @property
-    def status_file(self) -> Path:
-        """Runtime status (last runs, counters) shared by daemon, CLI and UI."""
-        return self.data / "status.json"
-
-    @property
     def health_file(self) -> Path:
         """The last mail health report (smartpop.health), shared by the CLI and the web page."""
         return self.data / "health.json"

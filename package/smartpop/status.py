@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List
 
 from smartpop import __version__
@@ -16,18 +15,8 @@ ACCOUNT_FIELDS = ["last_run", "last_success", "collected", "fallback", "last_err
 COLLECTOR_EXTRA_FIELDS = ["last_collected", "last_fallback", "running", "push"]
 
 
-def _runtime(paths: Paths) -> Dict[str, Any]:
-    """Read status.json written by the collector; absent or broken means 'nothing yet'."""
-    try:
-        data = json.loads(paths.status_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def build_status(paths: Paths) -> Dict[str, Any]:
     """Assemble per-account and relay status as plain JSON data (no secrets)."""
-    runtime = _runtime(paths)
     report: Dict[str, Any] = {"version": __version__, "config_error": None, "accounts": [], "relay": {}}
     try:
         config = store.load(paths)
@@ -36,12 +25,12 @@ def build_status(paths: Paths) -> Dict[str, Any]:
         return report
     accounts: List[Dict[str, Any]] = []
     # The collector keeps its per-account figures in its SQLite store (written atomically with
-    # the delivery journal); status.json's "accounts" is only a fallback for older data.
+    # the delivery journal).
     from smartpop.collector.statusread import read_account_status
 
     collected = read_account_status(paths)
     for account in config.accounts:
-        seen = collected.get(account.name) or runtime.get("accounts", {}).get(account.name, {})
+        seen = collected.get(account.name, {})
         entry: Dict[str, Any] = {"name": account.name, "enabled": account.enabled,
                                  "protocol": account.protocol, "host": account.host}
         for key in ACCOUNT_FIELDS + COLLECTOR_EXTRA_FIELDS:

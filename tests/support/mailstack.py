@@ -35,34 +35,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from support.certs import make_certs
 from support.ports import free_ports
-
-MASTER_CF = """\
-{smtp_bind}
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
+from support.postfix_conf import start_postfix, stop_postfix, write_postfix_config
 
 
 def have_mail_servers() -> bool:
@@ -145,8 +118,7 @@ class MailStack:
                 self._dovecot.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self._dovecot.kill()
-        if (self.root / "postfix/queue/pid/master.pid").exists():
-            subprocess.run(["postfix", "-c", str(self.root / "postfix/etc"), "stop"], capture_output=True)
+        stop_postfix(self.root / "postfix")
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _start_dovecot(self) -> None:
@@ -214,23 +186,12 @@ service imap-login {{
 
     def _start_postfix(self) -> None:
         base = self.root / "postfix"
-        etc = base / "etc"
-        for sub in ("etc", "queue", "data"):
-            (base / sub).mkdir(parents=True)
-        shutil.chown(base / "data", "postfix", "postfix")
         local = self.root / "local"
         local.mkdir()
         os.chown(local, self.uid, self.gid)
-        (etc / "vmailbox").write_text("")
         bind = (f"127.0.0.1:{self.smtp_port} inet n  -       n       -       -       smtpd\n"
                 f"[::1]:{self.smtp_port} inet n      -       n       -       -       smtpd")
-        (etc / "master.cf").write_text(MASTER_CF.format(smtp_bind=bind))
-        (etc / "main.cf").write_text(f"""\
-compatibility_level = 3.6
-queue_directory = {base}/queue
-data_directory = {base}/data
-mail_owner = postfix
-setgid_group = postdrop
+        etc = write_postfix_config(base, bind, f"""\
 myhostname = mailplus.firma.test
 mydomain = firma.test
 myorigin = $myhostname
@@ -239,17 +200,12 @@ inet_interfaces = 127.0.0.1, [::1]
 inet_protocols = all
 mynetworks = 127.0.0.0/8, [::1]/128
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-maillog_file = {base}/postfix.log
-maillog_file_prefixes = /var, /dev/stdout, /tmp
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
-biff = no
 message_size_limit = 104857600
 mailbox_size_limit = 0
 virtual_mailbox_limit = 0
 virtual_mailbox_domains = {", ".join(self.domains)}
 virtual_mailbox_base = {local}
-virtual_mailbox_maps = texthash:{etc}/vmailbox
+virtual_mailbox_maps = texthash:{base}/etc/vmailbox
 virtual_uid_maps = static:{self.uid}
 virtual_gid_maps = static:{self.gid}
 virtual_minimum_uid = 100
@@ -257,11 +213,8 @@ virtual_minimum_uid = 100
 relayhost =
 default_transport = error:no outside delivery in tests
 """)
-        proc = subprocess.run(["postfix", "-c", str(etc), "start"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            check = subprocess.run(["script", "-qec", f"postfix -c {etc} check", "/dev/null"],
-                                   capture_output=True, text=True)
-            raise RuntimeError(f"postfix did not start: {proc.stderr} {check.stdout}")
+        (etc / "vmailbox").write_text("")
+        start_postfix(etc)
         _wait_port(self.smtp_port)
 
     # --- users and mail -------------------------------------------------------------------

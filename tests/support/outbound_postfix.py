@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import smtplib
-import subprocess
 import tempfile
 import threading
 import time
@@ -31,8 +30,9 @@ from typing import List, Optional, Sequence
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from support.mailstack import MASTER_CF, _vmail, _wait_port
+from support.mailstack import _vmail, _wait_port
 from support.ports import free_ports
+from support.postfix_conf import start_postfix, stop_postfix, write_postfix_config
 
 
 @dataclass
@@ -129,17 +129,11 @@ class OutboundPostfix:
         raise AssertionError("unreachable")
 
     def _start(self, users: Sequence[str]) -> None:
-        for sub in ("etc", "queue", "data"):
-            (self.root / sub).mkdir()
-        shutil.chown(self.root / "data", "postfix", "postfix")
         local = self.root / "local"
         local.mkdir()
         os.chown(local, self.uid, self.gid)
         self.users = [u.lower() for u in users]
-        (self.etc / "vmailbox").write_text(
-            "".join(f"{a} {a.split('@')[1]}/{a.split('@')[0]}/Maildir/\n" for a in self.users))
         bind = f"127.0.0.1:{self.smtp_port} inet n  -       n       -       -       smtpd"
-        (self.etc / "master.cf").write_text(MASTER_CF.format(smtp_bind=bind))
         if self.mode == "mydestination":
             owner = f"""\
 mydestination = {self.domain}, localhost
@@ -152,13 +146,7 @@ virtual_mailbox_domains =
 mydestination = localhost
 virtual_mailbox_domains = {self.domain}
 """
-        (self.etc / "main.cf").write_text(f"""\
-# MailPlus stand-in with a smart relay; the relay host is the recording sink
-compatibility_level = 3.6
-queue_directory = {self.root}/queue
-data_directory = {self.root}/data
-mail_owner = postfix
-setgid_group = postdrop
+        write_postfix_config(self.root, bind, f"""\
 myhostname = mailplus.{self.domain}
 mydomain = {self.domain}
 myorigin = $mydomain
@@ -166,22 +154,17 @@ inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-maillog_file = {self.root}/postfix.log
-maillog_file_prefixes = /var, /dev/stdout, /tmp
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
 smtp_tls_security_level = none
-biff = no
 {owner}virtual_mailbox_base = {local}
 virtual_mailbox_maps = texthash:{self.etc}/vmailbox
 virtual_uid_maps = static:{self.uid}
 virtual_gid_maps = static:{self.gid}
 virtual_minimum_uid = 100
 relayhost = [127.0.0.1]:{self.relay_port}
-""")
-        proc = subprocess.run(["postfix", "-c", str(self.etc), "start"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"postfix did not start: {proc.stderr}")
+""", comment="MailPlus stand-in with a smart relay; the relay host is the recording sink")
+        (self.etc / "vmailbox").write_text(
+            "".join(f"{a} {a.split('@')[1]}/{a.split('@')[0]}/Maildir/\n" for a in self.users))
+        start_postfix(self.etc)
         _wait_port(self.smtp_port)
         self._wait_accepts()
 
@@ -202,8 +185,7 @@ relayhost = [127.0.0.1]:{self.relay_port}
 
     def stop(self) -> None:
         """Stop Postfix and remove the directory."""
-        if (self.root / "queue/pid/master.pid").exists():
-            subprocess.run(["postfix", "-c", str(self.etc), "stop"], capture_output=True)
+        stop_postfix(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def queue_empty(self) -> bool:

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from support.mailstack import MASTER_CF, _wait_port
+from support.mailstack import _wait_port
 from support.ports import free_ports
+from support.postfix_conf import start_postfix, stop_postfix, write_postfix_config
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "package"
@@ -85,23 +86,13 @@ class RelayPostfix:
         raise AssertionError("unreachable")
 
     def _start(self) -> None:
-        for sub in ("etc", "queue", "data"):
-            (self.root / sub).mkdir()
-        shutil.chown(self.root / "data", "postfix", "postfix")
         bind = (f"127.0.0.1:{self.smtp_port} inet n  -       n       -       -       smtpd\n"
                 f"127.0.0.1:{self.submit_port} inet n  -       n       -       -       smtpd\n"
                 "  -o mynetworks=127.0.0.0/8\n"
                 "  -o smtpd_relay_restrictions=permit_mynetworks,reject\n"
                 "  -o smtpd_recipient_restrictions=permit_mynetworks,reject")
-        (self.etc / "master.cf").write_text(MASTER_CF.format(smtp_bind=bind))
         # MailPlus-like: comments, a parameter defined twice, an existing (empty) relayhost.
-        (self.etc / "main.cf").write_text(f"""\
-# MailPlus stand-in for the SmartPop relay tests
-compatibility_level = 3.6
-queue_directory = {self.root}/queue
-data_directory = {self.root}/data
-mail_owner = postfix
-setgid_group = postdrop
+        write_postfix_config(self.root, bind, """\
 myhostname = mailplus.firma.test
 mydomain = firma.test
 myorigin = $mydomain
@@ -114,25 +105,16 @@ smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_
 smtpd_recipient_restrictions = reject_unauth_destination
 relay_domains =
 relayhost =
-maillog_file = {self.root}/postfix.log
-maillog_file_prefixes = /var, /dev/stdout, /tmp
-# no DNS on the test machine: host names (localhost) come from /etc/hosts
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
 smtp_tls_loglevel = 1
-biff = no
 relayhost =
-""")
-        proc = subprocess.run(["postfix", "-c", str(self.etc), "start"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"postfix did not start: {proc.stderr}")
+""", comment="MailPlus stand-in for the SmartPop relay tests")
+        start_postfix(self.etc)
         _wait_port(self.smtp_port)
         _wait_port(self.submit_port)
 
     def stop(self) -> None:
         """Stop Postfix and remove the directory."""
-        if (self.root / "queue/pid/master.pid").exists():
-            subprocess.run(["postfix", "-c", str(self.etc), "stop"], capture_output=True)
+        stop_postfix(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
 
     # --- mail ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +17,7 @@ from aiosmtpd.controller import Controller
 from webrig import Browserless, Rig
 
 from smartpop import alerts
+from smartpop.collector.state import Store
 from smartpop.config.schema import parse_config
 from smartpop.paths import Paths
 from support.ports import free_ports
@@ -199,15 +201,21 @@ def test_alerts_page_saves_and_hides_the_webhook(rig: Rig, admin: Browserless, h
 
 def test_watcher_reads_the_status_report(tmp_path: Path, hook: Hook, sink: Sink, notify_stub: Path) -> None:
     paths = Paths(tmp_path)
-    old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 7200))
+    old = time.time() - 7200
     doc = {"schema_version": 1, "accounts": [{"name": "sammel", "protocol": "pop3", "host": "pop.provider.invalid",
                                               "security": "ssl", "username": "s@firma.de", "password": "Pw-123456"}],
            "local_domains": ["firma.de"], "fallback_recipient": "postmaster@firma.de",
            "delivery": {"host": "127.0.0.1", "port": sink.port},
            "alerts": {"webhook_url": hook.url, "dsm_notify": False}}
     (tmp_path / "config.json").write_text(json.dumps(doc))
-    (tmp_path / "status.json").write_text(json.dumps(
-        {"accounts": {"sammel": {"last_error": "login refused", "last_success": old, "fallback": 0}}}))
+    # The account's figures as the collector keeps them: a failing run, the last success 2 h ago.
+    store = Store(paths.state_db)
+    try:
+        store.run_finished("sammel", False, 0, 0, "login refused", None)
+    finally:
+        store.close()
+    with sqlite3.connect(str(paths.state_db)) as db:
+        db.execute("UPDATE account_status SET last_success=? WHERE account='sammel'", (old,))
     watcher = alerts.AlertWatcher(paths, interval=3600)
     assert watcher.run_once() == ["account_failing:sammel"]
     assert len(hook.received) == 1 and b"sammel" in hook.received[0]["body"]

@@ -6,24 +6,39 @@ Pure logic, no I/O. `parse_config(dict)` validates a (migrated) document and ret
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, get_args
 
 from smartpop.config import validators as v
 from smartpop.config.secret import Secret
 
 SCHEMA_VERSION = 1
 
-PROTOCOLS = ["pop3", "imap"]
-SECURITIES = ["ssl", "starttls", "none"]
-RELAY_SECURITIES = ["ssl", "starttls"]
-MODES = ["multidrop", "single"]
+Protocol = Literal["pop3", "imap"]
+Security = Literal["ssl", "starttls", "none"]
+RelaySecurity = Literal["ssl", "starttls"]
+Mode = Literal["multidrop", "single"]
 
-DEFAULT_PORTS = {
+PROTOCOLS: List[Protocol] = list(get_args(Protocol))
+SECURITIES: List[Security] = list(get_args(Security))
+RELAY_SECURITIES: List[RelaySecurity] = list(get_args(RelaySecurity))
+MODES: List[Mode] = list(get_args(Mode))
+
+DEFAULT_PORTS: Dict[Tuple[Protocol, Security], int] = {
     ("pop3", "ssl"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110,
     ("imap", "ssl"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
 }
-RELAY_DEFAULT_PORTS = {"ssl": 465, "starttls": 587}
+RELAY_DEFAULT_PORTS: Dict[RelaySecurity, int] = {"ssl": 465, "starttls": 587}
+# The provider submission most offer; the main relay and each sender relay start from it.
+RELAY_SECURITY: RelaySecurity = "starttls"
+
+
+def _absent(value: Any) -> Dict[str, Any]:
+    """Field metadata: the value config.json implies when it leaves this key out (see default_of).
+
+    For fields the constructor still requires: a dataclass default would force them behind the
+    optional fields, and with them the keys of every config.json written."""
+    return {"absent": value}
 
 
 @dataclass
@@ -31,16 +46,16 @@ class Account:
     """One provider mailbox that SmartPop collects from."""
 
     name: str
-    protocol: str
+    protocol: Protocol = field(metadata=_absent("pop3"))
     host: str
     port: int
-    security: str
+    security: Security = field(metadata=_absent("ssl"))
     username: str
     password: Secret
     enabled: bool = True
     allow_insecure: bool = False
     ca_file: Optional[str] = None
-    mode: str = "multidrop"
+    mode: Mode = "multidrop"
     deliver_to: Optional[str] = None
     keep_on_server: bool = False
     delete_after_days: Optional[int] = None
@@ -64,7 +79,7 @@ class SenderRelay:
     sender: str
     host: str
     port: int
-    security: str
+    security: RelaySecurity = field(metadata=_absent(RELAY_SECURITY))
     username: str
     password: Secret
 
@@ -75,8 +90,8 @@ class Relay:
 
     enabled: bool = False
     host: Optional[str] = None
-    port: int = 587
-    security: str = "starttls"
+    port: int = RELAY_DEFAULT_PORTS[RELAY_SECURITY]
+    security: RelaySecurity = RELAY_SECURITY
     username: str = ""
     password: Secret = field(default_factory=lambda: Secret(""))
     sender_relays: List[SenderRelay] = field(default_factory=list)
@@ -143,6 +158,30 @@ class Config:
 Parser = Callable[[str, Any], Any]
 
 
+def defaults(record: Any) -> Dict[str, Any]:
+    """Each setting of dataclass `record` that config.json may leave out, with the value it then takes."""
+    found: Dict[str, Any] = {}
+    for item in fields(record):
+        if "absent" in item.metadata:
+            found[item.name] = item.metadata["absent"]
+        elif item.default is not MISSING:
+            found[item.name] = item.default
+        elif item.default_factory is not MISSING:
+            found[item.name] = item.default_factory()
+    return found
+
+
+def default_of(record: Any, name: str) -> Any:
+    """The value setting `name` of dataclass `record` takes when config.json leaves it out (KeyError: none)."""
+    return defaults(record)[name]
+
+
+def _reader(data: Mapping[str, Any], record: Any) -> Callable[[str], Any]:
+    """`get(name)`: the document's value for `name`, or the record's default when the key is absent."""
+    known = defaults(record)
+    return lambda name: data[name] if name in data else known[name]
+
+
 def _check_keys(key: str, raw: Any, allowed: List[str], required: List[str]) -> Mapping[str, Any]:
     """Reject non-objects, unknown keys and missing required keys."""
     if not isinstance(raw, dict):
@@ -164,27 +203,28 @@ def _check_keys(key: str, raw: Any, allowed: List[str], required: List[str]) -> 
 def _parse_account(key: str, raw: Any) -> Account:
     names = [f.name for f in fields(Account)]
     data = _check_keys(key, raw, names, ["name", "host", "username"])
-    protocol = v.as_choice(f"{key}.protocol", data.get("protocol", "pop3"), PROTOCOLS)
-    security = v.as_choice(f"{key}.security", data.get("security", "ssl"), SECURITIES)
-    allow_insecure = v.as_bool(f"{key}.allow_insecure", data.get("allow_insecure", False))
+    get = _reader(data, Account)
+    protocol = v.as_choice(f"{key}.protocol", get("protocol"), PROTOCOLS)
+    security = v.as_choice(f"{key}.security", get("security"), SECURITIES)
+    allow_insecure = v.as_bool(f"{key}.allow_insecure", get("allow_insecure"))
     if security == "none" and not allow_insecure:
         raise v.fail(f"{key}.security", "'none' sends the password unencrypted",
                      f"use ssl or starttls, or set {key}.allow_insecure to true if you accept that",
                      code="insecure_needs_consent")
     port = data.get("port")
-    mode = v.as_choice(f"{key}.mode", data.get("mode", "multidrop"), MODES)
-    deliver_to = v.as_optional(f"{key}.deliver_to", data.get("deliver_to"), v.as_address)
+    mode = v.as_choice(f"{key}.mode", get("mode"), MODES)
+    deliver_to = v.as_optional(f"{key}.deliver_to", get("deliver_to"), v.as_address)
     if mode == "single" and deliver_to is None:
         raise v.fail(f"{key}.deliver_to", "is required when mode is 'single'",
                      f"set {key}.deliver_to to the local mailbox, e.g. anna@firma.de",
                      code="deliver_to_required")
-    idle = v.as_bool(f"{key}.idle", data.get("idle", False))
+    idle = v.as_bool(f"{key}.idle", get("idle"))
     if idle and protocol != "imap":
         raise v.fail(f"{key}.idle", "IDLE push works only with IMAP", f"set {key}.idle to false or use imap",
                      code="idle_needs_imap")
     return Account(
         name=v.as_name(f"{key}.name", data["name"]),
-        enabled=v.as_bool(f"{key}.enabled", data.get("enabled", True)),
+        enabled=v.as_bool(f"{key}.enabled", get("enabled")),
         protocol=protocol,
         host=v.as_hostname(f"{key}.host", data["host"]),
         port=DEFAULT_PORTS[(protocol, security)] if port in (None, "") else v.as_port(f"{key}.port", port),
@@ -192,22 +232,22 @@ def _parse_account(key: str, raw: Any) -> Account:
         allow_insecure=allow_insecure,
         username=v.as_text(f"{key}.username", data["username"], max_len=320),
         password=Secret(v.as_secret_text(f"{key}.password", data.get("password", ""))),
-        ca_file=v.as_optional(f"{key}.ca_file", data.get("ca_file"), v.as_path),
+        ca_file=v.as_optional(f"{key}.ca_file", get("ca_file"), v.as_path),
         mode=mode,
         deliver_to=deliver_to,
-        keep_on_server=v.as_bool(f"{key}.keep_on_server", data.get("keep_on_server", False)),
-        delete_after_days=v.as_optional(f"{key}.delete_after_days", data.get("delete_after_days"),
+        keep_on_server=v.as_bool(f"{key}.keep_on_server", get("keep_on_server")),
+        delete_after_days=v.as_optional(f"{key}.delete_after_days", get("delete_after_days"),
                                         lambda k, x: v.as_int(k, x, 1, 3650)),
-        interval=v.as_int(f"{key}.interval", data.get("interval", 60), 10, 86400),
+        interval=v.as_int(f"{key}.interval", get("interval"), 10, 86400),
         idle=idle,
-        folder=v.as_text(f"{key}.folder", data.get("folder", "INBOX"), max_len=200),
+        folder=v.as_text(f"{key}.folder", get("folder"), max_len=200),
     )
 
 
 def _parse_sender_relay(key: str, raw: Any) -> SenderRelay:
     names = [f.name for f in fields(SenderRelay)]
     data = _check_keys(key, raw, names, ["sender", "host", "username"])
-    security = v.as_choice(f"{key}.security", data.get("security", "starttls"), RELAY_SECURITIES)
+    security = v.as_choice(f"{key}.security", _reader(data, SenderRelay)("security"), RELAY_SECURITIES)
     port = data.get("port")
     return SenderRelay(
         sender=v.as_sender_pattern(f"{key}.sender", data["sender"]),
@@ -222,9 +262,10 @@ def _parse_sender_relay(key: str, raw: Any) -> SenderRelay:
 def _parse_relay(key: str, raw: Any) -> Relay:
     names = [f.name for f in fields(Relay)]
     data = _check_keys(key, raw, names, [])
-    enabled = v.as_bool(f"{key}.enabled", data.get("enabled", False))
-    security = v.as_choice(f"{key}.security", data.get("security", "starttls"), RELAY_SECURITIES)
-    host = v.as_optional(f"{key}.host", data.get("host"), v.as_hostname)
+    get = _reader(data, Relay)
+    enabled = v.as_bool(f"{key}.enabled", get("enabled"))
+    security = v.as_choice(f"{key}.security", get("security"), RELAY_SECURITIES)
+    host = v.as_optional(f"{key}.host", get("host"), v.as_hostname)
     if enabled and host is None:
         raise v.fail(f"{key}.host", "is required when the relay is enabled",
                      f"set {key}.host to the provider's SMTP server or set {key}.enabled to false",
@@ -246,7 +287,7 @@ def _parse_relay(key: str, raw: Any) -> Relay:
         host=host,
         port=RELAY_DEFAULT_PORTS[security] if port in (None, "") else v.as_port(f"{key}.port", port),
         security=security,
-        username=v.as_text(f"{key}.username", data.get("username", ""), max_len=320, allow_empty=True),
+        username=v.as_text(f"{key}.username", get("username"), max_len=320, allow_empty=True),
         password=Secret(v.as_secret_text(f"{key}.password", data.get("password", ""))),
         sender_relays=relays,
     )
@@ -271,6 +312,7 @@ def _parse_aliases(key: str, raw: Any) -> Dict[str, List[str]]:
 def _parse_alerts(key: str, raw: Any) -> Alerts:
     names = [f.name for f in fields(Alerts)]
     data = _check_keys(key, raw, names, [])
+    get = _reader(data, Alerts)
     webhook = v.as_secret_text(f"{key}.webhook_url", data.get("webhook_url") or "")
     # The URL usually carries a token (e.g. Synology Chat), so it is kept like a password.
     if webhook and not webhook.lower().startswith(("https://", "http://")):
@@ -278,19 +320,20 @@ def _parse_alerts(key: str, raw: Any) -> Alerts:
                      f"set {key}.webhook_url to a URL starting with https://, or leave it empty",
                      code="not_a_web_url")
     return Alerts(
-        failing_minutes=v.as_int(f"{key}.failing_minutes", data.get("failing_minutes", 30), 5, 10080),
-        email_to=v.as_optional(f"{key}.email_to", data.get("email_to"), v.as_address),
+        failing_minutes=v.as_int(f"{key}.failing_minutes", get("failing_minutes"), 5, 10080),
+        email_to=v.as_optional(f"{key}.email_to", get("email_to"), v.as_address),
         webhook_url=Secret(webhook),
-        dsm_notify=v.as_bool(f"{key}.dsm_notify", data.get("dsm_notify", True)),
-        repeat_minutes=v.as_int(f"{key}.repeat_minutes", data.get("repeat_minutes", 60), 1, 10080),
+        dsm_notify=v.as_bool(f"{key}.dsm_notify", get("dsm_notify")),
+        repeat_minutes=v.as_int(f"{key}.repeat_minutes", get("repeat_minutes"), 1, 10080),
     )
 
 
 def _parse_trail(key: str, raw: Any) -> Trail:
     data = _check_keys(key, raw, [f.name for f in fields(Trail)], [])
+    get = _reader(data, Trail)
     return Trail(
-        subjects=v.as_bool(f"{key}.subjects", data.get("subjects", False)),
-        retention_days=v.as_int(f"{key}.retention_days", data.get("retention_days", 30), 1, 3650),
+        subjects=v.as_bool(f"{key}.subjects", get("subjects")),
+        retention_days=v.as_int(f"{key}.retention_days", get("retention_days"), 1, 3650),
     )
 
 
@@ -316,19 +359,20 @@ def parse_config(raw: Any) -> Config:
             raise v.fail(f"accounts[{i}].name", f"{account.name!r} is used twice", "give every account its own name",
                          code="name_taken", value=account.name)
         names.add(account.name)
-    delivery_raw = _check_keys("delivery", data.get("delivery", {}), ["host", "port"], [])
-    web_raw = _check_keys("web", data.get("web", {}), ["port"], [])
+    delivery = _reader(_check_keys("delivery", data.get("delivery", {}), [f.name for f in fields(Delivery)], []),
+                       Delivery)
+    web = _reader(_check_keys("web", data.get("web", {}), [f.name for f in fields(Web)], []), Web)
     config = Config(
         accounts=accounts,
         local_domains=[d.lower() for d in _parse_list("local_domains", data.get("local_domains", []), v.as_domain)],
         aliases=_parse_aliases("aliases", data.get("aliases", {})),
         fallback_recipient=v.as_optional("fallback_recipient", data.get("fallback_recipient"), v.as_address),
         delivery=Delivery(
-            host=v.as_hostname("delivery.host", delivery_raw.get("host", "127.0.0.1")),
-            port=v.as_port("delivery.port", delivery_raw.get("port", 25)),
+            host=v.as_hostname("delivery.host", delivery("host")),
+            port=v.as_port("delivery.port", delivery("port")),
         ),
         relay=_parse_relay("relay", data.get("relay", {})),
-        web=Web(port=v.as_int("web.port", web_raw.get("port", 8765), 1025, 65535)),
+        web=Web(port=v.as_int("web.port", web("port"), 1025, 65535)),
         alerts=_parse_alerts("alerts", data.get("alerts", {})),
         # Absent in configs written before the trail existed: the defaults apply.
         trail=_parse_trail("trail", data.get("trail", {})),

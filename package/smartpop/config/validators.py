@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, List, Optional
+from typing import Any, Optional, Sequence, TypeVar
 
 from smartpop.errors import ConfigError
+
+Choice = TypeVar("Choice", bound=str)
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
@@ -57,13 +59,13 @@ def as_port(key: str, value: Any) -> int:
     return as_int(key, value, 1, 65535)
 
 
-def as_choice(key: str, value: Any, choices: List[str]) -> str:
-    """Accept one of a fixed set of strings."""
+def as_choice(key: str, value: Any, choices: Sequence[Choice]) -> Choice:
+    """Accept one of a fixed set of strings (typed as the set, e.g. a Literal)."""
     if value not in choices:
         raise fail(key, f"must be one of {', '.join(choices)}, got {value!r}",
                    f"set {key} to one of: {', '.join(choices)}",
                    code="not_a_choice", choices=", ".join(choices), value=_shown(value))
-    return str(value)
+    return choices[list(choices).index(value)]
 
 
 def as_text(key: str, value: Any, max_len: int = 256, allow_empty: bool = False) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List, Mapping, Optional
 
+from smartpop.config.schema import RELAY_SECURITY, Account, Delivery, default_of, defaults
+
 WIZARD_KEYS = [
     "wizard_fetch_protocol", "wizard_fetch_host", "wizard_fetch_port", "wizard_fetch_security",
     "wizard_fetch_user", "wizard_fetch_password", "wizard_local_domains",
@@ -46,12 +48,12 @@ def document_from_wizard(env: Mapping[str, str], existing: Optional[Dict[str, An
         account.update({
             "name": CATCH_ALL,
             "enabled": True,
-            "protocol": _get(env, "wizard_fetch_protocol") or "pop3",
+            "protocol": _get(env, "wizard_fetch_protocol") or default_of(Account, "protocol"),
             "host": host,
             "port": _port(_get(env, "wizard_fetch_port")),
-            "security": _get(env, "wizard_fetch_security") or "ssl",
+            "security": _get(env, "wizard_fetch_security") or default_of(Account, "security"),
             "username": _get(env, "wizard_fetch_user"),
-            "mode": old.get("mode", "multidrop"),
+            "mode": old.get("mode", default_of(Account, "mode")),
         })
         password = _get(env, "wizard_fetch_password")
         account["password"] = password or old.get("password", "")
@@ -68,7 +70,7 @@ def document_from_wizard(env: Mapping[str, str], existing: Optional[Dict[str, An
             "enabled": True,
             "host": _get(env, "wizard_relay_host"),
             "port": _port(_get(env, "wizard_relay_port")),
-            "security": _get(env, "wizard_relay_security") or "starttls",
+            "security": _get(env, "wizard_relay_security") or RELAY_SECURITY,
             "username": _get(env, "wizard_relay_user"),
         })
         relay["password"] = _get(env, "wizard_relay_password") or relay.get("password", "")
@@ -79,5 +81,5 @@ def document_from_wizard(env: Mapping[str, str], existing: Optional[Dict[str, An
     web_port = _get(env, "wizard_web_port")
     if web_port:
         doc["web"] = {**doc.get("web", {}), "port": _port(web_port)}
-    doc.setdefault("delivery", {"host": "127.0.0.1", "port": 25})
+    doc.setdefault("delivery", defaults(Delivery))
     return doc

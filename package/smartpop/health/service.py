@@ -116,7 +116,7 @@ def check_domain(resolver: Resolver, domain: str, config: Config, helo: str = "l
 def _certificate_targets(config: Config) -> List[Tuple[str, str, int, str, Optional[str]]]:
     """(protocol, host, port, security, ca_file) of each enabled account's server, once each."""
     seen = set()
-    result = []
+    result: List[Tuple[str, str, int, str, Optional[str]]] = []
     for account in config.accounts:
         if not account.enabled or account.security == "none":
             continue

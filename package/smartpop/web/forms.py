@@ -14,7 +14,16 @@ from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Seq
 from werkzeug.datastructures import MultiDict
 
 from smartpop.config import store
-from smartpop.config.schema import Config, parse_config, render_config
+from smartpop.config.schema import (
+    RELAY_SECURITY,
+    Account,
+    Config,
+    Relay,
+    default_of,
+    defaults,
+    parse_config,
+    render_config,
+)
 from smartpop.errors import ConfigError
 from smartpop.paths import Paths
 from smartpop.web import i18n
@@ -106,15 +115,14 @@ def errors_of(exc: Exception, lang: str = i18n.DEFAULT, fields: Optional[Collect
 
 
 # Valid stand-ins for a field that already has its error: the next validation pass then finds the
-# next problem instead of stopping at the same one again (see collect_errors).
+# next problem instead of stopping at the same one again (see collect_errors). A default is valid.
 ACCOUNT_STANDINS: Dict[str, Any] = {
-    "name": "standin-account", "enabled": True, "protocol": "pop3", "security": "ssl", "host": "mail.example.com",
-    "port": None, "username": "standin", "password": "standin", "mode": "multidrop",
-    "deliver_to": "standin@example.com", "interval": 60, "folder": "INBOX", "ca_file": None,
-    "keep_on_server": False, "idle": False, "allow_insecure": False}
+    **{name: value for name, value in defaults(Account).items() if name in ACCOUNT_FIELDS},
+    "name": "standin-account", "host": "mail.example.com", "port": None, "username": "standin",
+    "password": "standin", "deliver_to": "standin@example.com"}
 RELAY_STANDINS: Dict[str, Any] = {
-    "enabled": False, "host": "smtp.example.com", "port": None, "security": "starttls", "username": "standin",
-    "password": "standin", "sender": "standin@example.com"}
+    "enabled": default_of(Relay, "enabled"), "security": RELAY_SECURITY, "host": "smtp.example.com", "port": None,
+    "username": "standin", "password": "standin", "sender": "standin@example.com"}
 
 
 def collect_errors(document: Document, entry: Callable[[Document], Document], owns: Callable[[str], bool],
@@ -184,6 +192,13 @@ def _opt(form: MultiDict, name: str) -> Optional[str]:
     return value or None
 
 
+def new_account_values() -> Document:
+    """What the account form shows for a new account: each setting at its config.json default."""
+    shown = {name: value for name, value in defaults(Account).items() if name in ACCOUNT_FIELDS}
+    shown["port"] = ""  # empty: the default port follows protocol and security (the page shows it)
+    return shown
+
+
 def account_document(form: MultiDict, existing: Optional[Document]) -> Document:
     """An account document from the account form; keeps the stored password when left empty."""
     password = form.get("password", "")
@@ -193,22 +208,23 @@ def account_document(form: MultiDict, existing: Optional[Document]) -> Document:
                             code="password_missing")
         password = existing.get("password", "")
     doc: Document = dict(existing or {})
+    default = defaults(Account)
     doc.update({
         "name": (form.get("name") or "").strip() if existing is None else existing["name"],
         "enabled": _checkbox(form, "enabled"),
-        "protocol": form.get("protocol", "pop3"),
+        "protocol": form.get("protocol", default["protocol"]),
         "host": (form.get("host") or "").strip(),
         "port": _opt(form, "port"),
-        "security": form.get("security", "ssl"),
+        "security": form.get("security", default["security"]),
         "allow_insecure": _checkbox(form, "allow_insecure"),
         "username": (form.get("username") or "").strip(),
         "password": password,
         "ca_file": _opt(form, "ca_file"),
-        "mode": form.get("mode", "multidrop"),
+        "mode": form.get("mode", default["mode"]),
         "deliver_to": _opt(form, "deliver_to"),
         "keep_on_server": _checkbox(form, "keep_on_server"),
-        "interval": _opt(form, "interval") or 60,
-        "folder": _opt(form, "folder") or "INBOX",
+        "interval": _opt(form, "interval") or default["interval"],
+        "folder": _opt(form, "folder") or default["folder"],
         "idle": _checkbox(form, "idle"),
     })
     return doc
@@ -246,7 +262,7 @@ def relay_fields(form: MultiDict, existing: Document) -> Document:
         "enabled": _checkbox(form, "enabled"),
         "host": _opt(form, "host"),
         "port": _opt(form, "port"),
-        "security": form.get("security", "starttls"),
+        "security": form.get("security", RELAY_SECURITY),
         "username": (form.get("username") or "").strip(),
         "password": form.get("password") or existing.get("password", ""),
     }
@@ -260,5 +276,5 @@ def sender_relay_document(form: MultiDict, existing: List[Document]) -> Tuple[Do
     if not password:
         raise FormError("password", "password: is missing. Fix: enter the SMTP password", code="password_missing")
     return ({"sender": sender, "host": (form.get("host") or "").strip(), "port": _opt(form, "port"),
-             "security": form.get("security", "starttls"), "username": (form.get("username") or "").strip(),
+             "security": form.get("security", RELAY_SECURITY), "username": (form.get("username") or "").strip(),
              "password": password}, index)

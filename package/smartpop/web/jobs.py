@@ -8,11 +8,11 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
+from smartpop.collector import service as collector
 from smartpop.config import store
 from smartpop.errors import SmartPopError
 from smartpop.log import redact
 from smartpop.paths import Paths
-from smartpop.web import services
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
@@ -63,15 +63,12 @@ class FetchJobs:
     def _run(self, job_id: int, account: Optional[str]) -> None:
         outcome: Dict[str, Any] = {}
         try:
-            collector = services.collector()
             config = store.load(self.paths)
             summary = collector.fetch_all(self.paths, config, account,
                                           progress=lambda event: self._progress(job_id, event))
             # "results" lets the page word each line in its own language; "lines" stays for API users.
             outcome = {"ok": bool(summary.ok), "lines": [redact(line) for line in summary.lines()],
                        "results": [_result(name, r) for name, r in summary.results.items()]}
-        except services.ServiceUnavailable:
-            outcome = {"ok": False, "error": "unavailable"}
         except Exception as exc:
             log.exception("fetch started from the UI failed")
             outcome = {"ok": False, "error": redact(str(exc)) or type(exc).__name__}

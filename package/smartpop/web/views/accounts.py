@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 from flask import Blueprint, Response, abort, g, redirect, request, url_for
 from werkzeug.datastructures import MultiDict
-from werkzeug.wrappers import Response as BaseResponse
 
+from smartpop.collector import service as collector
 from smartpop.config.schema import DEFAULT_PORTS, MODES, PROTOCOLS, SECURITIES, Config, parse_config, render_config
 from smartpop.errors import AuthError, ConfigError, ConnectError, SmartPopError
 from smartpop.log import redact
-from smartpop.web import explain, presets, services
+from smartpop.web import explain, presets
 from smartpop.web.forms import (
     ACCOUNT_FIELDS,
     ACCOUNT_SERVER,
@@ -25,13 +25,14 @@ from smartpop.web.forms import (
     errors_of,
     field_message,
     form_message,
+    new_account_values,
     require_same_server,
 )
-from smartpop.web.views.common import answer, load_config, page, paths, t
+from smartpop.web.views.common import answer, load_config, page, paths
+from smartpop.web.views.formpage import Reply, reply
 
 log = logging.getLogger(__name__)
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
-Reply = Union[str, BaseResponse]
 
 
 def _stored(name: str) -> Optional[Dict[str, Any]]:
@@ -48,8 +49,7 @@ def _stored(name: str) -> Optional[Dict[str, Any]]:
 
 def _public(doc: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """What the form may show of an account: everything except the password."""
-    shown = {"enabled": True, "protocol": "pop3", "security": "ssl", "mode": "multidrop", "interval": 60,
-             "folder": "INBOX", "port": ""}
+    shown = new_account_values()
     if doc:
         shown.update({k: v for k, v in doc.items() if k != "password"})
         shown["password_set"] = bool(doc.get("password"))
@@ -61,7 +61,7 @@ def _form_page(values: Dict[str, Any], errors: Dict[str, str], is_new: bool, sta
                 account=values, errors=errors, is_new=is_new, protocols=PROTOCOLS, securities=SECURITIES,
                 modes=MODES, presets=presets.as_json_ready(), default_ports=[
                     {"protocol": p, "security": s, "port": port} for (p, s), port in DEFAULT_PORTS.items()])
-    return Response(body, status=status) if status != 200 else body
+    return reply(body, status)
 
 
 @bp.route("/")
@@ -230,10 +230,6 @@ def test() -> Response:
             require_same_server(config.account(existing["name"]), account, ACCOUNT_SERVER)
     except (ConfigError, FormError) as exc:
         return answer(False, form_message(exc, g.lang, human=True), 422, fields=errors_of(exc, g.lang, ACCOUNT_FIELDS))
-    try:
-        collector = services.collector()
-    except services.ServiceUnavailable:
-        return answer(False, t("error.unavailable.collector"), 503)
     try:
         greeting = collector.test_connection(account, timeout=15.0)
     except AuthError as exc:

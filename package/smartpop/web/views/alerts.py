@@ -3,67 +3,62 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
-from flask import Blueprint, Response, g, redirect, request, url_for
-from werkzeug.wrappers import Response as BaseResponse
+from flask import Blueprint, Response, g, request
 
 from smartpop import alerts as alert_service
-from smartpop.errors import ConfigError
-from smartpop.web.forms import ALERT_FIELDS, FormError, change_document, errors_of
-from smartpop.web.views.common import answer, load_config, page, paths, t
+from smartpop.config.schema import Alerts, Config, defaults
+from smartpop.web.forms import ALERT_FIELDS, errors_of
+from smartpop.web.views.common import answer, load_config, t
+from smartpop.web.views.formpage import Reply, SettingsPage, save_form
 
 log = logging.getLogger(__name__)
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
-Reply = Union[str, BaseResponse]
 
 
-def _render(values: Optional[Dict[str, Any]] = None, errors: Optional[Dict[str, str]] = None,
-            status: int = 200) -> Reply:
-    config, error = load_config()
-    shown: Dict[str, Any] = {"failing_minutes": 30, "repeat_minutes": 60, "email_to": "", "dsm_notify": True,
-                             "webhook_set": False}
-    if config is not None:
-        a = config.alerts
-        shown.update({"failing_minutes": a.failing_minutes, "repeat_minutes": a.repeat_minutes,
-                      "email_to": a.email_to or "", "dsm_notify": a.dsm_notify, "webhook_set": bool(a.webhook_url)})
-    if values:
-        shown.update(values)
-    body = page("alerts.html", page_title="nav.alerts", alerts=shown, errors=errors or {},
-                dsm_available=alert_service.dsm_available(), channels=alert_service.CHANNELS, config_error=error)
-    return Response(body, status=status) if status != 200 else body
+def _shown(config: Optional[Config]) -> Dict[str, Any]:
+    """The alert settings the form shows (the webhook URL only as set or not: it carries a token)."""
+    a = config.alerts if config is not None else Alerts()
+    return {"failing_minutes": a.failing_minutes, "repeat_minutes": a.repeat_minutes, "email_to": a.email_to or "",
+            "dsm_notify": a.dsm_notify, "webhook_set": bool(a.webhook_url)}
+
+
+PAGE = SettingsPage("alerts.html", "nav.alerts", "alerts", _shown,
+                    lambda config: {"dsm_available": alert_service.dsm_available(),
+                                    "channels": alert_service.CHANNELS})
 
 
 @bp.route("/")
 def index() -> Reply:
     """The alerts page."""
-    return _render()
+    return PAGE.render()
 
 
 @bp.route("/", methods=["POST"])
 def save() -> Reply:
     """Save the alert settings (an empty webhook field keeps the stored URL)."""
     form = request.form
-    try:
-        def edit(document: Dict[str, Any]) -> None:
-            current = document.setdefault("alerts", {})
-            webhook = form.get("webhook_url", "").strip()
-            if form.get("webhook_clear") == "on":
-                webhook = ""
-            elif not webhook:
-                webhook = current.get("webhook_url", "")
-            current.update({"failing_minutes": form.get("failing_minutes", "30").strip(),
-                            "repeat_minutes": form.get("repeat_minutes", "60").strip(),
-                            "email_to": form.get("email_to", "").strip() or None,
-                            "dsm_notify": form.get("dsm_notify") == "on", "webhook_url": webhook})
 
-        change_document(paths(), edit)
-    except (ConfigError, FormError) as exc:
+    def edit(document: Dict[str, Any]) -> None:
+        current = document.setdefault("alerts", {})
+        default = defaults(Alerts)
+        webhook = form.get("webhook_url", "").strip()
+        if form.get("webhook_clear") == "on":
+            webhook = ""
+        elif not webhook:
+            webhook = current.get("webhook_url", "")
+        current.update({"failing_minutes": form.get("failing_minutes", str(default["failing_minutes"])).strip(),
+                        "repeat_minutes": form.get("repeat_minutes", str(default["repeat_minutes"])).strip(),
+                        "email_to": form.get("email_to", "").strip() or None,
+                        "dsm_notify": form.get("dsm_notify") == "on", "webhook_url": webhook})
+
+    def refused(exc: Exception) -> Reply:
         values: Dict[str, Any] = {k: form.get(k, "") for k in ("failing_minutes", "repeat_minutes", "email_to")}
         values["dsm_notify"] = form.get("dsm_notify") == "on"
-        return _render(values, errors_of(exc, g.lang, ALERT_FIELDS), status=422)
-    log.info("alert settings changed by %s", g.caller.user)
-    return redirect(url_for("alerts.index", done="saved"))
+        return PAGE.render(values, errors_of(exc, g.lang, ALERT_FIELDS), status=422)
+
+    return save_form("alerts.index", edit, refused, log, "alert settings changed by %s")
 
 
 @bp.route("/test/<channel>", methods=["POST"])

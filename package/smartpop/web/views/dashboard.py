@@ -11,9 +11,10 @@ from flask import Blueprint, Response, current_app, g, jsonify, render_template,
 
 from smartpop.config.schema import Config
 from smartpop.errors import StateError
+from smartpop.relay import service as relay_service
 from smartpop.status import build_status
 from smartpop.trail import charts, query
-from smartpop.web import explain, services
+from smartpop.web import explain
 from smartpop.web.views.common import answer, load_config, page, paths, t
 from smartpop.web.views.health import summary as health_summary
 
@@ -22,15 +23,11 @@ bp = Blueprint("dashboard", __name__)
 
 
 def relay_state(config: Config) -> Dict[str, Any]:
-    """The relay's state from the relay service, or a clear 'not available yet'."""
+    """The relay's state from the relay service ('unknown' when asking it failed)."""
     if not config.relay.enabled:
         return {"state": "disabled", "detail": "", "task_command": ""}
     try:
-        relay = services.relay()
-    except services.ServiceUnavailable:
-        return {"state": "unavailable", "detail": "", "task_command": ""}
-    try:
-        return dict(relay.relay_status(paths(), config))
+        return dict(relay_service.relay_status(paths(), config))
     except Exception as exc:
         log.exception("relay status failed")
         return {"state": "unknown", "reason": "status_failed", "detail": str(exc), "task_command": ""}
@@ -123,10 +120,6 @@ def fetch_progress() -> Response:
 @bp.route("/api/fetch", methods=["POST"])
 def fetch_now() -> Response:
     """Start a collection pass in the background."""
-    try:
-        services.collector()
-    except services.ServiceUnavailable:
-        return answer(False, t("error.unavailable.collector"), 503)
     account = request.form.get("account") or None
     job = current_app.extensions["smartpop_jobs"].start(account)
     return answer(True, t("js.fetch_running"), job=job)

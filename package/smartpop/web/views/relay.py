@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 from flask import Blueprint, Response, g, redirect, request, url_for
 from werkzeug.datastructures import MultiDict
-from werkzeug.wrappers import Response as BaseResponse
 
-from smartpop.config.schema import RELAY_SECURITIES, Config, render_config
+from smartpop.config.schema import RELAY_SECURITIES, Config, Relay, SenderRelay, default_of, render_config
 from smartpop.config.validators import as_address
 from smartpop.errors import ConfigError
-from smartpop.web import explain, presets, services
+from smartpop.relay import service as relay_service
+from smartpop.web import explain, presets
 from smartpop.web.forms import (
     RELAY_FIELDS,
     RELAY_SERVER,
@@ -28,37 +28,32 @@ from smartpop.web.forms import (
     require_same_server,
     sender_relay_document,
 )
-from smartpop.web.views.common import answer, load_config, page, paths, t
+from smartpop.web.views.common import answer, load_config, paths
 from smartpop.web.views.dashboard import relay_state
+from smartpop.web.views.formpage import Reply, SettingsPage, save_form
 
 log = logging.getLogger(__name__)
 bp = Blueprint("relay", __name__, url_prefix="/relay")
-Reply = Union[str, BaseResponse]
 
 
 def _public(config: Optional[Config]) -> Dict[str, Any]:
     """The relay settings without any password."""
-    if config is None:
-        return {"enabled": False, "host": "", "port": 587, "security": "starttls", "username": "",
-                "password_set": False, "sender_relays": []}
-    relay = config.relay
+    relay = config.relay if config is not None else Relay()
     return {"enabled": relay.enabled, "host": relay.host or "", "port": relay.port, "security": relay.security,
             "username": relay.username, "password_set": bool(relay.password),
             "sender_relays": [{"sender": s.sender, "host": s.host, "port": s.port, "security": s.security,
                                "username": s.username} for s in relay.sender_relays]}
 
 
-def _render(values: Optional[Dict[str, Any]] = None, errors: Optional[Dict[str, str]] = None,
-            status: int = 200) -> Reply:
-    config, error = load_config()
-    shown = _public(config)
-    if values:
-        shown.update(values)
+def _context(config: Optional[Config]) -> Dict[str, Any]:
+    """The relay's state (with the Task Scheduler command), the choices and the provider presets."""
     state = relay_state(config) if config else {"state": "unknown", "detail": "", "task_command": ""}
     state["detail_text"] = explain.relay_detail(g.lang, state)
-    body = page("relay.html", page_title="nav.relay", relay=shown, errors=errors or {}, status=state,
-                securities=RELAY_SECURITIES, presets=presets.as_json_ready(), config_error=error)
-    return Response(body, status=status) if status != 200 else body
+    return {"status": state, "securities": RELAY_SECURITIES, "presets": presets.as_json_ready(),
+            "sender_security": default_of(SenderRelay, "security")}
+
+
+PAGE = SettingsPage("relay.html", "nav.relay", "relay", _public, _context)
 
 
 def _relay_errors() -> FieldErrors:
@@ -115,29 +110,28 @@ def _sender_errors() -> FieldErrors:
 @bp.route("/")
 def index() -> Reply:
     """The relay page."""
-    return _render()
+    return PAGE.render()
 
 
 @bp.route("/", methods=["POST"])
 def save() -> Reply:
     """Save the main relay settings (an empty password keeps the stored one for the same server and user)."""
     form = request.form
-    try:
-        def edit(document: Dict[str, Any]) -> None:
-            document["relay"].update(relay_fields(form, document["relay"]))
 
-        def same_server(before: Config, after: Config) -> None:
-            # Otherwise the root task would hand the stored password to the new relay host.
-            if not form.get("password"):
-                require_same_server(before.relay, after.relay, RELAY_SERVER)
+    def edit(document: Dict[str, Any]) -> None:
+        document["relay"].update(relay_fields(form, document["relay"]))
 
-        change_document(paths(), edit, same_server)
-    except (ConfigError, FormError) as exc:
+    def same_server(before: Config, after: Config) -> None:
+        # Otherwise the root task would hand the stored password to the new relay host.
+        if not form.get("password"):
+            require_same_server(before.relay, after.relay, RELAY_SERVER)
+
+    def refused(exc: Exception) -> Reply:
         values: Dict[str, Any] = {k: form.get(k, "") for k in ("host", "port", "security", "username")}
         values["enabled"] = "enabled" in form
-        return _render(values, {**_relay_errors(), **errors_of(exc, g.lang, RELAY_FIELDS)}, status=422)
-    log.info("relay settings changed by %s", g.caller.user)
-    return redirect(url_for("relay.index", done="saved"))
+        return PAGE.render(values, {**_relay_errors(), **errors_of(exc, g.lang, RELAY_FIELDS)}, status=422)
+
+    return save_form("relay.index", edit, refused, log, "relay settings changed by %s", check=same_server)
 
 
 @bp.route("/senders", methods=["POST"])
@@ -145,32 +139,32 @@ def add_sender() -> Reply:
     """Add a sender relay, or replace the one for the same sender."""
     form = request.form
     replaced: List[int] = []
-    try:
-        def edit(document: Dict[str, Any]) -> None:
-            items = document["relay"]["sender_relays"]
-            item, index = sender_relay_document(form, items)
-            if index >= 0:
-                items[index] = item
-                replaced.append(index)
-            else:
-                items.append(item)
 
-        def same_server(before: Config, after: Config) -> None:
-            # Per entry: the stored password of this sender goes only to this sender's server.
-            if replaced and not form.get("password"):
-                index = replaced[-1]
-                require_same_server(before.relay.sender_relays[index], after.relay.sender_relays[index],
-                                    RELAY_SERVER)
+    def edit(document: Dict[str, Any]) -> None:
+        items = document["relay"]["sender_relays"]
+        item, index = sender_relay_document(form, items)
+        if index >= 0:
+            items[index] = item
+            replaced.append(index)
+        else:
+            items.append(item)
 
-        change_document(paths(), edit, same_server)
-    except (ConfigError, FormError) as exc:
+    def same_server(before: Config, after: Config) -> None:
+        # Per entry: the stored password of this sender goes only to this sender's server.
+        if replaced and not form.get("password"):
+            index = replaced[-1]
+            require_same_server(before.relay.sender_relays[index], after.relay.sender_relays[index],
+                                RELAY_SERVER)
+
+    def refused(exc: Exception) -> Reply:
         # The sender form's fields share names with the main form; '_form' stays the page-top banner.
         found = {**_sender_errors(), **errors_of(exc, g.lang, SENDER_FIELDS)}
         errors = {k if k == "_form" else "sr_" + k: v for k, v in found.items()}
         values = {"sr": {k: form.get(k, "") for k in ("sender", "host", "port", "security", "username")}}
-        return _render(values, errors, status=422)
-    log.info("sender relay %s saved by %s", form.get("sender"), g.caller.user)
-    return redirect(url_for("relay.index", done="saved"))
+        return PAGE.render(values, errors, status=422)
+
+    return save_form("relay.index", edit, refused, log, "sender relay %s saved by %s", form.get("sender"),
+                     check=same_server)
 
 
 @bp.route("/senders/delete", methods=["POST"])
@@ -198,11 +192,7 @@ def test_mail() -> Response:
         message = field_message(exc, g.lang)
         return answer(False, message, 422, fields={"to": message})
     try:
-        relay = services.relay()
-    except services.ServiceUnavailable:
-        return answer(False, t("error.unavailable.relay"), 503)
-    try:
-        result = relay.send_test_mail(config, to)
+        result = relay_service.send_test_mail(config, to)
     except Exception as exc:
         return answer(False, explain.test_mail_failed(g.lang, str(exc)))
     log.info("relay test mail to %s requested by %s", to, g.caller.user)

@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional
 
-from flask import Blueprint, Response, abort, g, redirect, request, stream_with_context, url_for
-from werkzeug.wrappers import Response as BaseResponse
+from flask import Blueprint, Response, abort, g, request, stream_with_context
 
-from smartpop.config.schema import Trail
-from smartpop.errors import ConfigError, StateError
+from smartpop.config.schema import Trail, default_of
+from smartpop.errors import StateError
 from smartpop.trail import export, query
 from smartpop.trail.record import OUTCOMES
-from smartpop.web.forms import FormError, change_document, errors_of
+from smartpop.web.forms import errors_of
 from smartpop.web.views.common import load_config, page, paths, t
+from smartpop.web.views.formpage import Reply, reply, save_form
 
 log = logging.getLogger(__name__)
 bp = Blueprint("trail", __name__)
-Reply = Union[str, BaseResponse]
 
 PAGE_SIZE = 50
 FILTERS = ("since", "until", "sender", "rcpt", "message_id", "account", "outcome")
@@ -70,7 +69,7 @@ def _render(settings_values: Optional[Dict[str, Any]] = None, settings_errors: O
                 page_size=PAGE_SIZE, accounts=accounts, outcomes=outcome_choices, selected_outcome=selected_outcome,
                 csv_args=filters.query_args(), settings=shown, errors=settings_errors or {},
                 config_error=config_error)
-    return Response(body, status=status) if status != 200 else body
+    return reply(body, status)
 
 
 @bp.route("/trail")
@@ -126,14 +125,14 @@ def export_csv() -> Reply:
 def save_settings() -> Reply:
     """Save what the trail keeps (subjects) and for how long (retention_days)."""
     form = request.form
-    try:
-        def edit(document: Dict[str, Any]) -> None:
-            document["trail"] = {"subjects": form.get("subjects") == "on",
-                                 "retention_days": form.get("retention_days", "30").strip()}
 
-        change_document(paths(), edit)
-    except (ConfigError, FormError) as exc:
+    def edit(document: Dict[str, Any]) -> None:
+        document["trail"] = {"subjects": form.get("subjects") == "on",
+                             "retention_days": form.get("retention_days",
+                                                        str(default_of(Trail, "retention_days"))).strip()}
+
+    def refused(exc: Exception) -> Reply:
         values = {"subjects": form.get("subjects") == "on", "retention_days": form.get("retention_days", "")}
         return _render(values, errors_of(exc, g.lang, SETTING_FIELDS), status=422)
-    log.info("trail settings changed by %s", g.caller.user)
-    return redirect(url_for("trail.index", done="saved") + "#settings")
+
+    return save_form("trail.index", edit, refused, log, "trail settings changed by %s", anchor="#settings")

@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from smartpop import fsutil
 from smartpop.collector import headers
+from smartpop.collector.policy import delivery_domains
 from smartpop.config.schema import Config
 from smartpop.errors import ConfigError, LockBusy, ProtocolError
 from smartpop.health.findings import OK, PROBLEM, WARNING, Finding, make, phrase, phrases
@@ -107,8 +108,6 @@ def _local_address(address: str, domains: Sequence[str]) -> bool:
 
 def addresses(config: Config) -> Dict[str, str]:
     """Where the test message goes (an address the collecting account receives) and whom it is from."""
-    from smartpop.collector.policy import delivery_domains
-
     domains = [d.lower() for d in delivery_domains(config)]
     enabled = [a for a in config.accounts if a.enabled]
     # The catch-all first: its own address certainly reaches it; a per-user box next.

@@ -99,6 +99,7 @@ class Placer:
 
     def _place_routed(self, message: RemoteMessage, key: Key, spooled: spool.Spooled,
                       decision: recipients.RoutingDecision, journalled: bool) -> Optional[int]:
+        """place() under the digest's lock: the placement rules with the store, MailPlus, the trail and the log."""
         name = self.account.name
         msgid = spooled.message_id or "(no Message-ID)"
         log.info("%s: message %s uid %s: rule %s -> %s; %s", name, msgid, message.uid, decision.rule,
@@ -133,7 +134,7 @@ class Placer:
             self._keep(key, spooled, trail, kept.error, kept.retry)
             self._tally.count("deferred")
             return None
-        # Queued, not committed: the provider thread commits it before the DELE (runner: _delete_ready).
+        # Queued, not committed: the provider thread commits it before the DELE (AccountRun._delete_ready).
         trail.settle(placed=True, fallback=state.used_fallback)
         done = self.store.mark_done(key, spooled.message_id, spooled.dedup_digest(), spooled.size, message.size,
                                     fallback=state.used_fallback, trail=trail)

@@ -403,6 +403,6 @@ def test_cli_trail_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
     ("Broken <", ""),
 ])
 def test_the_from_address_the_trail_shows(value: str, address: str) -> None:
-    from smartpop.collector.runner import _address_in
+    from smartpop.collector.trace import address_in
 
-    assert _address_in(value) == address
+    assert address_in(value) == address

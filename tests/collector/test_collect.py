@@ -219,7 +219,7 @@ def test_imap_server_without_uidplus_uses_expunge(tmp_path) -> None:
 
 
 def test_a_message_that_breaks_the_code_does_not_stop_the_run(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    from smartpop.collector import recipients, runner
+    from smartpop.collector import placer, recipients
 
     env.users("anna")
     env.fill([message(1, env.addr("anna")), message(2, env.addr("anna"), msgid="<boom@remote.test>"),
@@ -231,7 +231,7 @@ def test_a_message_that_breaks_the_code_does_not_stop_the_run(env: Env, monkeypa
             raise ValueError("simulated bug")
         return real(fields, policy)
 
-    monkeypatch.setattr(runner.recipients, "decide", fragile)
+    monkeypatch.setattr(placer.recipients, "decide", fragile)
     result = service.fetch_all(env.paths, env.write_config()).results["sammel"]
     assert result.collected == 2 and not result.ok and "simulated bug" in result.error
     assert len(env.local("anna")) == 2 and env.left_on_provider() == 1  # kept, never lost

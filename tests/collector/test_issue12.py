@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 import pytest
 
-from smartpop.collector import delivery, runner, service, state, statedb
+from smartpop.collector import delivery, service, state, statedb, trace
 from support.collect import Env, body_of, message
 from support.fakeimap import FakeImap
 from support.fakepop3 import FakePop3
@@ -128,7 +128,7 @@ def test_thousands_of_local_recipients_are_placed_in_one_run(env: Env, caplog: p
     fallback = env.local("postmaster")
     assert len(fallback) == 1 and body_of(fallback[0]) == body.encode()  # one copy covers all the others
     assert env.left_on_provider() == 0
-    assert fallback[0].count(b"X-SmartPop-Fallback:") == runner.FALLBACK_NOTES + 1
+    assert fallback[0].count(b"X-SmartPop-Fallback:") == trace.FALLBACK_NOTES + 1
     assert b"and 2980 more recipients" in fallback[0]
 
 

@@ -1,11 +1,9 @@
-"""Pure routing rules and header handling (no servers)."""
+"""Pure routing rules (no servers)."""
 
 from __future__ import annotations
 
 from smartpop.collector import headers
 from smartpop.collector.recipients import RoutingPolicy, decide, extract_addresses, loop_marker, received_for
-from smartpop.collector.runner import return_path
-from smartpop.collector.spool import MEMORY_COPY, SpoolSlots, SpoolWriter
 
 POLICY = RoutingPolicy(mode="multidrop", local_domains=("firma.de",), aliases={"info@firma.de": ["anna@firma.de"]},
                        fallback="postmaster@firma.de", own_addresses=("sammel@firma.de",), loop_key=b"k" * 32)
@@ -55,67 +53,3 @@ def test_address_extraction() -> None:
     assert extract_addresses("anna@firma.de (Anna, the boss)") == ["anna@firma.de"]
     assert extract_addresses("undisclosed-recipients:;") == []
     assert received_for("by mx for anna@firma.de; date") == ["anna@firma.de"]
-
-
-def test_rewrite_keeps_every_other_byte() -> None:
-    raw = b"Delivered-To: a@firma.de\r\nSubject: x\r\ndelivered-to: b@firma.de\r\n\r\nDelivered-To: body@x\r\n"
-    out = headers.rewrite_for_reinjection(raw)
-    assert out == (b"X-Original-Delivered-To: a@firma.de\r\nSubject: x\r\nX-Original-Delivered-To: b@firma.de\r\n"
-                   b"\r\nDelivered-To: body@x\r\n")
-
-
-def test_return_path() -> None:
-    def rp(text: str) -> str:
-        return return_path(headers.parse_fields(text.encode()))
-
-    assert rp("Return-Path: <a@b.de>\n\n") == "a@b.de"
-    assert rp("Return-Path: <>\n\n") == ""
-    assert rp("Return-Path: <not an address>\n\n") == ""
-    assert rp("Subject: none\n\n") == ""
-
-
-def test_spool_header_split_on_odd_chunking(tmp_path) -> None:
-    data = b"Subject: a\r\n  folded\r\nX: y\r\n\r\nbody line\r\n"
-    for size in (1, 2, 3, 7, 100):
-        writer = SpoolWriter(tmp_path, "t")
-        for i in range(0, len(data), size):
-            writer.write(data[i:i + size])
-        spooled = writer.close()
-        assert spooled.header == b"Subject: a\r\n  folded\r\nX: y\r\n\r\n"
-        assert spooled.path.read_bytes() == data
-        assert [f.name for f in spooled.fields] == ["subject", "x"]
-        spooled.remove()
-
-
-def test_spool_in_memory_keeps_small_messages_off_the_disk_and_spills_large_ones(tmp_path) -> None:
-    head = b"Subject: a\r\nX: y\r\n\r\n"
-    for body_size in (0, 10, MEMORY_COPY - len(head), MEMORY_COPY - len(head) + 1, 3 * MEMORY_COPY):
-        data = head + b"b" * body_size
-        for size in (1000, 64 * 1024):
-            slots = SpoolSlots(tmp_path, "t")
-            writer = SpoolWriter(tmp_path, "t", slots, in_memory=True)
-            for i in range(0, len(data), size):
-                writer.write(data[i:i + size])
-            spooled = writer.close()
-            assert spooled.header == head and spooled.size == len(data)
-            assert b"".join(spooled.body_chunks()) == data[len(head):]
-            if len(data) <= MEMORY_COPY:
-                assert spooled.path is None and not list(tmp_path.iterdir())
-            else:
-                assert spooled.path is not None and spooled.path.read_bytes() == data
-            spooled.remove()
-            slots.remove_all()
-            assert not list(tmp_path.iterdir())
-
-
-def test_own_address_from_a_login_without_domain() -> None:
-    from smartpop.collector.runner import policy_for
-    from smartpop.config.schema import parse_config
-
-    doc = {"accounts": [{"name": "a", "host": "pop.example.de", "username": "sammel", "password": "x" * 8}],
-           "local_domains": ["firma.de"], "fallback_recipient": "postmaster@firma.de"}
-    config = parse_config(doc)
-    policy = policy_for(config, config.accounts[0])
-    assert policy.own_addresses == ("sammel@firma.de",)
-    decision = route("Delivered-To: sammel@firma.de\nX-Original-To: ben@firma.de\n\n", policy)
-    assert decision.recipients == ["ben@firma.de"]

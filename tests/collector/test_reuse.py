@@ -15,7 +15,7 @@ from typing import Any, List, Optional
 
 import pytest
 
-from smartpop.collector import delivery, pop3, runner, service
+from smartpop.collector import delivery, mailbox, pop3, runner, service
 from smartpop.collector.runner import AccountResult
 from support.collect import Env, assert_census, assert_census_after_doubt, body_of, child_env, message
 from support.faultproxy import Rule, SmtpFaultProxy
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.mailstack
 
 
 def test_one_smtp_connection_carries_every_message(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "DELIVERY_CONNECTIONS", 1)
+    monkeypatch.setattr(mailbox, "DELIVERY_CONNECTIONS", 1)
     env.users("anna", "ben")
     messages = [message(n, env.addr("anna" if n % 2 else "ben")) for n in range(12)]
     env.fill(messages)
@@ -51,13 +51,13 @@ def test_parallel_hand_over_uses_at_most_the_configured_connections(env: Env) ->
     finally:
         proxy.stop()
     assert result.ok and result.collected == 20
-    assert 1 <= proxy.connections <= runner.DELIVERY_CONNECTIONS
+    assert 1 <= proxy.connections <= mailbox.DELIVERY_CONNECTIONS
     assert_census(env, {"anna": messages})
 
 
 def test_421_defers_only_that_message_and_the_next_one_reconnects(env: Env,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "DELIVERY_CONNECTIONS", 1)
+    monkeypatch.setattr(mailbox, "DELIVERY_CONNECTIONS", 1)
     env.users("anna")
     messages = [message(n, env.addr("anna")) for n in range(1, 6)]
     env.fill(messages)

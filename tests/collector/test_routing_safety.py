@@ -14,6 +14,7 @@ import pytest
 
 from smartpop.collector import headers, loopkey
 from smartpop.collector.delivery import screen
+from smartpop.collector.policy import delivery_domains, policy_for
 from smartpop.collector.recipients import (
     RoutingPolicy,
     candidates,
@@ -24,7 +25,7 @@ from smartpop.collector.recipients import (
     provider_block,
     safe_reason,
 )
-from smartpop.collector.runner import delivery_domains, policy_for, return_path
+from smartpop.collector.trace import return_path
 from smartpop.config.schema import parse_config
 from smartpop.paths import Paths
 

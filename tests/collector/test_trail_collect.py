@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from smartpop.collector import headers, loopkey, recipients, runner, service
+from smartpop.collector import headers, loopkey, recipients, service, trace
+from smartpop.collector.policy import policy_for
 from smartpop.trail import query, record
 from support.collect import CORPUS_DOMAIN, Env, assert_census_after_doubt, child_env, message
 from support.faultproxy import Rule, SmtpFaultProxy
@@ -56,7 +57,7 @@ def test_corpus_trail_matches_the_routing_decisions(env: Env) -> None:
     assert summary.ok, summary.lines()
     rows = _rows(env)
     assert len(rows) == len(names)  # one row per message, none for the quiet parts of the run
-    policy = runner.policy_for(config, config.accounts[0], loopkey.load_or_create(env.paths))
+    policy = policy_for(config, config.accounts[0], loopkey.load_or_create(env.paths))
 
     want: Dict[str, Counter[Any]] = {}
     decisions: Dict[str, List[recipients.RoutingDecision]] = {}
@@ -65,7 +66,7 @@ def test_corpus_trail_matches_the_routing_decisions(env: Env) -> None:
         message_id = (headers.first(fields, "message-id") or "").strip()[:500]
         users = tuple(sorted(expected[name]))
         outcome = "duplicate" if not users else "fallback" if "postmaster" in users else "delivered"
-        want.setdefault(message_id, Counter())[(outcome, users, runner.return_path(fields))] += 1
+        want.setdefault(message_id, Counter())[(outcome, users, trace.return_path(fields))] += 1
         # MailPlus may offer SMTPUTF8, which the runner then asks for (a second decision).
         decisions.setdefault(message_id, []).extend(
             [recipients.decide(fields, policy), recipients.decide(fields, replace(policy, smtputf8=True))])

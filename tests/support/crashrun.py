@@ -2,8 +2,9 @@
 
     SMARTPOP_CRASH_AT=after_data SMARTPOP_CRASH_NTH=2 python -m support.crashrun --data DIR fetch
 
-The hook replaces smartpop.collector.runner.checkpoint, the seam the runner calls at each
-step boundary (after_retr, after_note, after_data, after_record, after_dele, before_quit).
+The hook replaces the checkpoint of the process's guards (smartpop.collector.concurrency.PROCESS),
+the seam the runner calls at each step boundary (after_retr, after_note, after_data, after_record,
+after_dele, before_quit).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 import sys
 
 from smartpop.cli import main
-from smartpop.collector import runner
+from smartpop.collector import concurrency
 
 
 def install() -> None:
@@ -30,11 +31,11 @@ def install() -> None:
                     # Inside the hand-over window on purpose: the note is durable, the dot unsent.
                     os.kill(os.getpid(), signal.SIGKILL)
                 # Other delivery threads may be between their durable note and their dot:
-                # a kill there is not a step boundary (runner.HandOver says why).
-                with runner.handover.quiet():
+                # a kill there is not a step boundary (concurrency.HandOver says why).
+                with concurrency.PROCESS.handover.quiet():
                     os.kill(os.getpid(), signal.SIGKILL)
 
-    runner.checkpoint = hook
+    concurrency.PROCESS.checkpoint = hook
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from smartpop.collector import headers, recipients, runner, statusread
-from smartpop.collector.runner import AccountResult, policy_for, run_account
+from smartpop.collector.policy import policy_for
+from smartpop.collector.runner import AccountResult, run_account
 from smartpop.collector.sources import open_source
 from smartpop.config.schema import Account, Config
 from smartpop.paths import Paths

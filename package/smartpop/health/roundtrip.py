@@ -4,8 +4,8 @@
 and TLS rules, health/probes.py) to an address the collecting account receives. It carries a
 random token in the X-SmartPop-Roundtrip header and in its Message-ID; the pending trip is
 recorded first in DATA/health-state.json (atomic, under a file lock: the web server and the
-collector both write it). `consume()` is the collector's one hook (collector/runner.py,
-AccountRun._place): a fetched message whose token and Message-ID match a pending, unexpired
+collector both write it). `consume()` is the collector's one hook (collector/placer.py,
+Placer.place): a fetched message whose token and Message-ID match a pending, unexpired
 trip of this installation is recorded as arrived and consumed (marked done and deleted like a
 collected message, delivered to nobody). Anything else, an unknown, expired or forged token
 included, is routed as usual: a header alone can never make a message disappear.
@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from smartpop import fsutil
 from smartpop.collector import headers
+from smartpop.collector.policy import delivery_domains
 from smartpop.config.schema import Config
 from smartpop.errors import ConfigError, LockBusy, ProtocolError
 from smartpop.health.findings import OK, PROBLEM, WARNING, Finding, make, phrase, phrases
@@ -107,8 +108,6 @@ def _local_address(address: str, domains: Sequence[str]) -> bool:
 
 def addresses(config: Config) -> Dict[str, str]:
     """Where the test message goes (an address the collecting account receives) and whom it is from."""
-    from smartpop.collector.runner import delivery_domains
-
     domains = [d.lower() for d in delivery_domains(config)]
     enabled = [a for a in config.accounts if a.enabled]
     # The catch-all first: its own address certainly reaches it; a per-user box next.

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from smartpop.collector.runner import delivery_domains
+from smartpop.collector.policy import delivery_domains
 from smartpop.collector.transport import tls_context
 from smartpop.config.schema import Config
 from smartpop.config.secret import Secret

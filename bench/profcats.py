@@ -36,7 +36,6 @@ RULES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("threads and locks", ("threading.py", "queue.py", "_thread.", "lock' objects", "Condition", "Event")),
     # collector/state covers state.py and its neighbours statedb, statehub and staterows.
     ("state and trail (SQLite, group commit)", ("sqlite3", "collector/state", "collector/statusread.py",
-                                                "collector/groupcommit.py", "collector/storepool.py",
                                                  "collector/groupcommit.py", "collector/storepool.py",
                                                  "smartpop/trail/")),
     ("spool (message bytes kept for the hand-over)", ("collector/spool.py", "tempfile", "os.fsync", "os.write",

@@ -1,6 +1,6 @@
 """One collection pass for one account: retrieve -> deliver (250) -> record -> delete.
 
-Order per message (DESIGN.md "Collection semantics"):
+Order per message (docs/CONTRACTS.md, "Collection"; docs/COLLECTION.md):
 1. skip what the store marks done (delete it now if due), else RETR/FETCH into the spool;
 2. route; drop recipients already placed (this message's journal) or already served
    (the multidrop ledger);

@@ -1,8 +1,11 @@
 """SMTP hand-off to MailPlus: one transaction per message on a reused connection, streamed DATA.
 
-smtplib's sendmail() wants the whole message in memory, so MAIL/RCPT go through smtplib
-and the DATA body is streamed here (CRLF line ends, dot-stuffing). A hook runs right
-before the terminating dot: that is where the runner makes its journal entry durable.
+smtplib's sendmail() wants the whole message in memory, so the envelope goes out through
+smtplib's connection and the DATA body is streamed here (CRLF line ends, dot-stuffing). A
+hook runs right before the terminating dot: that is where the runner makes its journal
+entry durable; another runs once the dot is written. The envelope is one pipeline (RFC 2920):
+all of it in one write where MailPlus offers PIPELINING, one command per write (lock-step)
+where it does not. What each reply means is decided in smtpreply.py.
 A transaction with a non-ASCII recipient uses SMTPUTF8 (RFC 6531) where MailPlus offers it;
 all other transactions send exactly what they sent before.
 """
@@ -13,14 +16,19 @@ import logging
 import select
 import smtplib
 import socket
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 from smartpop.collector.recipients import NO_SMTPUTF8, safe_reason
+from smartpop.collector.smtpreply import DeliveryResult, Outcome, Reply, classify_reply, lock_step_goes_on
 from smartpop.collector.transport import describe, nodelay
 from smartpop.errors import ConnectError
 
+__all__ = ["RCPT_MAX", "REFUSALS_MAX", "Body", "DeliveryResult", "Probe", "SmtpSession", "deliver_many",
+           "needs_smtputf8", "probe", "probe_recipients", "screen"]
+
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 SEND_BUFFER = 64 * 1024
 # Recipients per transaction, well below Postfix's smtpd_recipient_limit (1000; beyond it every
@@ -32,26 +40,18 @@ RCPT_MAX = 100
 # list that are not asked once this many were refused get their copy via the fallback.
 REFUSALS_MAX = 5
 
-
-@dataclass
-class DeliveryResult:
-    """Per-recipient outcome of one SMTP transaction.
-
-    `doubt` is set when the terminating dot was sent but no reply came back. The copies are
-    then reported as deferred: a lost connection usually died before the dot arrived, and a
-    possible duplicate is better than a possible loss.
-    """
-
-    accepted: List[str] = field(default_factory=list)
-    deferred: Dict[str, str] = field(default_factory=dict)
-    rejected: Dict[str, str] = field(default_factory=dict)
-    doubt: bool = False
-    reply: str = ""
-    unreachable: bool = False
+# An exception that ends an SMTP exchange: the connection is then in an unknown state.
+SESSION_ERRORS = (OSError, smtplib.SMTPException, socket.timeout)
 
 
-def _reply(code: int, message: bytes) -> str:
-    return f"{code} {message.decode('utf-8', 'replace')}".replace("\n", " ")[:300]
+class Body(NamedTuple):
+    """The message after DATA's 354, and the hooks around its terminating dot."""
+
+    chunks: Callable[[], Iterable[bytes]]
+    # Runs right before the dot with the recipients taken at RCPT (the runner's durable note).
+    before_dot: Optional[Callable[[List[str]], None]] = None
+    # Runs once the dot's write is done or failed, if before_dot returned.
+    after_dot: Optional[Callable[[], None]] = None
 
 
 def needs_smtputf8(recipients: Iterable[str]) -> bool:
@@ -119,6 +119,43 @@ def _crlf(chunks: Iterable[bytes]) -> Iterable[bytes]:
         yield b"\r\n"
 
 
+
+def _pipeline(smtp: smtplib.SMTP, lines: Sequence[str], depth: int, replies: List[Reply],
+              goes_on: Callable[[Sequence[Reply]], bool] = lambda replies: True) -> List[Reply]:
+    """Send `lines`, `depth` per write, and read their replies in order: appended to `replies`, returned.
+
+    RFC 2920: a client may send a group of commands and then read their replies. Depth 1 is
+    plain lock-step SMTP, where `goes_on(replies so far)` may stop before the next command.
+    After a 421 nothing more is sent or read: the server is closing the connection.
+    """
+    heard: List[Reply] = []
+    sent = 0
+    while sent < len(lines):
+        if heard and (heard[-1].outcome is Outcome.CLOSING or not goes_on(heard)):
+            break
+        group = lines[sent:sent + depth]
+        text = "".join(f"{line}\r\n" for line in group)
+        if text.count("\n") != len(group):
+            # As smtplib's putcmd: a line break inside a command would smuggle in another one.
+            raise ValueError(f"an SMTP command with a line break: {text!r}")
+        smtp.send(text)
+        sent += len(group)
+        for _ in group:
+            reply = classify_reply(*smtp.getreply())
+            heard.append(reply)
+            replies.append(reply)
+            if reply.outcome is Outcome.CLOSING:
+                break
+    return heard
+
+
+def _failure(exc: BaseException, host: str, port: int, during: bool) -> str:
+    """One line for an SMTP exchange that failed with `exc` (`during`: the session was open)."""
+    if isinstance(exc, OSError):
+        return describe(exc, host, port)
+    return f"SMTP session with {host}:{port} ended: {exc}" if during else str(exc)
+
+
 class SmtpSession:
     """One SMTP connection to MailPlus, reused for the transactions of a run.
 
@@ -139,7 +176,6 @@ class SmtpSession:
         # Refusals since the server last took a message: Postfix's error count, as far as we know it.
         self.errors = 0
         self._smtp: Optional[smtplib.SMTP] = None
-        self._after_dot: Optional[Callable[[], None]] = None
 
     def _open(self) -> smtplib.SMTP:
         smtp = smtplib.SMTP(self.host, self.port, local_hostname=self.helo, timeout=self.timeout)
@@ -170,6 +206,29 @@ class SmtpSession:
             self.drop()
             return None
         return smtp
+
+    def _on_connection(self, recipients: List[str], run: Callable[[smtplib.SMTP, bool], Optional[R]],
+                       unreachable: Callable[[DeliveryResult], R]) -> R:
+        """`run(connection, reused)` on the kept connection, or on a fresh one if there is none.
+
+        `run` returns None when the kept connection turned out dead before the server answered
+        MAIL: nothing of the message was handed over, so once more on a fresh one is safe.
+        """
+        smtp = self._idle_connection()
+        if smtp is not None:
+            done = run(smtp, True)
+            if done is not None:
+                return done
+            self.drop()
+        try:
+            smtp = self._open()
+        except (OSError, smtplib.SMTPException) as exc:
+            text = _failure(exc, self.host, self.port, during=False)
+            self._smtp = None
+            return unreachable(DeliveryResult(deferred={r: text for r in recipients}, reply=text, unreachable=True))
+        done = run(smtp, False)
+        assert done is not None
+        return done
 
     def offers_smtputf8(self) -> Optional[bool]:
         """Whether MailPlus announces SMTPUTF8 in its EHLO reply (connecting if needed); None if unreachable."""
@@ -215,39 +274,22 @@ class SmtpSession:
             return DeliveryResult(rejected=refused, reply=next(iter(refused.values()), ""))
         if self.errors + REFUSALS_MAX >= 10:
             self.close()  # a fresh connection starts Postfix's error count at zero
+        body = Body(chunks, before_dot, after_dot)
         if len(recipients) <= REFUSALS_MAX:
-            result = self._deliver(sender, recipients, chunks, before_dot, after_dot)
+            result = self.transaction(sender, recipients, body)
             self.errors = 0 if result.accepted else self.errors + len(result.rejected) + len(result.deferred)
         else:
             result = deliver_many(self, sender, recipients, chunks, before_dot, after_dot)
         result.rejected.update(refused)
         return result
 
-    def _deliver(self, sender: str, recipients: List[str], chunks: Callable[[], Iterable[bytes]],
-                 before_dot: Optional[Callable[[List[str]], None]],
-                 after_dot: Optional[Callable[[], None]]) -> DeliveryResult:
-        """deliver() for screened recipients."""
-        self._after_dot = after_dot
-        smtp = self._idle_connection()
-        if smtp is not None:
-            result = self._transaction(smtp, sender, recipients, chunks, before_dot, reused=True)
-            if result is not None:
-                return result
-            # The reused connection died before the server answered MAIL: nothing of this
-            # message was handed over, so trying once on a fresh connection is safe.
-            self.drop()
-        try:
-            smtp = self._open()
-        except (OSError, smtplib.SMTPException) as exc:
-            text = describe(exc, self.host, self.port) if isinstance(exc, OSError) else str(exc)
-            self._smtp = None
-            return DeliveryResult(deferred={r: text for r in recipients}, reply=text, unreachable=True)
-        result = self._transaction(smtp, sender, recipients, chunks, before_dot, reused=False)
-        assert result is not None
-        return result
+    def transaction(self, sender: str, recipients: List[str], body: Body) -> DeliveryResult:
+        """One transaction for screened recipients, on the kept connection or a fresh one."""
+        return self._on_connection(
+            recipients, lambda smtp, reused: self._transaction(smtp, sender, recipients, body, reused),
+            lambda unreachable: unreachable)
 
-    def _transaction(self, smtp: smtplib.SMTP, sender: str, recipients: List[str],
-                     chunks: Callable[[], Iterable[bytes]], before_dot: Optional[Callable[[List[str]], None]],
+    def _transaction(self, smtp: smtplib.SMTP, sender: str, recipients: List[str], body: Body,
                      reused: bool) -> Optional[DeliveryResult]:
         """One MAIL..DATA transaction, with SMTPUTF8 if a recipient needs it; None as in `_exchange`."""
         send, refused = _utf8_split(smtp, recipients)
@@ -260,7 +302,7 @@ class SmtpSession:
         # smtplib encodes commands as ASCII unless told otherwise; only this transaction may use UTF-8.
         smtp.command_encoding = "utf-8" if utf8 else "ascii"
         try:
-            result = self._exchange(smtp, sender, send, chunks, before_dot, reused, " SMTPUTF8" if utf8 else "")
+            result = self._exchange(smtp, sender, send, body, reused, " SMTPUTF8" if utf8 else "")
         finally:
             smtp.command_encoding = "ascii"
         if result is not None:
@@ -268,103 +310,36 @@ class SmtpSession:
             result.reply = result.reply or next(iter(refused.values()), "")
         return result
 
-    def _exchange(self, smtp: smtplib.SMTP, sender: str, recipients: List[str],
-                  chunks: Callable[[], Iterable[bytes]], before_dot: Optional[Callable[[List[str]], None]],
+    def _exchange(self, smtp: smtplib.SMTP, sender: str, recipients: List[str], body: Body,
                   reused: bool, params: str) -> Optional[DeliveryResult]:
         """One MAIL..DATA transaction (`params` after MAIL FROM); None if a reused connection was found dead at MAIL."""
         result = DeliveryResult()
+        heard: List[Reply] = []  # every reply of this transaction: none means the connection was dead
         dot_sent = False
-        mail_answered = False
         try:
-            if smtp.has_extn("pipelining"):
-                envelope = self._pipelined(smtp, sender, recipients, result, params)
-                mail_answered = True
-                if envelope is not None:
-                    return envelope
-            else:
-                # docmd, not smtp.mail()/rcpt(): those run every address through email.utils'
-                # parser (0.1 ms each in the profile); ours are normalised bare addresses already.
-                code, message = smtp.docmd("MAIL", f"FROM:<{sender}>{params}")
-                mail_answered = True
-                if code >= 500 and sender:
-                    # A sender MailPlus dislikes (e.g. a local address, "not logged in") must not
-                    # block the message: the null sender can always be accepted and never bounces.
-                    log.warning("MAIL FROM:<%s> refused (%s); using <>", sender, _reply(code, message))
-                    smtp.rset()
-                    code, message = smtp.docmd("MAIL", f"FROM:<>{params}")
-                if code != 250:
-                    return self._refused(result, recipients, code, message, reset=code != 421)
-                for rcpt in recipients:
-                    self._rcpt_reply(result, rcpt, *smtp.docmd("RCPT", f"TO:<{rcpt}>"))
-                if not result.accepted:
-                    self._reset(smtp)
-                    return result
-                code, message = smtp.docmd("DATA")
-                if code != 354:
-                    accepted, result.accepted = result.accepted, []
-                    return self._refused(result, accepted, code, message, reset=code != 421)
+            if not self._envelope(smtp, sender, recipients, params, result, heard):
+                return result
+            if not self._stream(smtp, body, result):
+                return result
             sock = smtp.sock
             assert sock is not None
-            buffer = bytearray()
-            for piece in _crlf(chunks()):
-                buffer += piece
-                if len(buffer) >= SEND_BUFFER:
-                    sock.sendall(buffer)
-                    buffer.clear()
-            if buffer:
-                sock.sendall(buffer)
-            # Postfix says nothing during DATA unless it gives up: anything readable now (an
-            # error reply or EOF) means the dot must not be sent.
-            if select.select([sock], [], [], 0)[0]:
-                code, message = smtp.getreply()
-                text = _reply(code, message)
-                target = result.rejected if 500 <= code < 600 else result.deferred
-                target.update({r: text for r in result.accepted})
-                result.accepted, result.reply = [], text
-                self.drop()  # the server left DATA on its own: its state is unknown
-                return result
-            if before_dot is not None:
-                before_dot(list(result.accepted))
             try:
                 dot_sent = True
-                # A write of its own, after the check above; TCP_NODELAY (set when the
+                # A write of its own, after the check in _stream; TCP_NODELAY (set when the
                 # connection was opened) sends this small segment at once instead of
                 # holding it until the body's last segment is acknowledged.
                 sock.sendall(b".\r\n")
             finally:
-                if self._after_dot is not None:
-                    self._after_dot()
-            code, message = smtp.getreply()
-            result.reply = _reply(code, message)
-            if not 200 <= code < 600:
-                # No readable reply to the dot (smtplib gives -1): MailPlus may or may not have it.
-                result.doubt = True
-                result.deferred.update({r: result.reply for r in result.accepted})
-                result.accepted = []
-                self.drop()
-                return result
-            if code != 250:
-                target = result.rejected if code >= 500 else result.deferred
-                target.update({r: result.reply for r in result.accepted})
-                result.accepted = []
-                if code == 421:
-                    self.drop()
-            # After the reply to the dot the server is back in its initial state
-            # (RFC 5321 4.1.1.4), so the next MAIL needs no RSET.
+                if body.after_dot is not None:
+                    body.after_dot()
+            self._dot_reply(smtp, result)
             return result
-        except (OSError, smtplib.SMTPException, socket.timeout) as exc:
+        except SESSION_ERRORS as exc:
             self.drop()
-            if reused and not mail_answered:
+            if reused and not heard:
                 return None
-            text = (describe(exc, self.host, self.port) if isinstance(exc, OSError)
-                    else f"SMTP session with {self.host}:{self.port} ended: {exc}")
             result.doubt = dot_sent
-            result.deferred.update({r: text for r in result.accepted})
-            result.accepted = []
-            for rcpt in recipients:
-                if rcpt not in result.rejected:
-                    result.deferred.setdefault(rcpt, text)
-            result.reply = text
+            result.lose(recipients, _failure(exc, self.host, self.port, during=True))
             return result
         except BaseException:
             # Anything else (the durable note before the dot failed on a full disk, a stop):
@@ -373,71 +348,98 @@ class SmtpSession:
             self.drop()
             raise
 
-    @staticmethod
-    def _rcpt_reply(result: DeliveryResult, rcpt: str, code: int, message: bytes) -> None:
-        if code in (250, 251):
-            result.accepted.append(rcpt)
-        elif code >= 500:
-            result.rejected[rcpt] = _reply(code, message)
-        else:
-            result.deferred[rcpt] = _reply(code, message)
-        if code == 421:
-            raise smtplib.SMTPServerDisconnected(_reply(code, message))
+    def _envelope(self, smtp: smtplib.SMTP, sender: str, recipients: List[str], params: str,
+                  result: DeliveryResult, heard: List[Reply]) -> bool:
+        """MAIL, every RCPT and DATA as one pipeline; True once DATA got its 354, else `result` says why not.
 
-    def _pipelined(self, smtp: smtplib.SMTP, sender: str, recipients: List[str],
-                   result: DeliveryResult, params: str = "") -> Optional[DeliveryResult]:
-        """MAIL, every RCPT and DATA in one write (RFC 2920); None once DATA got its 354.
-
-        Saves two round trips per message. The replies come back in order; a refused MAIL
-        makes the server refuse the rest too, and the transaction is reset.
+        With PIPELINING all of it goes in one write, which saves two round trips per message;
+        the replies come back in order, and a refused MAIL makes the server refuse the rest too.
+        Without it the pipeline has depth 1: MAIL, wait, RCPT, wait, ..., DATA.
         """
+        depth = len(recipients) + 2 if smtp.has_extn("pipelining") else 1
         for attempt in (sender, ""):
+            # Addresses go out as they are: email.utils' parser (smtplib's mail()/rcpt()) cost
+            # 0.1 ms each in the profile, and ours are normalised bare addresses already.
             lines = [f"MAIL FROM:<{attempt}>{params}"] + [f"RCPT TO:<{r}>" for r in recipients] + ["DATA"]
-            smtp.send("\r\n".join(lines) + "\r\n")
-            mail_code, mail_message = smtp.getreply()
-            if mail_code == 421:
-                return self._refused(result, recipients, mail_code, mail_message, reset=False)
-            replies = [smtp.getreply() for _ in recipients]
-            data_code, data_message = smtp.getreply()
-            if data_code == 354:
+            replies = _pipeline(smtp, lines, depth, heard, lambda done: lock_step_goes_on(done, len(recipients)))
+            mail = replies[0]
+            if len(replies) == len(lines) and replies[-1].outcome is Outcome.GO_ON and not (
+                    mail.outcome is Outcome.DONE and any(r.outcome is Outcome.DONE for r in replies[1:-1])):
                 # Only a server ignoring RFC 2920 says 354 after refusing every recipient:
                 # end that empty transaction at once; it has nobody to deliver to.
-                if mail_code != 250 or not any(code in (250, 251) for code, _ in replies):
-                    smtp.send(".\r\n")
-                    smtp.getreply()
-                    data_code = 503
-            if mail_code == 250:
-                break
-            if mail_code >= 500 and attempt:
-                # As in the lock-step path: a refused sender must not block the message.
-                log.warning("MAIL FROM:<%s> refused (%s); using <>", attempt, _reply(mail_code, mail_message))
+                smtp.send(".\r\n")
+                smtp.getreply()
+            if mail.outcome is Outcome.PERMANENT and attempt:
+                # A sender MailPlus dislikes (e.g. a local address, "not logged in") must not
+                # block the message: the null sender can always be accepted and never bounces.
+                log.warning("MAIL FROM:<%s> refused (%s); using <>", attempt, mail.text)
                 self._reset(smtp)
                 if self._smtp is None:
                     raise smtplib.SMTPServerDisconnected("RSET failed")
                 continue
-            return self._refused(result, recipients, mail_code, mail_message, reset=True)
-        for rcpt, (code, message) in zip(recipients, replies):
-            self._rcpt_reply(result, rcpt, code, message)
-        if not result.accepted:
-            self._reset(smtp)
-            return result
-        if data_code != 354:
-            accepted, result.accepted = result.accepted, []
-            return self._refused(result, accepted, data_code, data_message, reset=data_code != 421)
-        return None
+            if mail.outcome is not Outcome.DONE:
+                result.refuse(recipients, mail)
+                self._end(smtp, mail)
+                return False
+            for rcpt, reply in zip(recipients, replies[1:]):
+                result.note_rcpt(rcpt, reply)
+                if reply.outcome is Outcome.CLOSING:
+                    raise smtplib.SMTPServerDisconnected(reply.text)
+            if not result.accepted:
+                self._reset(smtp)
+                return False
+            data = replies[-1]
+            if data.outcome is not Outcome.GO_ON:
+                result.refuse_accepted(data)
+                self._end(smtp, data)
+                return False
+            return True
+        raise AssertionError("the null sender is the last attempt")
 
-    def _refused(self, result: DeliveryResult, recipients: List[str], code: int, message: bytes,
-                 reset: bool) -> DeliveryResult:
-        text = _reply(code, message)
-        target = result.rejected if code >= 500 else result.deferred
-        target.update({r: text for r in recipients})
-        result.reply = text
-        if reset:
-            assert self._smtp is not None
-            self._reset(self._smtp)
+    def _stream(self, smtp: smtplib.SMTP, body: Body, result: DeliveryResult) -> bool:
+        """Stream the body after the 354 and run `before_dot`; False if the server gave up first."""
+        sock = smtp.sock
+        assert sock is not None
+        buffer = bytearray()
+        for piece in _crlf(body.chunks()):
+            buffer += piece
+            if len(buffer) >= SEND_BUFFER:
+                sock.sendall(buffer)
+                buffer.clear()
+        if buffer:
+            sock.sendall(buffer)
+        # Postfix says nothing during DATA unless it gives up: anything readable now (an
+        # error reply or EOF) means the dot must not be sent.
+        if select.select([sock], [], [], 0)[0]:
+            result.refuse_accepted(classify_reply(*smtp.getreply()))
+            self.drop()  # the server left DATA on its own: its state is unknown
+            return False
+        if body.before_dot is not None:
+            body.before_dot(list(result.accepted))
+        return True
+
+    def _dot_reply(self, smtp: smtplib.SMTP, result: DeliveryResult) -> None:
+        """File the reply to the dot: taken, refused, or in doubt when no readable reply came."""
+        reply = classify_reply(*smtp.getreply())
+        result.reply = reply.text
+        if reply.outcome is Outcome.UNREADABLE:
+            # No readable reply to the dot (smtplib gives -1): MailPlus may or may not have it.
+            result.doubt = True
+            result.refuse_accepted(reply)
+            self.drop()
+        elif reply.outcome is not Outcome.DONE:
+            result.refuse_accepted(reply)
+            if reply.outcome is Outcome.CLOSING:
+                self.drop()
+        # After the reply to the dot the server is back in its initial state
+        # (RFC 5321 4.1.1.4), so the next MAIL needs no RSET.
+
+    def _end(self, smtp: smtplib.SMTP, refusal: Reply) -> None:
+        """After a refusal: RSET, or drop a connection the server is closing (421)."""
+        if refusal.outcome is Outcome.CLOSING:
+            self.drop()
         else:
-            self.drop()  # 421: the server is closing this connection
-        return result
+            self._reset(smtp)
 
     def _reset(self, smtp: smtplib.SMTP) -> None:
         """RSET after a transaction that ended before its dot; a connection that fails it is dropped."""
@@ -480,9 +482,10 @@ def deliver_many(session: SmtpSession, sender: str, recipients: List[str], chunk
         why = f"550 5.5.3 not asked by SmartPop: {REFUSALS_MAX} other recipients of this message were refused"
         result.rejected.update({r: why for r in untried})
     refusals = len(result.rejected) + len(result.deferred) - len(untried)
+    body = Body(chunks, before_dot, after_dot)
     for start in range(0, len(taken), RCPT_MAX):
         batch = taken[start:start + RCPT_MAX]
-        part = session._deliver(sender, batch, chunks, before_dot, after_dot)
+        part = session.transaction(sender, batch, body)
         result.accepted.extend(part.accepted)
         result.deferred.update(part.deferred)
         result.rejected.update(part.rejected)
@@ -512,101 +515,82 @@ class Probe(NamedTuple):
 
 def probe_recipients(session: SmtpSession, sender: str, recipients: List[str]) -> Probe:
     """Ask (MAIL, RCPT..., RSET) which of `recipients` the server takes, up to REFUSALS_MAX refusals."""
+    return session._on_connection(
+        recipients, lambda smtp, reused: _ask(session, smtp, reused, sender, recipients),
+        lambda unreachable: Probe(unreachable, [], [], True))
+
+
+def _ask(session: SmtpSession, smtp: smtplib.SMTP, reused: bool, sender: str, recipients: List[str]
+         ) -> Optional[Probe]:
+    """probe_recipients() on one connection; None if a reused one was found dead before MAIL was answered."""
     result = DeliveryResult()
-    for attempt in (0, 1):
-        reused = attempt == 0
-        smtp = session._idle_connection() if reused else None
-        if smtp is None:
-            reused = False
-            try:
-                smtp = session._open()
-            except (OSError, smtplib.SMTPException) as exc:
-                text = describe(exc, session.host, session.port) if isinstance(exc, OSError) else str(exc)
-                session._smtp = None
-                return Probe(DeliveryResult(deferred={r: text for r in recipients}, reply=text, unreachable=True),
-                             [], [], True)
-        taken: List[str] = []
-        mail_answered = False
-        asked, unsent = _utf8_split(smtp, recipients)
-        result.rejected.update(unsent)
-        params = " SMTPUTF8" if needs_smtputf8(asked) else ""
-        smtp.command_encoding = "utf-8" if params else "ascii"  # as in a transaction: reset below
-        try:
-            code, message = _mail(smtp, sender, params)
-            mail_answered = True
-            if code != 250:
-                return Probe(session._refused(result, asked, code, message, reset=code != 421), [], [], False)
-            group_max = REFUSALS_MAX if smtp.has_extn("pipelining") else 1
-            in_transaction = 0
-            index = 0
-            while index < len(asked):
-                refused = len(result.rejected) + len(result.deferred) - len(unsent)  # unsent cost no error
-                if refused >= REFUSALS_MAX:
-                    break
-                if in_transaction >= RCPT_MAX:
-                    # Only asking: start over, so no transaction holds more than RCPT_MAX.
-                    session._reset(smtp)
-                    if session._smtp is None:
-                        raise smtplib.SMTPServerDisconnected("RSET failed")
-                    code, message = _mail(smtp, sender, params)
-                    if code != 250:
-                        raise smtplib.SMTPServerDisconnected(_reply(code, message))
-                    in_transaction = 0
-                # At most as many in one write as may still be refused (RFC 2920 groups).
-                group = asked[index:index + min(group_max, REFUSALS_MAX - refused, RCPT_MAX - in_transaction)]
-                smtp.send("".join(f"RCPT TO:<{r}>\r\n" for r in group))
-                for rcpt in group:
-                    before = len(result.accepted)
-                    SmtpSession._rcpt_reply(result, rcpt, *smtp.getreply())
-                    if len(result.accepted) > before:
-                        in_transaction += 1
-                index += len(group)
-            session._reset(smtp)
-            taken, result.accepted = result.accepted, []
-            return Probe(result, taken, asked[index:], False)
-        except (OSError, smtplib.SMTPException, socket.timeout) as exc:
-            session.drop()
-            if reused and not mail_answered:
-                result = DeliveryResult()
-                continue  # a stale kept connection: once more on a fresh one
-            text = (describe(exc, session.host, session.port) if isinstance(exc, OSError)
-                    else f"SMTP session with {session.host}:{session.port} ended: {exc}")
-            result.accepted = []
-            result.deferred.update({r: text for r in recipients if r not in result.rejected})
-            result.reply = text
-            return Probe(result, [], [], True)
-        finally:
-            smtp.command_encoding = "ascii"
-    raise AssertionError("unreachable")
-
-
-def _mail(smtp: smtplib.SMTP, sender: str, params: str = "") -> Tuple[int, bytes]:
-    """MAIL FROM, with the null sender when MailPlus refuses the sender (as in a transaction)."""
-    code, message = smtp.docmd("MAIL", f"FROM:<{sender}>{params}")
-    if code >= 500 and sender:
-        smtp.rset()
-        code, message = smtp.docmd("MAIL", f"FROM:<>{params}")
-    return code, message
-
-
-def deliver(host: str, port: int, sender: str, recipients: List[str], chunks: Callable[[], Iterable[bytes]],
-            before_dot: Optional[Callable[[List[str]], None]] = None, timeout: float = 300.0,
-            helo: str = "smartpop.localdomain", domains: Optional[Sequence[str]] = None) -> DeliveryResult:
-    """Hand one message over a connection of its own (one transaction, then QUIT)."""
-    session = SmtpSession(host, port, timeout, helo, domains)
+    heard: List[Reply] = []
+    asked, unsent = _utf8_split(smtp, recipients)
+    result.rejected.update(unsent)
+    params = " SMTPUTF8" if needs_smtputf8(asked) else ""
+    smtp.command_encoding = "utf-8" if params else "ascii"  # as in a transaction: reset below
     try:
-        return session.deliver(sender, recipients, chunks, before_dot)
+        mail = _mail(session, smtp, sender, params, heard)
+        if mail.outcome is not Outcome.DONE:
+            result.refuse(asked, mail)
+            session._end(smtp, mail)
+            return Probe(result, [], [], False)
+        group_max = REFUSALS_MAX if smtp.has_extn("pipelining") else 1
+        in_transaction = 0
+        index = 0
+        while index < len(asked):
+            refused = len(result.rejected) + len(result.deferred) - len(unsent)  # unsent cost no error
+            if refused >= REFUSALS_MAX:
+                break
+            if in_transaction >= RCPT_MAX:
+                # Only asking: start over, so no transaction holds more than RCPT_MAX.
+                session._reset(smtp)
+                if session._smtp is None:
+                    raise smtplib.SMTPServerDisconnected("RSET failed")
+                mail = _mail(session, smtp, sender, params, heard)
+                if mail.outcome is not Outcome.DONE:
+                    raise smtplib.SMTPServerDisconnected(mail.text)
+                in_transaction = 0
+            # At most as many in one write as may still be refused (RFC 2920 groups).
+            group = asked[index:index + min(group_max, REFUSALS_MAX - refused, RCPT_MAX - in_transaction)]
+            for rcpt, reply in zip(group, _pipeline(smtp, [f"RCPT TO:<{r}>" for r in group], len(group), heard)):
+                result.note_rcpt(rcpt, reply)
+                in_transaction += reply.outcome is Outcome.DONE
+                if reply.outcome is Outcome.CLOSING:
+                    raise smtplib.SMTPServerDisconnected(reply.text)
+            index += len(group)
+        session._reset(smtp)
+        taken, result.accepted = result.accepted, []
+        return Probe(result, taken, asked[index:], False)
+    except SESSION_ERRORS as exc:
+        session.drop()
+        if reused and not heard:
+            return None  # a stale kept connection: once more on a fresh one
+        result.lose(recipients, _failure(exc, session.host, session.port, during=True))
+        return Probe(result, [], [], True)
     finally:
-        session.close()
+        smtp.command_encoding = "ascii"
+
+
+def _mail(session: SmtpSession, smtp: smtplib.SMTP, sender: str, params: str, heard: List[Reply]) -> Reply:
+    """MAIL FROM, with the null sender when MailPlus refuses the sender (as in a transaction)."""
+    mail = _pipeline(smtp, [f"MAIL FROM:<{sender}>{params}"], 1, heard)[0]
+    if mail.outcome is Outcome.PERMANENT and sender:
+        log.warning("MAIL FROM:<%s> refused (%s); using <>", sender, mail.text)
+        session._reset(smtp)
+        if session._smtp is None:
+            raise smtplib.SMTPServerDisconnected("RSET failed")
+        mail = _pipeline(smtp, [f"MAIL FROM:<>{params}"], 1, heard)[0]
+    return mail
 
 
 def probe(host: str, port: int, timeout: float = 15.0) -> str:
     """Connect to the delivery target, EHLO and QUIT; return its first EHLO line (for `check`)."""
     try:
         with smtplib.SMTP(host, port, local_hostname="smartpop.localdomain", timeout=timeout) as smtp:
-            code, message = smtp.ehlo()
-            if code != 250:
-                raise ConnectError(f"{host}:{port} answered EHLO with {_reply(code, message)}")
-            return _reply(code, message).splitlines()[0]
+            reply = classify_reply(*smtp.ehlo())
+            if reply.code != 250:
+                raise ConnectError(f"{host}:{port} answered EHLO with {reply.text}")
+            return reply.text.splitlines()[0]
     except (OSError, smtplib.SMTPException) as exc:
-        raise ConnectError(describe(exc, host, port) if isinstance(exc, OSError) else str(exc)) from exc
+        raise ConnectError(_failure(exc, host, port, during=False)) from exc

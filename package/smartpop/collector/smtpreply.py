@@ -1,7 +1,8 @@
 """What an SMTP reply means for the copies of a message: pure, no sockets.
 
 One function reads every reply (`classify_reply`), so the MAIL, RCPT, DATA and dot steps of
-delivery.py cannot drift apart on what counts as taken, refused for good or worth a retry.
+smtpconn.py and delivery.py cannot drift apart on what counts as taken, refused for good or
+worth a retry.
 The outcome decides where a copy goes: taken (recorded as delivered), rejected (5xx: the
 copy goes to the fallback) or deferred (it stays at the provider for the next run).
 """
@@ -28,7 +29,7 @@ class Outcome(enum.Enum):
 
 
 class Reply(NamedTuple):
-    """One reply as delivery.py uses it: the code, what it means, and its text on one line."""
+    """One reply as the hand-off uses it: the code, what it means, and its text on one line."""
 
     code: int
     outcome: Outcome

@@ -335,6 +335,7 @@ class SmtpConnection:
             if not result.accepted:
                 self.reset(smtp)
                 return False
+            assert len(replies) == len(lines)  # a RCPT was taken, so DATA went out and was answered
             data = replies[-1]
             if data.outcome is not Outcome.GO_ON:
                 result.refuse_accepted(data)

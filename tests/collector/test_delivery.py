@@ -125,5 +125,5 @@ def test_a_refusal_at_the_dot_and_a_421_at_mail(server: OrderSmtp) -> None:
     assert big.rejected == {ANNA: "552 5.3.4 Message size exceeds fixed limit", BEN: big.reply}
     assert not big.accepted and not big.doubt
     assert later.deferred == {ANNA: "421 4.3.2 Service shutting down"} and not later.rejected
-    assert session._smtp is None  # 421: the server is closing, so is the client (no QUIT, no RSET)
+    assert not session.is_open  # 421: the server is closing, so is the client (no QUIT, no RSET)
     assert server.events()[-2:] == ["C: MAIL FROM:<later@remote.example>", "S: 421 4.3.2 Service shutting down"]

@@ -94,7 +94,7 @@ def _crlf(chunks: Iterable[bytes]) -> Iterable[bytes]:
 
 
 def pipeline(smtp: smtplib.SMTP, lines: Sequence[str], depth: int, replies: List[Reply],
-              goes_on: Callable[[Sequence[Reply]], bool] = lambda replies: True) -> List[Reply]:
+             goes_on: Callable[[Sequence[Reply]], bool] = lambda replies: True) -> List[Reply]:
     """Send `lines`, `depth` per write, and read their replies in order: appended to `replies`, returned.
 
     RFC 2920: a client may send a group of commands and then read their replies. Depth 1 is
@@ -175,7 +175,7 @@ class SmtpConnection:
         return smtp
 
     def on_connection(self, recipients: List[str], run: Callable[[smtplib.SMTP, bool], Optional[R]],
-                       unreachable: Callable[[DeliveryResult], R]) -> R:
+                      unreachable: Callable[[DeliveryResult], R]) -> R:
         """`run(connection, reused)` on the kept connection, or on a fresh one if there is none.
 
         `run` returns None when the kept connection turned out dead before the server answered
@@ -228,7 +228,6 @@ class SmtpConnection:
     def is_open(self) -> bool:
         """Whether a connection is kept (a refusal or failure may have dropped it)."""
         return self._smtp is not None
-
 
     def transaction(self, sender: str, recipients: List[str], body: Body) -> DeliveryResult:
         """One transaction for screened recipients, on the kept connection or a fresh one."""

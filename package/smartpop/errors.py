@@ -3,7 +3,6 @@
 - ConfigError: the admin must fix the configuration (CLI exit 2).
 - UsageError: the command line is wrong (CLI exit 2).
 - TemporaryError: retry later; mail stays on the server (CLI exit 1).
-- MessageError: quarantine or re-route this one message; the run goes on.
 - RollbackRequired: a system change failed half-way and must be undone.
 """
 
@@ -53,10 +52,6 @@ class ProtocolError(TemporaryError):
 
 class LockBusy(TemporaryError):
     """Another process holds the lock for this resource."""
-
-
-class MessageError(SmartPopError):
-    """This one message cannot be handled as is; re-route or quarantine it."""
 
 
 class RollbackRequired(SmartPopError):

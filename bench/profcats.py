@@ -47,7 +47,8 @@ RULES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
                                          "collector/placement.py", "collector/failure.py", "collector/concurrency.py",
                                          "collector/daemon.py", "collector/service.py")),
     ("POP3 fetch (protocol, TLS reads)", ("collector/pop3.py", "collector/transport.py", "poplib")),
-    ("SMTP hand-over (protocol, socket writes)", ("collector/delivery.py", "smtplib", "_socket.", "socket.py")),
+    ("SMTP hand-over (protocol, socket writes)", ("collector/delivery.py", "collector/smtpconn.py",
+                                                  "collector/smtpreply.py", "smtplib", "_socket.", "socket.py")),
 )
 
 

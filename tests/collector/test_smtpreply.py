@@ -91,3 +91,13 @@ def test_a_lost_connection_defers_every_copy_not_rejected_and_keeps_a_rcpts_own_
     assert result.accepted == [] and result.rejected == {"b@x": "550 no"}
     assert result.deferred == {"a@x": "connection lost", "c@x": "451 later", "d@x": "connection lost"}
     assert result.reply == "connection lost"
+
+
+def test_absorb_adds_another_transactions_copies_and_keeps_the_reply() -> None:
+    """Two transactions of one message: every copy is filed once, a doubt in either stays, the reply is not taken."""
+    first = DeliveryResult(accepted=["a@x.test"], deferred={"b@x.test": "451 later"}, reply="250 first")
+    second = DeliveryResult(accepted=["c@x.test"], rejected={"d@x.test": "550 no"}, doubt=True, reply="250 second")
+    first.absorb(second)
+    assert first.accepted == ["a@x.test", "c@x.test"]
+    assert first.deferred == {"b@x.test": "451 later"} and first.rejected == {"d@x.test": "550 no"}
+    assert first.doubt is True and first.reply == "250 first"

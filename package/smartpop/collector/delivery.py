@@ -130,10 +130,7 @@ def deliver_many(session: SmtpSession, sender: str, recipients: List[str], chunk
     for start in range(0, len(taken), RCPT_MAX):
         batch = taken[start:start + RCPT_MAX]
         part = session.transaction(sender, batch, body)
-        result.accepted.extend(part.accepted)
-        result.deferred.update(part.deferred)
-        result.rejected.update(part.rejected)
-        result.doubt = result.doubt or part.doubt
+        result.absorb(part)
         result.reply = part.reply or result.reply
         refusals += len(part.rejected) + len(part.deferred)
         if part.accepted:

@@ -205,10 +205,7 @@ class Placer:
             # MAIL FROM: the Return-Path the trail entry already worked out (one header scan per message).
             one = self._send(key, spooled, trail.sender, part, via, refused, redelivered=marked)
             trail.note_result(one.accepted, one.reply, one.deferred, one.rejected, to_fallback, marked)
-            outcome.accepted += one.accepted
-            outcome.deferred.update(one.deferred)
-            outcome.rejected.update(one.rejected)
-            outcome.doubt = outcome.doubt or one.doubt
+            outcome.absorb(one)
             outcome.reply = one.reply
         return outcome
 

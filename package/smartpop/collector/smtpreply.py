@@ -86,6 +86,13 @@ class DeliveryResult:
     reply: str = ""
     unreachable: bool = False
 
+    def absorb(self, part: DeliveryResult) -> None:
+        """Add the copies of another transaction of the same message (its reply stays the caller's to pick)."""
+        self.accepted.extend(part.accepted)
+        self.deferred.update(part.deferred)
+        self.rejected.update(part.rejected)
+        self.doubt = self.doubt or part.doubt
+
     def note_rcpt(self, rcpt: str, reply: Reply) -> None:
         """File the reply to one RCPT: taken (2xx), rejected (5xx) or deferred (anything else)."""
         if reply.outcome is Outcome.DONE:

@@ -59,8 +59,8 @@ class SettingsPage:
 
 
 def save_form(endpoint: str, edit: Callable[[Document], None], refused: Callable[[Exception], Reply],
-         log: logging.Logger, said: str, *args: Any, check: Optional[Callable[[Config, Config], None]] = None,
-         done: str = "saved", anchor: str = "") -> Reply:
+              log: logging.Logger, said: str, *args: Any, check: Optional[Callable[[Config, Config], None]] = None,
+              done: str = "saved", anchor: str = "") -> Reply:
     """Apply `edit` (with `check`, see change_document) and redirect to `endpoint` with notice `done`.
 
     A ConfigError or FormError answers `refused(exc)` instead: the form again with its errors.

@@ -83,8 +83,13 @@ def parse_pasted(text: str, expected_state: str) -> str:
             raise SignInRequired("the pasted text is neither the redirected address nor a code", code="bad_paste")
         # A bare code carries no state; PKCE still binds it to this attempt's verifier.
         return code
-    parts = urlsplit(text if "://" in text or text.startswith("?") else "?" + text)
-    params = parse_qs(parts.query or parts.fragment, keep_blank_values=True)
+    if "://" in text:
+        parts = urlsplit(text)
+        query = parts.query or parts.fragment
+    else:
+        # The address without its scheme, or only its query: what follows the "?" if there is one.
+        query = text.split("?", 1)[1] if "?" in text else text
+    params = parse_qs(query, keep_blank_values=True)
     if "client_id" in params and "code" not in params and "error" not in params:
         raise SignInRequired("that is the sign-in address itself: open it, sign in, and paste the address "
                               "the browser shows at the end", code="bad_paste")

@@ -23,7 +23,7 @@ FAILURE_ACK = ""
 # Microsoft token is far longer, so POP3 then sends the response after the "+" continuation.
 POP3_LINE_LIMIT = 255
 # A hostile server's challenge is read this far and each field shown this long at most.
-CHALLENGE_MAX = 4096
+CHALLENGE_MAX = 16384
 FIELD_MAX = 200
 
 

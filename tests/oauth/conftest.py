@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Iterator
 
 import pytest
-from support.oauthserver import CLIENT_ID, CLIENT_SECRET, OAuthServer
 
 from smartpop.oauth.providers import Provider, provider_from_config
+from support.oauthserver import CLIENT_ID, CLIENT_SECRET, OAuthServer
 
 
 @pytest.fixture
@@ -42,17 +42,3 @@ def gg(gserver: OAuthServer) -> Provider:
     return provider_from_config({"provider": "google", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
                                 endpoint_base=gserver.base)
 
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-        self.sleeps: list = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds

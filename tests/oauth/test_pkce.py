@@ -10,7 +10,8 @@ from smartpop.oauth import pkce
 
 
 def test_challenge_matches_rfc_7636_appendix_b() -> None:
-    assert pkce.challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    assert pkce.challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
 
 def test_verifiers_and_states_are_fresh_and_well_formed() -> None:

@@ -49,6 +49,7 @@ class OAuthServer:
         self.requests: List[Dict[str, str]] = []  # (path, form) of every POST, for assertions
         self.lock = threading.Lock()
         self._httpd: Optional[ThreadingHTTPServer] = None
+        self.port = 0
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> OAuthServer:
@@ -60,20 +61,22 @@ class OAuthServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        self.port = int(self._httpd.server_address[1])
+        # A short poll interval: shutdown() waits for it, once per test.
+        threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True).start()
         return self
 
     def stop(self) -> None:
-        """Stop serving."""
+        """Stop serving (again is fine)."""
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+            self._httpd = None
 
     @property
     def base(self) -> str:
         """http://127.0.0.1:PORT, the `endpoint_base` for providers."""
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def now(self) -> float:
         """The introspection side's clock: `clock` plus `clock_offset` (clock skew tests)."""
@@ -206,10 +209,27 @@ class OAuthServer:
                          "exp": int(entry["exp"]), "client_id": self.client_id, "token_type": "Bearer"}
 
 
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+        self.sleeps: List[float] = []
+
+    def clock(self) -> float:
+        """The current fake time."""
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        """Move the clock on instead of waiting."""
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_state: OAuthServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, status: int, body: Any, location: str = "") -> None:
@@ -237,7 +257,8 @@ class _Handler(BaseHTTPRequestHandler):
         name = urlsplit(self.path).path.rstrip("/").rsplit("/", 1)[-1]
         state.requests.append({"path": name, **form})
         if state.fail_next:
-            self._send(state.fail_next.pop(0), {"error": "server_error"})
+            status = state.fail_next.pop(0)
+            self._send(status, {"error": "server_error"} if status >= 500 else {"error_description": "no such page"})
             return
         handlers = {"devicecode": state.devicecode, "token": state.token, "introspect": state.introspect}
         if name not in handlers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, Mapping, Optional, Protocol, Tuple
+from typing import Any, Dict, Mapping, Optional, Protocol
 
 from ..errors import ConfigError, OAuthUnavailable, ProtocolError, SignInRequired
 from ..log import escape_controls, redact
@@ -90,7 +90,9 @@ def post_form(session: Optional[HttpSession], url: str, form: Mapping[str, str])
         data = None
     if not isinstance(data, dict):
         raise ProtocolError(f"the sign-in service answered HTTP {status} without a JSON object")
-    return Answer(status, data)
+    answer = Answer(status, data)
+    log.debug("%s: HTTP %d %s", url, status, escape_controls(answer.error)[:60] or "ok")
+    return answer
 
 
 def raise_for_error(answer: Answer, field_key: str = "oauth.client_id") -> None:
@@ -113,10 +115,3 @@ def raise_for_error(answer: Answer, field_key: str = "oauth.client_id") -> None:
         raise OAuthUnavailable(f"the sign-in service is unavailable ({answer.describe()}); trying again later")
     raise ProtocolError(f"the sign-in service refused the request ({answer.describe()})")
 
-
-def token_request(session: Optional[HttpSession], url: str, form: Mapping[str, str]) -> Tuple[Answer, bool]:
-    """POST to a token endpoint: (answer, True) on success, (answer, False) for an error answer."""
-    answer = post_form(session, url, form)
-    ok = 200 <= answer.status < 300 and not answer.error
-    log.debug("token endpoint %s: HTTP %d %s", url, answer.status, answer.error or "ok")
-    return answer, ok

@@ -65,21 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from bench import stack as stackmod
 
-    if args.pairs < 1:
-        print("bench/run: --pairs must be at least 1", file=sys.stderr)
+    problem = _pin_or_refuse(args)
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return 2
-    if args.cpus is not None:  # "--cpus ''" is an error, not "all CPUs"
-        allowed = os.sched_getaffinity(0)
-        try:
-            cpus = {int(x) for x in args.cpus.split(",") if x.strip()}
-        except ValueError:
-            cpus = set()
-        if not cpus or not cpus <= allowed:
-            print(f"bench/run: --cpus {args.cpus!r}: give CPU numbers from {sorted(allowed)}, comma-separated",
-                  file=sys.stderr)
-            return 2
-        # Before the stack starts: Dovecot, Postfix and every tool inherit the affinity.
-        os.sched_setaffinity(0, cpus)
     if not stackmod.have_mail_servers():
         print("bench/run needs root and the dovecot-core dovecot-pop3d dovecot-imapd postfix openssl packages",
               file=sys.stderr)
@@ -126,6 +115,23 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.save).write_text(report)
         print(f"saved to {args.save}", file=sys.stderr)
     return 0
+
+
+def _pin_or_refuse(args: argparse.Namespace) -> str | None:
+    """What is wrong with --pairs or --cpus, or None after pinning this process to --cpus."""
+    if args.pairs < 1:
+        return "bench/run: --pairs must be at least 1"
+    if args.cpus is not None:  # "--cpus ''" is an error, not "all CPUs"
+        allowed = os.sched_getaffinity(0)
+        try:
+            cpus = {int(x) for x in args.cpus.split(",") if x.strip()}
+        except ValueError:
+            cpus = set()
+        if not cpus or not cpus <= allowed:
+            return f"bench/run: --cpus {args.cpus!r}: give CPU numbers from {sorted(allowed)}, comma-separated"
+        # Before the stack starts: Dovecot, Postfix and every tool inherit the affinity.
+        os.sched_setaffinity(0, cpus)
+    return None
 
 
 def _run_one(name: str, bench: Bench, args: argparse.Namespace) -> Iterator[str]:

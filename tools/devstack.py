@@ -75,10 +75,7 @@ class Pop3Handler(socketserver.StreamRequestHandler):
             parts = raw.decode("utf-8", "replace").strip().split(" ", 2)
             verb, args = parts[0].upper(), parts[1:]
             if verb == "QUIT":
-                with self.server.lock:
-                    for index in deleted:
-                        messages[index].unlink(missing_ok=True)
-                self.send("+OK bye")
+                self.quit(messages, deleted)
                 return
             if verb == "CAPA":
                 self.send("+OK capabilities follow")
@@ -87,13 +84,7 @@ class Pop3Handler(socketserver.StreamRequestHandler):
                 user = args[0]
                 self.send("+OK send PASS")
             elif verb == "PASS" and not authed:
-                if user == self.server.username and " ".join(args) == self.server.password:
-                    authed = True
-                    with self.server.lock:
-                        messages = sorted(self.server.maildrop.glob("*.eml"))
-                    self.send(f"+OK {len(messages)} messages")
-                else:
-                    self.send("-ERR wrong user name or password")
+                authed, messages = self.login(user, " ".join(args))
             elif not authed:
                 self.send("-ERR log in first")
             elif verb in ("STAT", "LIST", "UIDL", "RETR", "TOP", "DELE"):
@@ -105,6 +96,23 @@ class Pop3Handler(socketserver.StreamRequestHandler):
                 self.send("+OK")
             else:
                 self.send("-ERR unknown command")
+
+    def quit(self, messages: List[Path], deleted: Set[int]) -> None:
+        """QUIT: remove the messages marked deleted, then say goodbye."""
+        with self.server.lock:
+            for index in deleted:
+                messages[index].unlink(missing_ok=True)
+        self.send("+OK bye")
+
+    def login(self, user: str, password: str) -> Tuple[bool, List[Path]]:
+        """PASS: (logged in, the maildrop's messages) when the credentials match."""
+        if user == self.server.username and password == self.server.password:
+            with self.server.lock:
+                messages = sorted(self.server.maildrop.glob("*.eml"))
+            self.send(f"+OK {len(messages)} messages")
+            return True, messages
+        self.send("-ERR wrong user name or password")
+        return False, []
 
     def transaction(self, verb: str, args: List[str], messages: List[Path], deleted: Set[int]) -> None:
         live = [i for i in range(len(messages)) if i not in deleted]

@@ -3,6 +3,7 @@
 - ConfigError: the admin must fix the configuration (CLI exit 2).
 - UsageError: the command line is wrong (CLI exit 2).
 - TemporaryError: retry later; mail stays on the server (CLI exit 1).
+- SignInRequired: an OAuth2 account needs the admin to sign in (again) on the Accounts page.
 - RollbackRequired: a system change failed half-way and must be undone.
 """
 
@@ -52,6 +53,24 @@ class ProtocolError(TemporaryError):
 
 class LockBusy(TemporaryError):
     """Another process holds the lock for this resource."""
+
+
+class OAuthUnavailable(TemporaryError):
+    """The provider's OAuth2 endpoint could not be reached or failed for now (network, 5xx, 429)."""
+
+
+class SignInRequired(SmartPopError):
+    """An OAuth2 account has no usable grant: the admin must sign in (again) on the Accounts page.
+
+    Neither temporary (retrying cannot help until someone signs in) nor a config error (the
+    configuration is fine). `code` names the reason (not_signed_in, declined, expired, revoked,
+    access_denied, state_mismatch, bad_paste, bad_code) so the web page can say it in the
+    admin's language; str(exc) stays the English text the CLI and logs show.
+    """
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class RollbackRequired(SmartPopError):

@@ -13,18 +13,10 @@ from typing import List
 import pytest
 
 from smartpop.collector import headers, loopkey
+from smartpop.collector.addresslist import candidates
 from smartpop.collector.delivery import screen
 from smartpop.collector.policy import delivery_domains, policy_for
-from smartpop.collector.recipients import (
-    RoutingPolicy,
-    candidates,
-    decide,
-    extract_addresses,
-    loop_marker,
-    normalise,
-    provider_block,
-    safe_reason,
-)
+from smartpop.collector.recipients import RoutingPolicy, decide, loop_marker, provider_block
 from smartpop.collector.trace import return_path
 from smartpop.config.schema import parse_config
 from smartpop.paths import Paths
@@ -104,20 +96,6 @@ def test_non_local_hostile_addresses_are_skipped_not_sent() -> None:
     d = route("Delivered-To: victim%x@evil.example\nX-Original-To: <@firma.de:victim@evil.example>\n"
               "To: anna@firma.de\n\n")
     assert d.recipients == ["anna@firma.de"] and d.rule == "To/Cc"
-
-
-def test_safe_reason_and_normalise() -> None:
-    for good in ("anna@firma.de", "a.b-c_d+tag=x@firma.de", "A1@Firma.DE", "_x@firma.de", "+x@firma.de"):
-        assert safe_reason(good, ("firma.de",)) is None, good
-    assert safe_reason("anna@other.example", ("firma.de",)) == "domain other.example is not a local domain"
-    assert safe_reason("anna@other.example") is None
-    assert safe_reason("anna") is not None and safe_reason("@firma.de") is not None
-    assert safe_reason("x" * 65 + "@firma.de") == "local part longer than 64 characters"
-    assert safe_reason("anna@[127.0.0.1]") is not None and safe_reason("anna@localhost") is not None
-    assert safe_reason("an na@firma.de") is not None and safe_reason("anna\r\n@firma.de") is not None
-    assert normalise("<Anna@Firma.DE>") == "anna@firma.de"
-    assert normalise("victim%evil.example@firma.de") is None
-    assert extract_addresses("victim%evil.example@firma.de, anna@firma.de") == ["anna@firma.de"]
 
 
 def test_return_path_that_mta_could_rewrite_becomes_the_null_sender() -> None:

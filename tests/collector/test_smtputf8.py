@@ -16,7 +16,8 @@ from typing import Iterator, List
 import pytest
 
 from smartpop.collector import delivery, headers, service
-from smartpop.collector.recipients import RoutingPolicy, decide, safe_reason
+from smartpop.collector.mailboxcheck import safe_reason
+from smartpop.collector.recipients import RoutingPolicy, decide
 from support.collect import Env, body_of
 from support.outbound_postfix import OutboundPostfix, Sink
 from support.wire_smtp import WireSmtp

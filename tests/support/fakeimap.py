@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 import socket
 import threading
-from typing import Dict, List, Sequence, Set
+from typing import Callable, Dict, List, Sequence, Set
 
 from support.fakepop3 import _header_is_8bit, courier_wrapper
 
 _PARTIAL = re.compile(r"BODY\.PEEK\[\]<(\d+)\.(\d+)>")
+_CAPS = "IMAP4rev1 ENABLE UTF8=ACCEPT UIDPLUS"
 
 
 def _uid_set(text: str, uids: Sequence[int]) -> List[int]:
@@ -63,22 +64,9 @@ class FakeImap:
 
     def _serve(self, conn: socket.socket) -> None:
         reader = conn.makefile("rb")
-        utf8 = False
-        served: Dict[int, bytes] = {}  # what this session shows for each uid (the wrapper is made once)
-        flagged: Set[int] = set()
-        caps = "IMAP4rev1 ENABLE UTF8=ACCEPT UIDPLUS"
-
-        def send(text: str) -> None:
-            conn.sendall(text.encode("utf-8") + b"\r\n")
-
-        def view(uid: int) -> bytes:
-            if uid not in served:
-                data = self.messages[uid].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-                served[uid] = data if utf8 or not _header_is_8bit(data) else courier_wrapper(data)
-            return served[uid]
-
+        session = _Session(self, conn)
         try:
-            send(f"* OK [CAPABILITY {caps}] fake IMAP ready")
+            session.send(f"* OK [CAPABILITY {_CAPS}] fake IMAP ready")
             while True:
                 raw = reader.readline()
                 if not raw:
@@ -89,33 +77,9 @@ class FakeImap:
                 verb = verb.upper()
                 with self._lock:
                     self.commands.append(f"{verb} ***" if verb == "LOGIN" else rest)
-                if verb == "CAPABILITY":
-                    send(f"* CAPABILITY {caps}")
-                elif verb == "LOGIN":
-                    user, _, password = args.partition(" ")
-                    if user.strip('"') != self.user or password.strip('"') != self.password:
-                        send(f"{tag} NO [AUTHENTICATIONFAILED] wrong")
-                        continue
-                elif verb == "ENABLE":
-                    if "UTF8=ACCEPT" in args.upper():
-                        utf8 = True
-                        send("* ENABLED UTF8=ACCEPT")
-                elif verb == "SELECT":
-                    send(f"* {len(self.messages)} EXISTS")
-                    send("* OK [UIDVALIDITY 7] ok")
-                    send(f"{tag} OK [READ-WRITE] selected")
-                    continue
-                elif verb == "UID":
-                    self._uid(tag, args, send, view, flagged, conn)
-                    continue
-                elif verb == "LOGOUT":
-                    send("* BYE")
-                    send(f"{tag} OK bye")
+                command = _COMMANDS.get(verb, _Session.unknown)
+                if not command(session, tag, args):
                     return
-                elif verb not in ("NOOP",):
-                    send(f"{tag} BAD unknown")
-                    continue
-                send(f"{tag} OK done")
         except (OSError, ValueError):
             return
         finally:
@@ -150,3 +114,69 @@ class FakeImap:
         send(f"{tag} OK done")
 
 
+class _Session:
+    """One connection's state (UTF-8 enabled, what it was shown, what it flagged) and its commands.
+
+    Each command answers with its tagged line and says whether the connection goes on.
+    """
+
+    def __init__(self, server: FakeImap, conn: socket.socket) -> None:
+        self.server, self.conn = server, conn
+        self.utf8 = False
+        self.served: Dict[int, bytes] = {}  # what this session shows for each uid (the wrapper is made once)
+        self.flagged: Set[int] = set()
+
+    def send(self, text: str) -> None:
+        self.conn.sendall(text.encode("utf-8") + b"\r\n")
+
+    def view(self, uid: int) -> bytes:
+        if uid not in self.served:
+            data = self.server.messages[uid].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            self.served[uid] = data if self.utf8 or not _header_is_8bit(data) else courier_wrapper(data)
+        return self.served[uid]
+
+    def capability(self, tag: str, args: str) -> bool:
+        self.send(f"* CAPABILITY {_CAPS}")
+        return self.done(tag, args)
+
+    def login(self, tag: str, args: str) -> bool:
+        user, _, password = args.partition(" ")
+        if user.strip('"') != self.server.user or password.strip('"') != self.server.password:
+            self.send(f"{tag} NO [AUTHENTICATIONFAILED] wrong")
+            return True
+        return self.done(tag, args)
+
+    def enable(self, tag: str, args: str) -> bool:
+        if "UTF8=ACCEPT" in args.upper():
+            self.utf8 = True
+            self.send("* ENABLED UTF8=ACCEPT")
+        return self.done(tag, args)
+
+    def select(self, tag: str, args: str) -> bool:
+        self.send(f"* {len(self.server.messages)} EXISTS")
+        self.send("* OK [UIDVALIDITY 7] ok")
+        self.send(f"{tag} OK [READ-WRITE] selected")
+        return True
+
+    def uid(self, tag: str, args: str) -> bool:
+        self.server._uid(tag, args, self.send, self.view, self.flagged, self.conn)
+        return True
+
+    def logout(self, tag: str, args: str) -> bool:
+        self.send("* BYE")
+        self.send(f"{tag} OK bye")
+        return False
+
+    def done(self, tag: str, args: str) -> bool:
+        self.send(f"{tag} OK done")
+        return True
+
+    def unknown(self, tag: str, args: str) -> bool:
+        self.send(f"{tag} BAD unknown")
+        return True
+
+
+_COMMANDS: Dict[str, Callable[[_Session, str, str], bool]] = {
+    "CAPABILITY": _Session.capability, "LOGIN": _Session.login, "ENABLE": _Session.enable,
+    "SELECT": _Session.select, "UID": _Session.uid, "LOGOUT": _Session.logout, "NOOP": _Session.done,
+}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 
 def _header_is_8bit(data: bytes) -> bool:
@@ -75,22 +75,11 @@ class FakePop3:
 
     def _serve(self, conn: socket.socket) -> None:
         reader = conn.makefile("rb")
-        state = "auth"
-        utf8 = False
-        user_ok = False
         with self._lock:
             view = [list(m) for m in self.messages]  # the maildrop as of login (RFC 1939 locks it)
-        deleted: set = set()
-
-        def send(line: str) -> None:
-            conn.sendall(line.encode("utf-8") + b"\r\n")
-
-        def multi(lines: List[bytes]) -> None:
-            out = b"".join((b"." + x if x.startswith(b".") else x) + b"\r\n" for x in lines) + b".\r\n"
-            conn.sendall(out)
-
+        session = _Session(self, conn, view)
         try:
-            send("+OK fake POP3 ready")
+            session.send("+OK fake POP3 ready")
             while True:
                 raw = reader.readline()
                 if not raw:
@@ -100,58 +89,8 @@ class FakePop3:
                 verb = verb.upper()
                 with self._lock:
                     self.commands.append("PASS ***" if verb == "PASS" else line)
-                if verb == "CAPA":
-                    send("+OK")
-                    multi([c.encode() for c in self.capa])
-                elif verb == "UTF8":
-                    if state != "auth" or "UTF8" not in self.capa:
-                        send("-ERR UTF8 only before login")
-                    else:
-                        utf8 = True
-                        send("+OK UTF8 enabled")
-                elif verb == "USER" and state == "auth":
-                    user_ok = arg == self.user
-                    send("+OK")
-                elif verb == "PASS" and state == "auth":
-                    if user_ok and arg == self.password:
-                        state = "trans"
-                        send("+OK logged in")
-                    else:
-                        send("-ERR [AUTH] wrong")
-                elif verb == "QUIT":
-                    if state == "trans":
-                        with self._lock:
-                            gone = [view[i - 1] for i in deleted]
-                            self.messages = [m for m in self.messages if not any(m is g or m == g for g in gone)]
-                    send("+OK bye")
+                if not session.run(verb, arg):
                     return
-                elif state != "trans":
-                    send("-ERR log in first")
-                elif verb in ("UIDL", "LIST", "STAT"):
-                    live = [(i, m) for i, m in enumerate(view, 1) if i not in deleted]
-                    if verb == "STAT":
-                        send(f"+OK {len(live)} {sum(len(self._served(m, utf8)) for _, m in live)}")
-                    else:
-                        send("+OK")
-                        multi([f"{i} {m[0] if verb == 'UIDL' else len(self._served(m, utf8))}".encode()
-                               for i, m in live])
-                elif verb == "RETR":
-                    number = int(arg)
-                    if number in deleted or not 1 <= number <= len(view):
-                        send("-ERR no such message")
-                        continue
-                    data = self._served(view[number - 1], utf8)
-                    send(f"+OK {len(data)} octets")
-                    multi(data.replace(b"\r\n", b"\n").rstrip(b"\n").split(b"\n"))
-                elif verb == "DELE" and int(arg) in self.refuse_dele:
-                    send("-ERR message is locked")
-                elif verb == "DELE":
-                    deleted.add(int(arg))
-                    send("+OK deleted")
-                elif verb == "NOOP":
-                    send("+OK")
-                else:
-                    send("-ERR unknown command")
         except (OSError, ValueError):
             return
         finally:
@@ -163,3 +102,117 @@ class FakePop3:
         if self.courier_utf8 and not utf8 and _header_is_8bit(data):
             return courier_wrapper(data)
         return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+class _Session:
+    """One connection's state (logged in, UTF8 mode, its view of the maildrop, what it deleted) and its commands.
+
+    Each command answers and says whether the connection goes on.
+    """
+
+    def __init__(self, server: FakePop3, conn: socket.socket, view: List[List[object]]) -> None:
+        self.server, self.conn, self.view = server, conn, view
+        self.state = "auth"
+        self.utf8 = False
+        self.user_ok = False
+        self.deleted: Set[int] = set()
+
+    def run(self, verb: str, arg: str) -> bool:
+        """Answer one command; False once the connection is to end."""
+        command = _ANY_STATE.get(verb) or (_AUTH if self.state == "auth" else _TRANSACTION).get(verb)
+        if command is None:
+            self.send("-ERR log in first" if self.state != "trans" else "-ERR unknown command")
+            return True
+        return command(self, arg)
+
+    def send(self, line: str) -> None:
+        self.conn.sendall(line.encode("utf-8") + b"\r\n")
+
+    def multi(self, lines: List[bytes]) -> None:
+        out = b"".join((b"." + x if x.startswith(b".") else x) + b"\r\n" for x in lines) + b".\r\n"
+        self.conn.sendall(out)
+
+    def capa(self, arg: str) -> bool:
+        self.send("+OK")
+        self.multi([c.encode() for c in self.server.capa])
+        return True
+
+    def utf8_mode(self, arg: str) -> bool:
+        if self.state != "auth" or "UTF8" not in self.server.capa:
+            self.send("-ERR UTF8 only before login")
+        else:
+            self.utf8 = True
+            self.send("+OK UTF8 enabled")
+        return True
+
+    def user(self, arg: str) -> bool:
+        self.user_ok = arg == self.server.user
+        self.send("+OK")
+        return True
+
+    def password(self, arg: str) -> bool:
+        if self.user_ok and arg == self.server.password:
+            self.state = "trans"
+            self.send("+OK logged in")
+        else:
+            self.send("-ERR [AUTH] wrong")
+        return True
+
+    def quit(self, arg: str) -> bool:
+        server = self.server
+        if self.state == "trans":
+            with server._lock:
+                gone = [self.view[i - 1] for i in self.deleted]
+                server.messages = [m for m in server.messages if not any(m is g or m == g for g in gone)]
+        self.send("+OK bye")
+        return False
+
+    def uidl(self, arg: str) -> bool:
+        return self.listing("UIDL")
+
+    def list_sizes(self, arg: str) -> bool:
+        return self.listing("LIST")
+
+    def stat(self, arg: str) -> bool:
+        return self.listing("STAT")
+
+    def listing(self, verb: str) -> bool:
+        live = [(i, m) for i, m in enumerate(self.view, 1) if i not in self.deleted]
+        if verb == "STAT":
+            self.send(f"+OK {len(live)} {sum(len(self.server._served(m, self.utf8)) for _, m in live)}")
+        else:
+            self.send("+OK")
+            self.multi([f"{i} {m[0] if verb == 'UIDL' else len(self.server._served(m, self.utf8))}".encode()
+                        for i, m in live])
+        return True
+
+    def retr(self, arg: str) -> bool:
+        number = int(arg)
+        if number in self.deleted or not 1 <= number <= len(self.view):
+            self.send("-ERR no such message")
+            return True
+        data = self.server._served(self.view[number - 1], self.utf8)
+        self.send(f"+OK {len(data)} octets")
+        self.multi(data.replace(b"\r\n", b"\n").rstrip(b"\n").split(b"\n"))
+        return True
+
+    def dele(self, arg: str) -> bool:
+        if int(arg) in self.server.refuse_dele:
+            self.send("-ERR message is locked")
+        else:
+            self.deleted.add(int(arg))
+            self.send("+OK deleted")
+        return True
+
+    def noop(self, arg: str) -> bool:
+        self.send("+OK")
+        return True
+
+
+_Command = Callable[[_Session, str], bool]
+_ANY_STATE: Dict[str, _Command] = {"CAPA": _Session.capa, "UTF8": _Session.utf8_mode, "QUIT": _Session.quit}
+_AUTH: Dict[str, _Command] = {"USER": _Session.user, "PASS": _Session.password}
+_TRANSACTION: Dict[str, _Command] = {
+    "UIDL": _Session.uidl, "LIST": _Session.list_sizes, "STAT": _Session.stat, "RETR": _Session.retr,
+    "DELE": _Session.dele, "NOOP": _Session.noop,
+}

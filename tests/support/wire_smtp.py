@@ -67,20 +67,8 @@ class _Handler(socketserver.StreamRequestHandler):
                 else:
                     self._say("550 5.1.1 User unknown")
             elif verb == b"DATA":
-                if mail is None or not rcpts:
-                    self._say("554 5.5.1 No valid recipients")
-                    continue
-                self._say("354 End data with <CR><LF>.<CR><LF>")
-                body = bytearray()
-                while True:
-                    chunk = self.rfile.readline()
-                    if not chunk or chunk == b".\r\n":
-                        break
-                    body += chunk[1:] if chunk.startswith(b"..") else chunk  # undo dot-stuffing
-                with owner.log.lock:
-                    owner.log.stored.append(Stored(mail, list(rcpts), bytes(body)))
-                mail, rcpts = None, []
-                self._say("250 2.0.0 Ok: queued")
+                if self._data(mail, rcpts):
+                    mail, rcpts = None, []
             elif verb == b"RSET":
                 mail, rcpts = None, []
                 self._say("250 2.0.0 Ok")
@@ -89,6 +77,25 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
             else:
                 self._say("250 2.0.0 Ok" if verb == b"NOOP" else "502 5.5.2 Error: command not recognized")
+
+
+    def _data(self, mail: Optional[bytes], rcpts: List[str]) -> bool:
+        """DATA: take the message for `rcpts` (True), or refuse it when there is no transaction (False)."""
+        if mail is None or not rcpts:
+            self._say("554 5.5.1 No valid recipients")
+            return False
+        self._say("354 End data with <CR><LF>.<CR><LF>")
+        body = bytearray()
+        while True:
+            chunk = self.rfile.readline()
+            if not chunk or chunk == b".\r\n":
+                break
+            body += chunk[1:] if chunk.startswith(b"..") else chunk  # undo dot-stuffing
+        owner = self.server.owner
+        with owner.log.lock:
+            owner.log.stored.append(Stored(mail, list(rcpts), bytes(body)))
+        self._say("250 2.0.0 Ok: queued")
+        return True
 
 
 class _Server(socketserver.ThreadingTCPServer):

@@ -119,12 +119,76 @@ class FakeDsm:
         return len(self.login_runs_file.read_text().splitlines())
 
 
+class _CgiHandler(BaseHTTPRequestHandler):
+    """One request to the stand-in DSM web server: static ui/ files, DSM's login.cgi, or a run of ui/index.cgi."""
+
+    host: CgiHost  # set on the subclass each CgiHost makes
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _handle(self) -> None:
+        host = self.host
+        path, _, query = self.path.partition("?")
+        if path.startswith(UI_URL) and not (path == SCRIPT_NAME or path.startswith(SCRIPT_NAME + "/")):
+            host.static_requests.append(path)
+            self._static(host.ui_file(path[len(UI_URL):]))
+            return
+        if path == "/webman/login.cgi":
+            self._login_cgi()
+            return
+        if not (path == SCRIPT_NAME or path.startswith(SCRIPT_NAME + "/")):
+            self.send_error(404)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        env = host.cgi_env(self, path, query, body)
+        host.calls.append(env)
+        status, headers, payload = host.run_cgi(body, env)
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() != "content-length":
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _login_cgi(self) -> None:
+        # DSM answers the browser itself (its own login.cgi, not the package's CGI).
+        self.host.login_cgi_requests += 1
+        token = self.host.dsm.token_for(self.headers.get("Cookie", ""))
+        answer = {"success": True, "SynoToken": token} if token else {"success": False}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _static(self, file: Optional[Path]) -> None:
+        if file is None or not file.is_file():
+            self.send_error(404)
+            return
+        data = file.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", MIME.get(file.suffix, "application/octet-stream"))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_HEAD = _handle
+
+
 class CgiHost:
     """A tiny HTTP server that executes ui/index.cgi per request, with DSM's CGI environment."""
 
     def __init__(self, dsm: FakeDsm, data: Path, python: str = sys.executable, ui_dir: Optional[Path] = None,
                  path_info: bool = True) -> None:
         self.port = free_ports(1)[0]
+        self.dsm = dsm
+        self.data = data
+        self.python = python
         # Like DSM's web server, files under the ui dir are answered without running anything.
         self.ui_dir = ui_dir
         self.static_requests: List[str] = []
@@ -132,94 +196,48 @@ class CgiHost:
         self.calls: List[Dict[str, str]] = []
         self.bodies: List[bytes] = []  # every answer the CGI gave, for the secrets check
         self.login_cgi_requests = 0  # browser requests of DSM's /webman/login.cgi
-        host = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _handle(self) -> None:
-                path, _, query = self.path.partition("?")
-                if path.startswith(UI_URL) and not (path == SCRIPT_NAME or path.startswith(SCRIPT_NAME + "/")):
-                    host.static_requests.append(path)
-                    self._static(host.ui_file(path[len(UI_URL):]))
-                    return
-                if path == "/webman/login.cgi":
-                    self._login_cgi()
-                    return
-                if not (path == SCRIPT_NAME or path.startswith(SCRIPT_NAME + "/")):
-                    self.send_error(404)
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                env = {
-                    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GATEWAY_INTERFACE": "CGI/1.1",
-                    "SERVER_SOFTWARE": "nginx", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(host.port),
-                    "SERVER_ADDR": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1",
-                    "REMOTE_ADDR": self.client_address[0], "REQUEST_METHOD": self.command,
-                    "SCRIPT_NAME": SCRIPT_NAME, "QUERY_STRING": query,
-                    "REQUEST_URI": self.path, "CONTENT_LENGTH": str(len(body)) if body else "",
-                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                    "SMARTPOP_CGI_DATA": str(data), "SMARTPOP_AUTH_CGI": str(dsm.auth_cgi),
-                    # Where the CGI before the fix looked for login.cgi; the stub logs each run.
-                    "SMARTPOP_LOGIN_CGI": str(dsm.login_cgi), "SMARTPOP_GROUP_FILE": str(dsm.group_file),
-                }
-                if host.path_info:
-                    env["PATH_INFO"] = path[len(SCRIPT_NAME):]
-                for name, value in self.headers.items():
-                    key = "HTTP_" + name.upper().replace("-", "_")
-                    if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
-                        env[key] = value
-                host.calls.append(env)
-                proc = subprocess.run([python, str(CGI)], input=body, env=env, capture_output=True, timeout=60)
-                head, _, payload = proc.stdout.partition(b"\r\n\r\n")
-                status, headers = 200, []
-                for line in head.decode("latin-1").split("\r\n"):
-                    name, _, value = line.partition(":")
-                    if name.lower() == "status":
-                        status = int(value.strip().split()[0])
-                    elif name:
-                        headers.append((name, value.strip()))
-                if proc.returncode != 0 or not head:
-                    status, headers, payload = 500, [("Content-Type", "text/plain")], proc.stderr
-                host.bodies.append(head + b"\r\n\r\n" + payload)
-                self.send_response(status)
-                for name, value in headers:
-                    if name.lower() != "content-length":
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
-
-            def _login_cgi(self) -> None:
-                # DSM answers the browser itself (its own login.cgi, not the package's CGI).
-                host.login_cgi_requests += 1
-                token = dsm.token_for(self.headers.get("Cookie", ""))
-                answer = {"success": True, "SynoToken": token} if token else {"success": False}
-                data = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _static(self, file: Optional[Path]) -> None:
-                if file is None or not file.is_file():
-                    self.send_error(404)
-                    return
-                data = file.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Type", MIME.get(file.suffix, "application/octet-stream"))
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_HEAD = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        handler = type("Handler", (_CgiHandler,), {"host": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def cgi_env(self, request: BaseHTTPRequestHandler, path: str, query: str, body: bytes) -> Dict[str, str]:
+        """The CGI environment DSM's web server gives index.cgi for this request."""
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_SOFTWARE": "nginx", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(self.port),
+            "SERVER_ADDR": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": request.client_address[0], "REQUEST_METHOD": request.command,
+            "SCRIPT_NAME": SCRIPT_NAME, "QUERY_STRING": query,
+            "REQUEST_URI": request.path, "CONTENT_LENGTH": str(len(body)) if body else "",
+            "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+            "SMARTPOP_CGI_DATA": str(self.data), "SMARTPOP_AUTH_CGI": str(self.dsm.auth_cgi),
+            # Where the CGI before the fix looked for login.cgi; the stub logs each run.
+            "SMARTPOP_LOGIN_CGI": str(self.dsm.login_cgi), "SMARTPOP_GROUP_FILE": str(self.dsm.group_file),
+        }
+        if self.path_info:
+            env["PATH_INFO"] = path[len(SCRIPT_NAME):]
+        for name, value in request.headers.items():
+            key = "HTTP_" + name.upper().replace("-", "_")
+            if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                env[key] = value
+        return env
+
+    def run_cgi(self, body: bytes, env: Dict[str, str]) -> Tuple[int, List[Tuple[str, str]], bytes]:
+        """Run index.cgi once: (status, headers, payload) as the web server answers (500 if it failed)."""
+        proc = subprocess.run([self.python, str(CGI)], input=body, env=env, capture_output=True, timeout=60)
+        head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+        status, headers = 200, []
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.strip().split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        if proc.returncode != 0 or not head:
+            status, headers, payload = 500, [("Content-Type", "text/plain")], proc.stderr
+        self.bodies.append(head + b"\r\n\r\n" + payload)
+        return status, headers, payload
 
     def ui_file(self, relative: str) -> Optional[Path]:
         """The file DSM would serve for a URL under /webman/3rdparty/SmartPop/ (None: outside ui/)."""

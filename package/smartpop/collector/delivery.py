@@ -14,7 +14,7 @@ import logging
 import smtplib
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from smartpop.collector.recipients import NO_SMTPUTF8, safe_reason
+from smartpop.collector.mailboxcheck import NO_SMTPUTF8, safe_reason
 from smartpop.collector.smtpconn import (
     SESSION_ERRORS,
     Body,

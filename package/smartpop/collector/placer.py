@@ -14,7 +14,7 @@ import threading
 from dataclasses import replace
 from typing import Any, Dict, List, Optional, Protocol, Set
 
-from smartpop.collector import delivery, headers, loopkey, placement, recipients, spool, trace
+from smartpop.collector import delivery, headers, loopkey, mailboxcheck, placement, recipients, spool, trace
 from smartpop.collector.concurrency import Guards
 from smartpop.collector.policy import delivery_domains, policy_for
 from smartpop.collector.source import RemoteMessage
@@ -92,7 +92,7 @@ class Placer:
             return self.store.mark_done(key, spooled.message_id, spooled.dedup_digest(), spooled.size, message.size,
                                         trail=trail)
         decision = recipients.decide(spooled.fields, self.policy)
-        if any(recipients.NO_SMTPUTF8 in why for _, why in decision.refused) and self._session().offers_smtputf8():
+        if any(mailboxcheck.NO_SMTPUTF8 in why for _, why in decision.refused) and self._session().offers_smtputf8():
             # Only now is it worth asking MailPlus: the exact non-ASCII address beats the fallback.
             decision = recipients.decide(spooled.fields, replace(self.policy, smtputf8=True))
         with self._guards.digests.one_at_a_time(spooled.dedup_digest()):

@@ -17,7 +17,7 @@ import smtplib
 import socket
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
-from smartpop.collector.recipients import NO_SMTPUTF8
+from smartpop.collector.mailboxcheck import NO_SMTPUTF8
 from smartpop.collector.smtpreply import DeliveryResult, Outcome, Reply, classify_reply, lock_step_goes_on
 from smartpop.collector.transport import describe, nodelay
 

@@ -12,7 +12,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from smartpop import __version__
-from smartpop.collector import headers, recipients
+from smartpop.collector import headers, mailboxcheck, recipients
 
 # Marks a copy sent again because an earlier hand-over of it ended in doubt.
 REDELIVERED_HEADER = "X-SmartPop-Redelivered"
@@ -31,7 +31,7 @@ def return_path(fields: List[headers.Field]) -> str:
         text = text[1:text.index(">")]
     if text == "":
         return ""
-    return recipients.normalise(text) or ""
+    return mailboxcheck.normalise(text) or ""
 
 
 def header_text(value: Optional[str]) -> str:

@@ -58,6 +58,26 @@ def create_app(paths: Paths, secret: Optional[str] = None, dev_token: Optional[s
     app.extensions["smartpop_health_jobs"] = HealthJobs(paths)
     app.wsgi_app = _PrefixFromCgi(app.wsgi_app)  # type: ignore[method-assign]
 
+    _add_guards(app, expected, dev_token, dev_sessions)
+    _add_error_pages(app)
+
+    if dev_token:
+        _add_dev_login(app, dev_token, dev_sessions)
+
+    from smartpop.web.views import register
+
+    register(app)
+
+    @app.route("/api/ping")
+    def ping() -> Response:
+        return jsonify({"ok": True, "user": g.caller.user})
+
+    return app
+
+
+def _add_guards(app: Flask, expected: str, dev_token: Optional[str], dev_sessions: List[str]) -> None:
+    """Register the per-request proof and CSRF check, the SynoToken in URLs and the hardening headers."""
+
     @app.before_request
     def authenticate() -> Optional[Response]:
         if dev_token and request.path == "/_dev/login":
@@ -88,6 +108,10 @@ def create_app(paths: Paths, secret: Optional[str] = None, dev_token: Optional[s
         response.headers["Cache-Control"] = "no-store"
         return response
 
+
+def _add_error_pages(app: Flask) -> None:
+    """Register the 403, 404/405 and 500 answers."""
+
     @app.errorhandler(403)
     def forbidden(_error: Exception) -> Response:
         # Deliberately bare: an unauthenticated caller learns nothing about the app.
@@ -105,19 +129,6 @@ def create_app(paths: Paths, secret: Optional[str] = None, dev_token: Optional[s
         log.error("%s %s failed: %s", request.method, request.path, original,
                   exc_info=(type(original), original, original.__traceback__))
         return _error_page(500, "error.internal")
-
-    if dev_token:
-        _add_dev_login(app, dev_token, dev_sessions)
-
-    from smartpop.web.views import register
-
-    register(app)
-
-    @app.route("/api/ping")
-    def ping() -> Response:
-        return jsonify({"ok": True, "user": g.caller.user})
-
-    return app
 
 
 def _error_page(status: int, kind: str) -> Union[str, Response]:

@@ -14,7 +14,7 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Watch:
     def __init__(self, fd: int, libc: ctypes.CDLL) -> None:
         self.fd = fd
         self._libc = libc
-        self._dirs: dict = {}  # watch descriptor -> directory
+        self._dirs: Dict[int, Path] = {}  # watch descriptor -> directory
 
     @classmethod
     def open(cls) -> Optional[Watch]:

@@ -83,7 +83,7 @@ def _candidate(item: str) -> str:
         return item[start + 1:end].strip()
     quoted = _QUOTED_LOCAL.findall(item)
     if quoted:
-        return quoted[-1]
+        return str(quoted[-1])
     # A bare address is the whole whitespace-separated word that holds the '@': a pattern
     # that matched only its ASCII tail turned "rüben@" into "ben@", another user.
     # Words end only at ASCII whitespace: str.split() also splits at U+00A0, U+2028, U+3000 and

@@ -51,7 +51,8 @@ class _Imap(imaplib.IMAP4):
     def next_tag(self) -> bytes:
         """A fresh command tag from imaplib's own sequence, for a command imaplib cannot send (IDLE)."""
         # The subclass is the one place that touches imaplib's internals.
-        return self._new_tag()
+        tag: bytes = self._new_tag()
+        return tag
 
 
 def _quote(name: str) -> str:

@@ -51,7 +51,7 @@ def as_int(key: str, value: Any, low: int, high: int) -> int:
         raise fail(key, f"must be a whole number from {low} to {high}, got {value!r}",
                    f"set {key} to a number between {low} and {high}",
                    code="not_in_range", low=low, high=high, value=_shown(value))
-    return value
+    return int(value)
 
 
 def as_port(key: str, value: Any) -> int:

@@ -183,11 +183,11 @@ def require_same_server(stored: Any, wanted: Any, fields: Sequence[str]) -> None
                         code="password_for_new_server")
 
 
-def _checkbox(form: MultiDict, name: str) -> bool:
+def _checkbox(form: MultiDict[str, str], name: str) -> bool:
     return form.get(name) in ("on", "true", "1")
 
 
-def _opt(form: MultiDict, name: str) -> Optional[str]:
+def _opt(form: MultiDict[str, str], name: str) -> Optional[str]:
     value = (form.get(name) or "").strip()
     return value or None
 
@@ -199,7 +199,7 @@ def new_account_values() -> Document:
     return shown
 
 
-def account_document(form: MultiDict, existing: Optional[Document]) -> Document:
+def account_document(form: MultiDict[str, str], existing: Optional[Document]) -> Document:
     """An account document from the account form; keeps the stored password when left empty."""
     password = form.get("password", "")
     if not password:
@@ -256,7 +256,7 @@ def aliases_text(aliases: Dict[str, List[str]]) -> str:
     return "\n".join(f"{alias}: {', '.join(targets)}" for alias, targets in sorted(aliases.items()))
 
 
-def relay_fields(form: MultiDict, existing: Document) -> Document:
+def relay_fields(form: MultiDict[str, str], existing: Document) -> Document:
     """The main relay settings from the relay form; keeps the stored password when left empty."""
     return {
         "enabled": _checkbox(form, "enabled"),
@@ -268,7 +268,7 @@ def relay_fields(form: MultiDict, existing: Document) -> Document:
     }
 
 
-def sender_relay_document(form: MultiDict, existing: List[Document]) -> Tuple[Document, int]:
+def sender_relay_document(form: MultiDict[str, str], existing: List[Document]) -> Tuple[Document, int]:
     """A sender relay from the form and the index it replaces (-1 = new)."""
     sender = (form.get("sender") or "").strip()
     index = next((i for i, item in enumerate(existing) if item.get("sender") == sender), -1)

@@ -98,7 +98,7 @@ def _all_errors(original: Optional[str], fields: List[str]) -> FieldErrors:
     if original and stored is None:
         return {}
     errors: FieldErrors = {}
-    form: MultiDict = request.form
+    form: MultiDict[str, str] = request.form
     try:
         doc = account_document(form, stored)
     except FormError as exc:

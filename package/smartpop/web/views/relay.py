@@ -79,7 +79,7 @@ def _sender_errors() -> FieldErrors:
     config, _ = load_config()
     if config is None:
         return {}
-    form: MultiDict = request.form
+    form: MultiDict[str, str] = request.form
     document = render_config(config)
     items: List[Dict[str, Any]] = document["relay"]["sender_relays"]
     errors: FieldErrors = {}

@@ -15,6 +15,7 @@ import socket
 import ssl
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from smartpop.collector.credential import Credential, password_credential
 from smartpop.collector.source import RefusedDelete, RemoteMessage, Sink
 from smartpop.collector.transport import network_errors, open_socket, tls_for
 from smartpop.config.schema import Account
@@ -82,8 +83,9 @@ class ImapSource:
         self._idle_buffer = b""  # the start of a line not complete yet
 
     @classmethod
-    def connect(cls, account: Account, timeout: float) -> ImapSource:
-        """Connect, optionally STARTTLS, log in and SELECT the folder."""
+    def connect(cls, account: Account, timeout: float, credential: Optional[Credential] = None) -> ImapSource:
+        """Connect, optionally STARTTLS, log in (by default with the password) and SELECT the folder."""
+        login = credential if credential is not None else password_credential(account)
         tls = tls_for(account.security, account.ca_file)
         try:
             imap = _Imap(account.host, account.port, timeout, tls.on_connect)
@@ -99,7 +101,7 @@ class ImapSource:
                     except imaplib.IMAP4.error as exc:
                         raise ConnectError(f"{self.host}:{self.port} STARTTLS failed: {exc}") from None
                 try:
-                    imap.login(account.username, account.password.reveal())
+                    imap.login(login.username, login.secret.reveal())
                 except imaplib.IMAP4.error as exc:
                     raise AuthError(f"login to {self.host}:{self.port} refused: {_text(exc)}") from None
                 typ, data = imap.capability()

@@ -17,6 +17,7 @@ import logging
 import socket
 from typing import Deque, List, Optional, Sequence, Tuple
 
+from smartpop.collector.credential import Credential, password_credential
 from smartpop.collector.source import RefusedDelete, RemoteMessage, Sink
 from smartpop.collector.transport import network_errors, nodelay, open_socket, tls_for, wrap
 from smartpop.config.schema import Account
@@ -63,8 +64,9 @@ class Pop3Source:
         self._refused: List[RefusedDelete] = []  # DELEs the server refused, for finish()
 
     @classmethod
-    def connect(cls, account: Account, timeout: float) -> Pop3Source:
-        """Connect with the account's security mode and log in."""
+    def connect(cls, account: Account, timeout: float, credential: Optional[Credential] = None) -> Pop3Source:
+        """Connect with the account's security mode and log in (by default with the password)."""
+        login = credential if credential is not None else password_credential(account)
         self = cls(account, timeout)
         tls = tls_for(account.security, account.ca_file)
         try:
@@ -81,7 +83,7 @@ class Pop3Source:
                         raise ConnectError(f"{self.host}:{self.port} sent data before the TLS handshake")
                     self._attach(wrap(self._sock, tls.upgrade, self.host))
             self._ask_utf8()
-            self._login(account.username, account.password.reveal())
+            self._login(login.username, login.secret.reveal())
             self.pipelining = USE_PIPELINING and "PIPELINING" in self._capabilities()
         except BaseException:
             self.abort()

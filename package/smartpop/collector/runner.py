@@ -128,7 +128,6 @@ def _collect(run: AccountRun) -> None:
         _state_failed(paths, config, account, exc)
     except SignInRequired as exc:  # no login possible until the admin signs in; the daemon backs off
         result.ok, result.error, result.sign_in = False, str(exc), True
-        log.warning("%s: %s", account.name, exc)
         from smartpop import alerts
 
         alerts.sign_in_needed(paths, config, account.name, exc)

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Tuple
 
 import pytest
 
@@ -20,7 +20,7 @@ from smartpop.paths import Paths
 from support.oauthserver import CLIENT_ID, USERNAME, OAuthServer
 from support.samples import sample_document
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOT_SIGNED_IN = "outlook: not signed in yet: sign in on the Accounts page"
 
 
@@ -29,15 +29,6 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def server() -> Iterator[OAuthServer]:
-    srv = OAuthServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

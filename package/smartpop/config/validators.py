@@ -105,8 +105,9 @@ def as_tenant(key: str, value: Any) -> str:
     """Accept a Microsoft tenant: common, organizations, consumers, a tenant id or a domain."""
     text = as_text(key, value, max_len=100)
     if not _TENANT.match(text):
+        # The page's text for not_a_domain fits: a tenant is usually the company's domain.
         raise fail(key, f"{value!r} is not a tenant", "use common, organizations, consumers, a tenant id or a domain",
-                   code="not_a_tenant", value=_shown(value))
+                   code="not_a_domain", value=_shown(value))
     return text
 
 
@@ -114,8 +115,8 @@ def as_client_id(key: str, value: Any) -> str:
     """Accept an OAuth2 client id: printable ASCII without spaces, at most 200 characters."""
     text = as_text(key, value, max_len=200)
     if not _CLIENT_ID.match(text):
-        raise fail(key, "is not a client id (no spaces or special characters)",
-                   "copy the application (client) id of your app registration again", code="not_a_client_id")
+        raise fail(key, "contains a space, a control character or a character outside ASCII",
+                   "copy the application (client) id of your app registration again", code="control_characters")
     return text
 
 

@@ -13,6 +13,7 @@ from smartpop.config.schema import Account, OAuthSettings, parse_config, render_
 from smartpop.config.secret import Secret
 from smartpop.errors import ConfigError
 from smartpop.log import RedactingFilter
+from smartpop.oauth.providers import provider_from_config
 from smartpop.paths import Paths
 from support.samples import sample_document
 
@@ -107,6 +108,8 @@ REJECTED = [
     (_set("tenant", "firma.de?x=1"), "accounts[0].oauth.tenant", "not_a_domain"),
     (_set("tenant", "firma de"), "accounts[0].oauth.tenant", "not_a_domain"),
     (_set("tenant", "t" * 101), "accounts[0].oauth.tenant", "too_long"),
+    (_set("client_id", "abc~def"), "accounts[0].oauth.client_id", "control_characters"),
+    (_set("tenant", "-firma.de"), "accounts[0].oauth.tenant", "not_a_domain"),
     (_set("refresh_token", "rt\nrelayhost=evil"), "accounts[0].oauth.refresh_token", "secret_control_characters"),
     (_set("refresh_token", "rt with space"), "accounts[0].oauth.refresh_token", "secret_control_characters"),
     (_set("refresh_token", 42), "accounts[0].oauth.refresh_token", "secret_not_text"),
@@ -123,6 +126,16 @@ def test_bad_oauth_settings_name_the_key(change: Callable[[Dict[str, Any]], None
         parse_config(doc)
     assert (info.value.key, info.value.code) == (key, code)
     assert "rt\nrelayhost" not in str(info.value) and "s\r\ncret" not in str(info.value)
+
+
+@pytest.mark.parametrize("tenant", ["common", "organizations", "firma.de", "0a1b2c3d-1111-2222-3333-444455556666",
+                                    "t" * 100])
+def test_what_the_config_accepts_the_provider_accepts(tenant: str) -> None:
+    """One check for both: an account that loads never fails only at login with a config error."""
+    account = parse_config(oauth_document(tenant=tenant, client_id="x" * 200)).accounts[0]
+    assert account.oauth is not None
+    block = {"provider": "microsoft", "client_id": account.oauth.client_id, "tenant": account.oauth.tenant}
+    assert provider_from_config(block).tenant == tenant
 
 
 def test_microsoft_needs_no_client_secret_but_keeps_one() -> None:

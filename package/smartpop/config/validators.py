@@ -20,8 +20,11 @@ _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # OAuth2 values that go into URLs and form fields: nothing that could add a line, a field or a path.
-_TENANT = re.compile(r"^[A-Za-z0-9.-]{1,100}$")
-_CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+# The OAuth2 shapes are checked here once; oauth/providers.py uses the same patterns, so an
+# account the config accepts can never fail the provider's check only at login time.
+TENANT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,98}[A-Za-z0-9])?$")
+# Client ids are a GUID (Microsoft) or `<digits>-<id>.apps.googleusercontent.com` (Google).
+CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _TOKEN = re.compile(r"^[\x21-\x7e]*$")
 TOKEN_MAX = 16384
 # Host names and IP literals are checked by character set before ipaddress sees them: from
@@ -104,7 +107,7 @@ def as_secret_text(key: str, value: Any) -> str:
 def as_tenant(key: str, value: Any) -> str:
     """Accept a Microsoft tenant: common, organizations, consumers, a tenant id or a domain."""
     text = as_text(key, value, max_len=100)
-    if not _TENANT.match(text):
+    if not TENANT.match(text):
         # The page's text for not_a_domain fits: a tenant is usually the company's domain.
         raise fail(key, f"{value!r} is not a tenant", "use common, organizations, consumers, a tenant id or a domain",
                    code="not_a_domain", value=_shown(value))
@@ -114,8 +117,8 @@ def as_tenant(key: str, value: Any) -> str:
 def as_client_id(key: str, value: Any) -> str:
     """Accept an OAuth2 client id: printable ASCII without spaces, at most 200 characters."""
     text = as_text(key, value, max_len=200)
-    if not _CLIENT_ID.match(text):
-        raise fail(key, "contains a space, a control character or a character outside ASCII",
+    if not CLIENT_ID.match(text):
+        raise fail(key, "may hold only letters, digits, '.', '_' and '-'",
                    "copy the application (client) id of your app registration again", code="control_characters")
     return text
 

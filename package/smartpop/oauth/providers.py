@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Set, Tuple
 
+from ..config.validators import CLIENT_ID, TENANT
 from ..errors import ConfigError
 from ..log import escape_controls, register_secrets
 
@@ -37,9 +38,6 @@ GOOGLE_MAIL_SCOPE = "https://mail.google.com/"
 
 # A tenant is a name (common, organizations, consumers), a GUID or a domain; it goes into a URL
 # path, so nothing that could add a path segment, a query or another host passes.
-_TENANT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
-# Client ids are a GUID (Microsoft) or `<digits>-<id>.apps.googleusercontent.com` (Google).
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
 
 
 # The test rigs' way to point a subprocess at tests/support/oauthserver.py. Loopback only, so
@@ -125,12 +123,12 @@ def provider_from_config(oauth: Mapping[str, Any], *, endpoint_base: str = "") -
         raise ConfigError(f"oauth.provider: must be one of {', '.join(KINDS)}", key="oauth.provider",
                           code="oauth_provider", params={"value": kind})
     client_id = _text(oauth, "client_id")
-    if not _CLIENT_ID.match(client_id):
+    if not CLIENT_ID.match(client_id):
         raise ConfigError("oauth.client_id: the application (client) id of your app registration is missing "
                           "or malformed", key="oauth.client_id", code="oauth_client_id")
     if kind == "microsoft":
         tenant = _text(oauth, "tenant") or DEFAULT_TENANT
-        if not _TENANT.match(tenant):
+        if not TENANT.match(tenant):
             raise ConfigError("oauth.tenant: must be common, organizations, consumers, a tenant id or a domain",
                               key="oauth.tenant", code="oauth_tenant")
         return microsoft(client_id, tenant, endpoint_base)

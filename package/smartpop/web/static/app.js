@@ -317,4 +317,29 @@
       if (link) { link.click(); }
     });
   }
+  // Device sign-in: ask the backend (which asks the provider) at the provider's interval until done.
+  var deviceBox = document.getElementById("device-signin");
+  if (deviceBox) {
+    var deviceStatus = document.getElementById("device-status");
+    var pollDevice = function () {
+      var body = new FormData();
+      body.append("attempt", deviceBox.getAttribute("data-attempt"));
+      post(deviceBox.getAttribute("data-poll-url"), body).then(function (answer) {
+        if (answer.state === "pending") {
+          show(deviceStatus, null, answer.message || t("signin.waiting"));
+          window.setTimeout(pollDevice, Math.max(1, answer.interval || 5) * 1000);
+        } else if (answer.state === "done") {
+          show(deviceStatus, true, answer.message || t("signin.done"));
+          window.location.href = answer.next;
+        } else {
+          show(deviceStatus, false, answer.message || t("js.request_failed"));
+          document.getElementById("restart-form").hidden = false;
+        }
+      }).catch(function () {
+        show(deviceStatus, false, t("js.request_failed"));
+        document.getElementById("restart-form").hidden = false;
+      });
+    };
+    window.setTimeout(pollDevice, Math.max(1, parseInt(deviceBox.getAttribute("data-interval"), 10) || 5) * 1000);
+  }
 })();

@@ -6,62 +6,77 @@ Pure logic, no I/O. `parse_config(dict)` validates a (migrated) document and ret
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, get_args
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Literal, Optional, get_args
 
 from smartpop.config import validators as v
+from smartpop.config.accountschema import (
+    AUTHS,
+    DEFAULT_PORTS,
+    DEFAULT_TENANT,
+    MODES,
+    OAUTH_KINDS,
+    PROTOCOLS,
+    SECURITIES,
+    Account,
+    Auth,
+    Mode,
+    OAuthKind,
+    OAuthSettings,
+    Protocol,
+    Security,
+    parse_account,
+    trim_account,
+)
+from smartpop.config.records import Parser, default_of, defaults
+from smartpop.config.records import absent as _absent
+from smartpop.config.records import check_keys as _check_keys
+from smartpop.config.records import reader as _reader
 from smartpop.config.secret import Secret
 
 SCHEMA_VERSION = 1
 
-Protocol = Literal["pop3", "imap"]
-Security = Literal["ssl", "starttls", "none"]
+# The account records live in accountschema.py; callers keep importing them from here.
+__all__ = [
+    "AUTHS",
+    "DEFAULT_PORTS",
+    "DEFAULT_TENANT",
+    "MODES",
+    "OAUTH_KINDS",
+    "PROTOCOLS",
+    "RELAY_DEFAULT_PORTS",
+    "RELAY_SECURITIES",
+    "RELAY_SECURITY",
+    "SCHEMA_VERSION",
+    "SECURITIES",
+    "Account",
+    "Alerts",
+    "Auth",
+    "Config",
+    "Delivery",
+    "Mode",
+    "OAuthKind",
+    "OAuthSettings",
+    "Protocol",
+    "Relay",
+    "RelaySecurity",
+    "Security",
+    "SenderRelay",
+    "Trail",
+    "Web",
+    "default_of",
+    "defaults",
+    "parse_config",
+    "render_config",
+]
+
 RelaySecurity = Literal["ssl", "starttls"]
-Mode = Literal["multidrop", "single"]
 
-PROTOCOLS: List[Protocol] = list(get_args(Protocol))
-SECURITIES: List[Security] = list(get_args(Security))
 RELAY_SECURITIES: List[RelaySecurity] = list(get_args(RelaySecurity))
-MODES: List[Mode] = list(get_args(Mode))
 
-DEFAULT_PORTS: Dict[Tuple[Protocol, Security], int] = {
-    ("pop3", "ssl"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110,
-    ("imap", "ssl"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
-}
 RELAY_DEFAULT_PORTS: Dict[RelaySecurity, int] = {"ssl": 465, "starttls": 587}
 # The provider submission most offer; the main relay and each sender relay start from it.
 RELAY_SECURITY: RelaySecurity = "starttls"
-
-
-def _absent(value: Any) -> Dict[str, Any]:
-    """Field metadata: the value config.json implies when it leaves this key out (see default_of).
-
-    For fields the constructor still requires: a dataclass default would force them behind the
-    optional fields, and with them the keys of every config.json written."""
-    return {"absent": value}
-
-
-@dataclass
-class Account:
-    """One provider mailbox that SmartPop collects from."""
-
-    name: str
-    protocol: Protocol = field(metadata=_absent("pop3"))
-    host: str
-    port: int
-    security: Security = field(metadata=_absent("ssl"))
-    username: str
-    password: Secret
-    enabled: bool = True
-    allow_insecure: bool = False
-    ca_file: Optional[str] = None
-    mode: Mode = "multidrop"
-    deliver_to: Optional[str] = None
-    keep_on_server: bool = False
-    delete_after_days: Optional[int] = None
-    interval: int = 60
-    idle: bool = False
-    folder: str = "INBOX"
 
 
 @dataclass
@@ -149,99 +164,10 @@ class Config:
 
     def secrets(self) -> List[str]:
         """Every clear-text secret in the config (for redaction checks)."""
-        found = [a.password.reveal() for a in self.accounts] + [self.relay.password.reveal()]
+        found = [s for a in self.accounts for s in a.secrets()] + [self.relay.password.reveal()]
         found += [s.password.reveal() for s in self.relay.sender_relays]
         found.append(self.alerts.webhook_url.reveal())
         return [s for s in found if s]
-
-
-Parser = Callable[[str, Any], Any]
-
-
-def defaults(record: Any) -> Dict[str, Any]:
-    """Each setting of dataclass `record` that config.json may leave out, with the value it then takes."""
-    found: Dict[str, Any] = {}
-    for item in fields(record):
-        if "absent" in item.metadata:
-            found[item.name] = item.metadata["absent"]
-        elif item.default is not MISSING:
-            found[item.name] = item.default
-        elif item.default_factory is not MISSING:
-            found[item.name] = item.default_factory()
-    return found
-
-
-def default_of(record: Any, name: str) -> Any:
-    """The value setting `name` of dataclass `record` takes when config.json leaves it out (KeyError: none)."""
-    return defaults(record)[name]
-
-
-def _reader(data: Mapping[str, Any], record: Any) -> Callable[[str], Any]:
-    """`get(name)`: the document's value for `name`, or the record's default when the key is absent."""
-    known = defaults(record)
-    return lambda name: data[name] if name in data else known[name]
-
-
-def _check_keys(key: str, raw: Any, allowed: List[str], required: List[str]) -> Mapping[str, Any]:
-    """Reject non-objects, unknown keys and missing required keys."""
-    if not isinstance(raw, dict):
-        raise v.fail(key or "config", "must be a JSON object", f"make {key or 'the file'} a {{...}} object",
-                     code="not_an_object")
-    for name in raw:
-        if name not in allowed:
-            where = f"{key}.{name}" if key else name
-            raise v.fail(where, "is not a known setting",
-                         f"remove {where!r} (known here: {', '.join(sorted(allowed))})",
-                         code="unknown_setting", known=", ".join(sorted(allowed)))
-    for name in required:
-        if name not in raw or raw[name] in (None, ""):
-            where = f"{key}.{name}" if key else name
-            raise v.fail(where, "is missing", f"add {where}", code="missing")
-    return raw
-
-
-def _parse_account(key: str, raw: Any) -> Account:
-    names = [f.name for f in fields(Account)]
-    data = _check_keys(key, raw, names, ["name", "host", "username"])
-    get = _reader(data, Account)
-    protocol = v.as_choice(f"{key}.protocol", get("protocol"), PROTOCOLS)
-    security = v.as_choice(f"{key}.security", get("security"), SECURITIES)
-    allow_insecure = v.as_bool(f"{key}.allow_insecure", get("allow_insecure"))
-    if security == "none" and not allow_insecure:
-        raise v.fail(f"{key}.security", "'none' sends the password unencrypted",
-                     f"use ssl or starttls, or set {key}.allow_insecure to true if you accept that",
-                     code="insecure_needs_consent")
-    port = data.get("port")
-    mode = v.as_choice(f"{key}.mode", get("mode"), MODES)
-    deliver_to = v.as_optional(f"{key}.deliver_to", get("deliver_to"), v.as_address)
-    if mode == "single" and deliver_to is None:
-        raise v.fail(f"{key}.deliver_to", "is required when mode is 'single'",
-                     f"set {key}.deliver_to to the local mailbox, e.g. anna@firma.de",
-                     code="deliver_to_required")
-    idle = v.as_bool(f"{key}.idle", get("idle"))
-    if idle and protocol != "imap":
-        raise v.fail(f"{key}.idle", "IDLE push works only with IMAP", f"set {key}.idle to false or use imap",
-                     code="idle_needs_imap")
-    return Account(
-        name=v.as_name(f"{key}.name", data["name"]),
-        enabled=v.as_bool(f"{key}.enabled", get("enabled")),
-        protocol=protocol,
-        host=v.as_hostname(f"{key}.host", data["host"]),
-        port=DEFAULT_PORTS[(protocol, security)] if port in (None, "") else v.as_port(f"{key}.port", port),
-        security=security,
-        allow_insecure=allow_insecure,
-        username=v.as_text(f"{key}.username", data["username"], max_len=320),
-        password=Secret(v.as_secret_text(f"{key}.password", data.get("password", ""))),
-        ca_file=v.as_optional(f"{key}.ca_file", get("ca_file"), v.as_path),
-        mode=mode,
-        deliver_to=deliver_to,
-        keep_on_server=v.as_bool(f"{key}.keep_on_server", get("keep_on_server")),
-        delete_after_days=v.as_optional(f"{key}.delete_after_days", get("delete_after_days"),
-                                        lambda k, x: v.as_int(k, x, 1, 3650)),
-        interval=v.as_int(f"{key}.interval", get("interval"), 10, 86400),
-        idle=idle,
-        folder=v.as_text(f"{key}.folder", get("folder"), max_len=200),
-    )
 
 
 def _parse_sender_relay(key: str, raw: Any) -> SenderRelay:
@@ -352,7 +278,7 @@ def parse_config(raw: Any) -> Config:
         raise v.fail("schema_version", f"is {version!r}, this SmartPop understands {SCHEMA_VERSION}",
                      "upgrade SmartPop, or restore a config written by this version",
                      code="unknown_schema_version", version=repr(version), supported=SCHEMA_VERSION)
-    accounts = _parse_list("accounts", data.get("accounts", []), _parse_account)
+    accounts = _parse_list("accounts", data.get("accounts", []), parse_account)
     names = set()
     for i, account in enumerate(accounts):
         if account.name in names:
@@ -403,5 +329,6 @@ def _plain(value: Any) -> Any:
 def render_config(config: Config) -> Dict[str, Any]:
     """Turn a Config back into the JSON document (secrets in clear, for the 0600 file)."""
     document = _plain(config)
+    document["accounts"] = [trim_account(a) for a in document["accounts"]]
     # Keep schema_version first: it is what a human or a migration looks at first.
     return {"schema_version": document.pop("schema_version"), **document}

@@ -19,6 +19,11 @@ _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# OAuth2 values that go into URLs and form fields: nothing that could add a line, a field or a path.
+_TENANT = re.compile(r"^[A-Za-z0-9.-]{1,100}$")
+_CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+_TOKEN = re.compile(r"^[\x21-\x7e]*$")
+TOKEN_MAX = 16384
 # Host names and IP literals are checked by character set before ipaddress sees them: from
 # Python 3.9 on, ipaddress accepts an IPv6 scope id ("fe80::1%<anything>"), and 3.8 and 3.13
 # differ in leading zeros and in how they print IPv4-mapped addresses. These sets are the same
@@ -93,6 +98,37 @@ def as_secret_text(key: str, value: Any) -> str:
                    f"enter {key} again without line breaks", code="secret_control_characters")
     if len(value) > 512:
         raise fail(key, "is longer than 512 characters", f"shorten {key}", code="too_long", max_len=512)
+    return value
+
+
+def as_tenant(key: str, value: Any) -> str:
+    """Accept a Microsoft tenant: common, organizations, consumers, a tenant id or a domain."""
+    text = as_text(key, value, max_len=100)
+    if not _TENANT.match(text):
+        raise fail(key, f"{value!r} is not a tenant", "use common, organizations, consumers, a tenant id or a domain",
+                   code="not_a_tenant", value=_shown(value))
+    return text
+
+
+def as_client_id(key: str, value: Any) -> str:
+    """Accept an OAuth2 client id: printable ASCII without spaces, at most 200 characters."""
+    text = as_text(key, value, max_len=200)
+    if not _CLIENT_ID.match(text):
+        raise fail(key, "is not a client id (no spaces or special characters)",
+                   "copy the application (client) id of your app registration again", code="not_a_client_id")
+    return text
+
+
+def as_token(key: str, value: Any) -> str:
+    """Accept an OAuth2 token or client secret: printable ASCII, no spaces, never echoed in the error."""
+    if not isinstance(value, str):
+        raise fail(key, "must be text", f"enter {key} again", code="secret_not_text")
+    if not _TOKEN.match(value):
+        raise fail(key, "contains a space, line break or control character",
+                   f"enter {key} again", code="secret_control_characters")
+    if len(value) > TOKEN_MAX:
+        raise fail(key, f"is longer than {TOKEN_MAX} characters", f"sign in again for {key}", code="too_long",
+                   max_len=TOKEN_MAX)
     return value
 
 

@@ -9,12 +9,16 @@ config key so that no config.json can send a refresh token elsewhere.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Set, Tuple
 
 from ..errors import ConfigError
-from ..log import register_secrets
+from ..log import escape_controls, register_secrets
+
+log = logging.getLogger(__name__)
 
 KINDS = ("microsoft", "google")
 PROTOCOLS = ("pop3", "imap")
@@ -36,6 +40,13 @@ GOOGLE_MAIL_SCOPE = "https://mail.google.com/"
 _TENANT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 # Client ids are a GUID (Microsoft) or `<digits>-<id>.apps.googleusercontent.com` (Google).
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
+
+
+# The test rigs' way to point a subprocess at tests/support/oauthserver.py. Loopback only, so
+# that no environment can send a refresh token off the machine.
+TEST_BASE_ENV = "SMARTPOP_OAUTH_TEST_BASE"
+_LOOPBACK_BASE = re.compile(r"^http://(?:127\.0\.0\.1|\[::1\]):[1-9][0-9]{0,4}/?\Z")
+_warned: Set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -129,3 +140,17 @@ def provider_from_config(oauth: Mapping[str, Any], *, endpoint_base: str = "") -
                           key="oauth.client_secret", code="oauth_client_secret")
     register_secrets([secret])
     return google(client_id, secret, endpoint_base)
+
+
+def endpoint_base_from_env() -> str:
+    """$SMARTPOP_OAUTH_TEST_BASE when it is an http://127.0.0.1:PORT or http://[::1]:PORT URL, else ""."""
+    value = os.environ.get(TEST_BASE_ENV, "")
+    if not value:
+        return ""
+    if _LOOPBACK_BASE.match(value) and int(value.rstrip("/").rsplit(":", 1)[1]) <= 65535:
+        return value.rstrip("/")
+    if value not in _warned:
+        _warned.add(value)
+        log.warning("%s=%s ignored: only http://127.0.0.1:PORT or http://[::1]:PORT is allowed", TEST_BASE_ENV,
+                    escape_controls(value)[:100])
+    return ""

@@ -147,6 +147,24 @@
     });
   });
 
+  // Account form: the password field or the OAuth2 fields, and per provider tenant or client secret.
+  var authSelect = document.getElementById("f-auth");
+  function syncAuth() {
+    if (!authSelect) { return; }
+    var provider = document.getElementById("f-provider").value;
+    document.querySelectorAll("[data-auth]").forEach(function (el) {
+      el.hidden = el.getAttribute("data-auth") !== authSelect.value;
+    });
+    document.querySelectorAll("[data-provider]").forEach(function (el) {
+      if (el.id === "signin") { return; }
+      el.hidden = el.getAttribute("data-provider") !== provider;
+    });
+  }
+  if (authSelect) {
+    authSelect.addEventListener("change", syncAuth);
+    document.getElementById("f-provider").addEventListener("change", syncAuth);
+  }
+
   // Provider presets fill host, port and security.
   var presetSelect = document.getElementById("f-preset");
   var presetData = document.getElementById("presets");
@@ -165,6 +183,11 @@
       form.elements.security.value = entry.security;
       var note = document.getElementById("preset-note");
       if (note) { note.textContent = preset.note ? (notes[preset.note] || "") : ""; }
+      if (form.elements.auth) {
+        form.elements.auth.value = preset.oauth ? "oauth2" : "password";
+        if (preset.oauth) { form.elements.provider.value = preset.oauth; }
+        syncAuth();
+      }
     });
     var protocol = document.getElementById("f-protocol");
     if (protocol) {

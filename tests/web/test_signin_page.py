@@ -26,7 +26,7 @@ from smartpop.web import i18n, signin
 from smartpop.web.app import create_app
 from smartpop.web.proof import PROOF_HEADER
 from smartpop.web.security import SESSION_HEADER, USER_HEADER, Caller, csrf_token
-from support.oauthserver import CLIENT_ID, CLIENT_SECRET, OAuthServer
+from support.oauthserver import CLIENT_ID, OAuthServer
 from support.samples import sample_document
 
 SECRET = "proof-secret-for-the-signin-tests-0123456789"
@@ -145,6 +145,9 @@ def test_device_sign_in_stores_the_grant_and_nothing_else(app: Flask, paths: Pat
     (user_code,) = [entry["user_code"] for entry in server.device.values()]
     assert f'id="user-code" class="user-code">{user_code}<' in html
     assert f'href="{server.base}/devicelogin"' in html
+    for scope in ("https://outlook.office.com/POP.AccessAsUser.All", "https://outlook.office.com/IMAP.AccessAsUser.All",
+                  "offline_access", "Allow public client flows"):
+        assert scope in html
     server.slow_downs = 1
     assert _poll(web, attempt) == {"ok": True, "state": "pending", "interval": 10,
                                    "message": CATALOGS["en"]["signin.waiting"]}
@@ -238,7 +241,7 @@ def test_every_error_code_has_both_languages() -> None:
     from smartpop.web.views.signin import CODES
 
     for lang in ("en", "de"):
-        for code in CODES + ("failed",):
+        for code in (*CODES, "failed"):
             assert CATALOGS[lang].get(f"signin.error.{code}"), (lang, code)
     assert all(CATALOGS["en"][f"signin.error.{c}"] != CATALOGS["de"][f"signin.error.{c}"] for c in CODES)
 

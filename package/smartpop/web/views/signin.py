@@ -15,8 +15,8 @@ from smartpop.collector import service as collector
 from smartpop.config.schema import render_config
 from smartpop.errors import AuthError, ConfigError, ConnectError, SmartPopError, TemporaryError
 from smartpop.log import redact
+from smartpop.oauth import providers
 from smartpop.web import explain, signin
-from smartpop.web.forms import form_message
 from smartpop.web.views.common import answer, load_config, page, paths, t
 from smartpop.web.views.formpage import Reply, reply
 
@@ -26,6 +26,13 @@ bp = Blueprint("signin", __name__, url_prefix="/accounts")
 # SignInRequired codes with a text of their own ("signin.error.<code>"); any other says "failed".
 CODES = ("not_signed_in", "revoked", "declined", "expired", "bad_code", "access_denied", "state_mismatch",
          "bad_paste", "no_refresh_token", "provider_error", "changed", "unavailable", "app")
+
+# What the page's registration help names: the consoles as plain text (no links out of the app),
+# the exact scopes SmartPop asks for, and where the full steps are.
+REGISTER = {"ms_console": "https://entra.microsoft.com",
+            "ms_scopes": (providers.MS_POP3_SCOPE, providers.MS_IMAP_SCOPE, providers.MS_OFFLINE_SCOPE),
+            "google_console": "https://console.cloud.google.com", "google_scope": providers.GOOGLE_MAIL_SCOPE,
+            "docs": "docs/OAUTH2.md"}
 
 
 def pending_store(app: Flask) -> signin.PendingStore:
@@ -58,7 +65,7 @@ def _account(name: str) -> Tuple[Dict[str, Any], Optional[str]]:
 
 def error_text(code: str) -> str:
     """The one-line reason of a failed sign-in in the page's language."""
-    return t("signin.error." + (code if code in CODES else "failed"))
+    return t(f"signin.error.{code if code in CODES else 'failed'}")
 
 
 def _failure_code(exc: SmartPopError) -> str:
@@ -76,7 +83,8 @@ def _page(doc: Dict[str, Any], last_error: Optional[str], pending: Optional[sign
               "provider": oauth.get("provider", ""), "tenant": oauth.get("tenant") or "common"}
     body = page("signin.html", page_title="signin.title", account=public, state=signin.state_of(doc, last_error),
                 code=pending.code if pending else None, auth_url=pending.request.url if pending and pending.request
-                else "", attempt=attempt, failed=error_text(failed) if failed else "", detail=redact(detail))
+                else "", attempt=attempt, failed=error_text(failed) if failed else "", detail=redact(detail),
+                register=REGISTER)
     return reply(body, status)
 
 
@@ -97,7 +105,7 @@ def start(name: str) -> Reply:
     try:
         attempt, _ = signin.start(_store(), doc, _owner())
     except ConfigError as exc:
-        return _page(doc, last_error, failed="app", detail=form_message(exc, g.lang, human=True), status=422)
+        return _page(doc, last_error, failed="app", detail=str(exc), status=422)
     except SmartPopError as exc:
         return _page(doc, last_error, failed=_failure_code(exc), detail=str(exc), status=502)
     return redirect(url_for("signin.show", name=name, attempt=attempt))

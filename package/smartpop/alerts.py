@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from smartpop import fsutil
 from smartpop.config.schema import Config
-from smartpop.errors import LockBusy
+from smartpop.errors import LockBusy, SignInRequired
 from smartpop.health.daily import DailyHealth
 from smartpop.log import redact
 from smartpop.paths import Paths
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 APP_ID = "SYNO.SDS._ThirdParty.App.SmartPop"
 SYNODSMNOTIFY = "/usr/syno/bin/synodsmnotify"
 CHANNELS = ["dsm", "email", "webhook"]
-KINDS = ["account_failing", "fallback", "relay_drift", "relay_task", "state_write", "health", "test"]
+KINDS = ["account_failing", "fallback", "relay_drift", "relay_task", "state_write", "health", "sign_in", "test"]
 NOT_AVAILABLE = "not available on this system"
 NOT_CONFIGURED = "not configured"
 _thread_lock = threading.Lock()
@@ -184,6 +184,19 @@ def notify(paths: Paths, config: Config, kind: str, subject: str, text: str, key
             results[channel] = f"failed: {redact(str(exc)) or type(exc).__name__}"
             log.warning("alert %s via %s failed: %s", slot, channel, results[channel])
     return results
+
+
+def sign_in_needed(paths: Paths, config: Config, account: str, exc: SignInRequired) -> None:
+    """Alert that OAuth2 account `account` lost its grant; nothing for one never signed in (being set up)."""
+    if exc.code == "not_signed_in":
+        return
+    try:
+        # Rate-limited per account like every alert: one per repeat_minutes, not one per poll.
+        notify(paths, config, "sign_in", f"Account {account} needs a new sign-in",
+               f"SmartPop can no longer log in to {account}: {exc}. Open SmartPop > Accounts and sign in again. "
+               "Its mail stays on the provider's server until then.", key=account)
+    except Exception:  # an alert channel must never turn a failed login into a crash
+        log.exception("%s: the alert about the sign-in could not be sent", account)
 
 
 def _epoch(stamp: Optional[str]) -> Optional[float]:

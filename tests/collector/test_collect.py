@@ -112,13 +112,13 @@ def test_connection_tester(env: Env) -> None:
     env.users()
     env.fill([message(1, "x@remote.test"), message(2, "x@remote.test")])
     config = env.write_config()
-    answer = service.test_connection(config.accounts[0])
+    answer = service.test_connection(env.paths, config.accounts[0])
     assert "2 message(s) waiting" in answer and "Dovecot" in answer
     bad = env.write_config([env.account(password="nope")]).accounts[0]
     with pytest.raises(AuthError):
-        service.test_connection(bad)
+        service.test_connection(env.paths, bad)
     with pytest.raises(ConnectError):
-        service.test_connection(env.write_config([env.account(port=1)]).accounts[0], timeout=5)
+        service.test_connection(env.paths, env.write_config([env.account(port=1)]).accounts[0], timeout=5)
     assert env.left_on_provider() == 2
 
 

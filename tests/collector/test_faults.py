@@ -113,7 +113,7 @@ def test_silent_server_times_out_with_one_line(env: Env, monkeypatch: pytest.Mon
         config = env.write_config([env.account(name="silent", port=silent.getsockname()[1]), env.account()])
         summary = service.fetch_all(env.paths, config)
         with pytest.raises(ConnectError, match="timed out"):
-            service.test_connection(config.accounts[0], timeout=2.0)
+            service.test_connection(env.paths, config.accounts[0], timeout=2.0)
     finally:
         silent.close()
     assert summary.results["silent"].error.startswith("timed out talking to localhost:")
@@ -204,7 +204,7 @@ def test_starttls_not_offered_never_sends_the_password(env: Env, protocol: str) 
     try:
         config = env.write_config([env.account(protocol=protocol, security="starttls", port=server.port)])
         with pytest.raises(ConnectError, match="STARTTLS|STLS"):
-            service.test_connection(config.accounts[0], timeout=10)
+            service.test_connection(env.paths, config.accounts[0], timeout=10)
     finally:
         server.close()
     sent = b"".join(server.received)

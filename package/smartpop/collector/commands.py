@@ -11,7 +11,7 @@ from typing import Optional
 
 from smartpop.collector import delivery, service
 from smartpop.config import store
-from smartpop.errors import TemporaryError
+from smartpop.errors import SignInRequired, TemporaryError
 from smartpop.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,13 @@ def cmd_check(paths: Paths, args: argparse.Namespace) -> int:
             print(f"{account.name}: disabled, not tested")
             continue
         try:
-            print(f"{account.name}: ok: {service.test_connection(account)}")
+            print(f"{account.name}: ok: {service.test_connection(paths, account)}")
+        except SignInRequired as exc:
+            failed += 1
+            print(f"{account.name}: {exc}")
+            from smartpop import alerts
+
+            alerts.sign_in_needed(paths, config, account.name, exc)
         except TemporaryError as exc:
             failed += 1
             print(f"{account.name}: FAILED: {exc}")

@@ -64,6 +64,7 @@ class AccountResult:
     error: Optional[str] = None
     problems: List[str] = field(default_factory=list)
     quiet: bool = False  # found nothing, changed nothing, wrote nothing (not logged)
+    sign_in: bool = False  # an OAuth2 account needs the admin to sign in (again); `error` says which
 
 
 class AccountRun:

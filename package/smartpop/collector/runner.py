@@ -25,7 +25,7 @@ import threading
 from typing import Optional
 
 from smartpop import fsutil
-from smartpop.collector import spool
+from smartpop.collector import logins, spool
 from smartpop.collector.concurrency import PROCESS, Guards
 from smartpop.collector.mailbox import AccountResult, AccountRun, Progress
 from smartpop.collector.source import Source
@@ -33,7 +33,7 @@ from smartpop.collector.sources import open_source
 from smartpop.collector.state import Store
 from smartpop.collector.storepool import StorePool
 from smartpop.config.schema import Account, Config
-from smartpop.errors import LockBusy, ProtocolError, SmartPopError, StateError
+from smartpop.errors import LockBusy, ProtocolError, SignInRequired, SmartPopError, StateError
 from smartpop.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def _collect(run: AccountRun) -> None:
     try:
         run.recover()
         run.show_progress("connect", 0, 0)
-        source = open_source(account, NETWORK_TIMEOUT)
+        source = open_source(account, NETWORK_TIMEOUT, logins.credential_for(paths, account))
         try:
             run.run(source)
         finally:
@@ -126,6 +126,11 @@ def _collect(run: AccountRun) -> None:
         # Nothing more is deleted on the server: a DELE only follows a durable record.
         result.ok, result.error = False, str(exc)
         _state_failed(paths, config, account, exc)
+    except SignInRequired as exc:  # no login possible until the admin signs in; the daemon backs off
+        result.ok, result.error, result.sign_in = False, str(exc), True
+        from smartpop import alerts
+
+        alerts.sign_in_needed(paths, config, account.name, exc)
     except SmartPopError as exc:  # TemporaryError included: the mail waits for the next run
         result.ok, result.error = False, str(exc)
     except Exception as exc:  # one broken account must not stop the others

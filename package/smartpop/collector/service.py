@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from smartpop.collector import headers, recipients, runner, statusread
+from smartpop.collector import headers, logins, recipients, runner, statusread
 from smartpop.collector.policy import policy_for
 from smartpop.collector.runner import AccountResult, run_account
 from smartpop.collector.sources import open_source
@@ -43,6 +43,8 @@ class FetchSummary:
         for name, r in self.results.items():
             if r.skipped:
                 out.append(f"{name}: skipped, another SmartPop run is collecting this mailbox")
+            elif r.sign_in:
+                out.append(f"{name}: {r.error}")
             elif r.error and not r.collected:
                 out.append(f"{name}: FAILED: {r.error}")
             else:
@@ -80,9 +82,9 @@ def fetch_all(paths: Paths, config: Config, account: Optional[str] = None,
     return summary
 
 
-def test_connection(account: Account, timeout: float = 15.0) -> str:
-    """Log in, count the messages, log out without changing anything; raise ConnectError/AuthError."""
-    source = open_source(account, timeout)
+def test_connection(paths: Paths, account: Account, timeout: float = 15.0) -> str:
+    """Log in, count the messages, log out without changing anything; raise ConnectError/AuthError/SignInRequired."""
+    source = open_source(account, timeout, logins.credential_for(paths, account))
     try:
         count = len(source.list())
         greeting = headers.safe_header_text(source.greeting, 120)

@@ -260,7 +260,7 @@ def test() -> Response:
     except (ConfigError, FormError) as exc:
         return answer(False, form_message(exc, g.lang, human=True), 422, fields=errors_of(exc, g.lang, ACCOUNT_FIELDS))
     try:
-        greeting = collector.test_connection(account, timeout=15.0)
+        greeting = collector.test_connection(paths(), account, timeout=15.0)
     except AuthError as exc:
         return answer(False, explain.connection_failed(g.lang, redact(str(exc)), "auth_failed"))
     except ConnectError as exc:

@@ -162,3 +162,18 @@ def test_presets_choose_oauth2_and_the_form_shows_its_fields(oauth_rig: Rig, bro
     assert browser.el("#f-client_secret").get_attribute("value") == ""
     assert "gcs-Typed-In-Browser" not in browser.driver.page_source
     assert json.dumps(saved).count("gcs-Typed-In-Browser") == 1
+
+
+def test_a_declined_device_sign_in_says_so_and_offers_start_again(oauth_rig: Rig, server: OAuthServer,
+                                                                  browser: Browser) -> None:
+    browser.login(oauth_rig)
+    browser.open(oauth_rig, "/accounts/outlook/signin")
+    browser.el("#start-signin").click()
+    browser.wait(lambda: browser.el("#user-code").is_displayed(), what="the user code")
+    assert not browser.el("#start-again").is_displayed()
+    server.decline()
+    browser.wait(lambda: browser.el("#start-again").is_displayed(), timeout=40, what="Start again")
+    assert browser.text("#device-status") == "The sign-in was declined at the provider."
+    browser.el("#start-again").click()
+    browser.wait(lambda: len(server.device) == 2 and browser.el("#user-code").is_displayed(), what="a new code")
+    assert not oauth_rig.config_document()["accounts"][1]["oauth"].get("refresh_token")

@@ -20,7 +20,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from markupsafe import escape
 
+from smartpop.collector.state import Store
 from smartpop.config import store
+from smartpop.errors import SignInRequired
+from smartpop.oauth import providers, refresh, tokens
 from smartpop.paths import Paths, ensure_data_dir
 from smartpop.web import i18n, signin
 from smartpop.web.app import create_app
@@ -238,7 +241,7 @@ def test_device_failures_are_one_localized_line(app: Flask, paths: Paths, server
 
 
 def test_every_error_code_has_both_languages() -> None:
-    from smartpop.web.views.signin import CODES
+    from smartpop.web.signin import CODES
 
     for lang in ("en", "de"):
         for code in (*CODES, "failed"):
@@ -304,7 +307,31 @@ def test_a_changed_registration_during_the_sign_in_stores_nothing(app: Flask, pa
     assert _stored(paths, "ms")["oauth"]["refresh_token"] == ""
 
 
-def test_a_revoked_grant_shows_sign_in_again() -> None:
+def test_a_revoked_grant_shows_sign_in_again_on_the_accounts_page(app: Flask, paths: Paths,
+                                                                   server: OAuthServer) -> None:
+    web = Web(app)
+    attempt, _ = _device_start(web)
+    server.approve()
+    assert _poll(web, attempt)["state"] == "done"
+    server.revoke_all()
+    stored = _stored(paths, "ms")["oauth"]["refresh_token"]
+    provider = providers.provider_from_config({"provider": "microsoft", "client_id": CLIENT_ID},
+                                              endpoint_base=server.base)
+    with pytest.raises(SignInRequired) as failed:
+        refresh.refresh(provider, tokens.stored(stored), "pop3")
+    assert failed.value.code == "revoked"
+    # The account's last error as the collector records a failed run.
+    state = Store(paths.state_db)
+    try:
+        state.run_finished("ms", False, 0, 0, str(failed.value), None)
+    finally:
+        state.close()
+    for lang, text in (("en", "sign in again"), ("de", "erneut anmelden")):
+        listing = Web(app, lang=lang).get("/accounts/").get_data(as_text=True)
+        assert re.search(rf'signin-state">{text}<', listing), lang
+
+
+def test_sign_in_states() -> None:
     doc = {"auth": "oauth2", "oauth": {"provider": "microsoft", "client_id": "x", "refresh_token": "rt"}}
     revoked = "the sign-in is no longer valid (invalid_grant: AADSTS70000): sign in again on the Accounts page"
     assert signin.state_of(doc, revoked) == signin.SIGN_IN_AGAIN
@@ -317,3 +344,10 @@ def test_a_password_account_has_no_sign_in_page(app: Flask) -> None:
     assert web.get("/accounts/sammelpostfach/signin").status_code == 404
     assert web.post("/accounts/sammelpostfach/signin/start", {}).status_code == 404
     assert web.get("/accounts/nobody/signin").status_code == 404
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_test_connection_without_a_grant_says_sign_in_first(app: Flask, server: OAuthServer, lang: str) -> None:
+    answer = Web(app, lang=lang).post("/accounts/ms/signin/test", {}).get_json()
+    assert answer == {"ok": False, "message": CATALOGS[lang]["signin.error.not_signed_in"]}
+    assert server.requests == []  # nothing asked the provider: there is no grant to use

@@ -35,6 +35,9 @@ NOT_SIGNED_IN = "not_signed_in"
 SIGN_IN_AGAIN = "sign_in_again"
 # The one line SignInRequired("... sign in again ...", code="revoked") leaves as the account's last error.
 _REVOKED_MARK = "sign in again"
+# SignInRequired codes with a text of their own ("signin.error.<code>"); any other says "failed".
+CODES = ("not_signed_in", "revoked", "declined", "expired", "bad_code", "access_denied", "state_mismatch",
+         "bad_paste", "no_refresh_token", "provider_error", "changed", "unavailable", "app")
 # What of an account a grant is bound to: another app registration or server gets none of it.
 BINDING = ("provider", "client_id", "tenant")
 SERVER = ("protocol", "host", "port", "security", "username")

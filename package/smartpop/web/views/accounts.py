@@ -16,11 +16,12 @@ from smartpop.config.schema import (
     OAUTH_KINDS,
     PROTOCOLS,
     SECURITIES,
+    Account,
     Config,
     parse_config,
     render_config,
 )
-from smartpop.errors import AuthError, ConfigError, ConnectError, SmartPopError
+from smartpop.errors import AuthError, ConfigError, ConnectError, SignInRequired, SmartPopError
 from smartpop.log import redact
 from smartpop.web import explain, presets, signin
 from smartpop.web.forms import (
@@ -38,7 +39,7 @@ from smartpop.web.forms import (
     new_account_values,
     require_same_server,
 )
-from smartpop.web.views.common import answer, load_config, page, paths
+from smartpop.web.views.common import answer, load_config, page, paths, t
 from smartpop.web.views.formpage import Reply, reply
 
 log = logging.getLogger(__name__)
@@ -259,8 +260,15 @@ def test() -> Response:
             require_same_server(config.account(existing["name"]), account, ACCOUNT_SERVER)
     except (ConfigError, FormError) as exc:
         return answer(False, form_message(exc, g.lang, human=True), 422, fields=errors_of(exc, g.lang, ACCOUNT_FIELDS))
+    return connection_answer(account)
+
+
+def connection_answer(account: Account) -> Response:
+    """Log in to `account` once and answer the page script with the outcome in the page's language."""
     try:
         greeting = collector.test_connection(paths(), account, timeout=15.0)
+    except SignInRequired as exc:
+        return answer(False, t(f"signin.error.{exc.code if exc.code in signin.CODES else 'failed'}"))
     except AuthError as exc:
         return answer(False, explain.connection_failed(g.lang, redact(str(exc)), "auth_failed"))
     except ConnectError as exc:

@@ -11,21 +11,19 @@ from typing import Any, Dict, Optional, Tuple
 
 from flask import Blueprint, Flask, Response, abort, current_app, g, redirect, request, url_for
 
-from smartpop.collector import service as collector
 from smartpop.config.schema import render_config
-from smartpop.errors import AuthError, ConfigError, ConnectError, SmartPopError, TemporaryError
+from smartpop.errors import ConfigError, SmartPopError, TemporaryError
 from smartpop.log import redact
 from smartpop.oauth import providers
-from smartpop.web import explain, signin
+from smartpop.web import signin
+from smartpop.web.signin import CODES
+from smartpop.web.views.accounts import connection_answer
 from smartpop.web.views.common import answer, load_config, page, paths, t
 from smartpop.web.views.formpage import Reply, reply
 
 log = logging.getLogger(__name__)
 bp = Blueprint("signin", __name__, url_prefix="/accounts")
 
-# SignInRequired codes with a text of their own ("signin.error.<code>"); any other says "failed".
-CODES = ("not_signed_in", "revoked", "declined", "expired", "bad_code", "access_denied", "state_mismatch",
-         "bad_paste", "no_refresh_token", "provider_error", "changed", "unavailable", "app")
 
 # What the page's registration help names: the consoles as plain text (no links out of the app),
 # the exact scopes SmartPop asks for, and where the full steps are.
@@ -163,12 +161,4 @@ def test(name: str) -> Response:
     config, error = load_config()
     if config is None:
         return answer(False, error or "", 409)
-    try:
-        greeting = collector.test_connection(config.account(name), timeout=15.0)
-    except AuthError as exc:
-        return answer(False, explain.connection_failed(g.lang, redact(str(exc)), "auth_failed"))
-    except ConnectError as exc:
-        return answer(False, explain.connection_failed(g.lang, redact(str(exc)), "connect_failed"))
-    except (SmartPopError, OSError) as exc:
-        return answer(False, explain.connection_failed(g.lang, redact(str(exc))))
-    return answer(True, explain.connection_ok(g.lang, redact(greeting)))
+    return connection_answer(config.account(name))

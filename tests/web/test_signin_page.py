@@ -19,6 +19,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from markupsafe import escape
+from webrig import Browserless, Rig
 
 from smartpop.collector.state import Store
 from smartpop.config import store
@@ -351,3 +352,15 @@ def test_test_connection_without_a_grant_says_sign_in_first(app: Flask, server: 
     answer = Web(app, lang=lang).post("/accounts/ms/signin/test", {}).get_json()
     assert answer == {"ok": False, "message": CATALOGS[lang]["signin.error.not_signed_in"]}
     assert server.requests == []  # nothing asked the provider: there is no grant to use
+
+
+def test_a_dsm_user_who_is_no_admin_gets_nothing(rig: Rig) -> None:
+    # Through the real CGI: the DSM administrators check happens before the backend sees anything.
+    anna = Browserless(rig, "anna")
+    token = anna.token
+    for method, path in (("get", "/accounts/sammelpostfach/signin"), ("post", "/accounts/sammelpostfach/signin/start"),
+                         ("post", "/accounts/sammelpostfach/signin/poll")):
+        response = getattr(anna, method)(f"{path}?SynoToken={token}")
+        assert response.status_code == 403, path
+        assert "administrators only" in response.text, path
+        assert "sammel" not in response.text and "signin" not in response.text

@@ -69,6 +69,7 @@ def test_an_unchanged_edit_keeps_grant_and_client_secret(app: Flask, paths: Path
     web = Web(app)
     response = web.post("/accounts/gm/edit", dict(FORM, interval="120"))
     assert response.status_code == 302, response.get_data(as_text=True)
+    assert response.headers["Location"].endswith("/accounts/?done=saved")  # still signed in: back to the list
     oauth = _oauth(paths, "gm")
     assert oauth["refresh_token"] == TOKEN and oauth["client_secret"] == GOOGLE_SECRET
 
@@ -81,6 +82,7 @@ def test_a_changed_registration_or_server_drops_the_grant(app: Flask, paths: Pat
     web = Web(app)
     response = web.post("/accounts/gm/edit", dict(FORM, **change))
     assert response.status_code == 302, response.get_data(as_text=True)
+    assert response.headers["Location"].endswith("/accounts/gm/signin?done=saved")  # sign in anew
     oauth = _oauth(paths, "gm")
     assert oauth["refresh_token"] == ""
     assert TOKEN not in paths.config.read_text()
@@ -105,6 +107,7 @@ def test_a_new_microsoft_account_needs_no_password(app: Flask, paths: Paths) -> 
                 client_id="00000000-aaaa-4bbb-8ccc-000000000001", tenant="")
     response = web.post("/accounts/new", form)
     assert response.status_code == 302, response.get_data(as_text=True)
+    assert response.headers["Location"].endswith("/accounts/ms/signin?done=created")
     oauth = _oauth(paths, "ms")
     assert oauth == {"provider": "microsoft", "client_id": form["client_id"], "tenant": "common",
                      "refresh_token": ""}

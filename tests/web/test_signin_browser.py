@@ -155,7 +155,10 @@ def test_presets_choose_oauth2_and_the_form_shows_its_fields(oauth_rig: Rig, bro
     browser.fill("#f-client_secret", "gcs-Typed-In-Browser")
     browser.shot("account-form-oauth")
     browser.el("#save-account").click()
-    browser.wait(lambda: browser.el('tr[data-account="firma-gmail"]').is_displayed(), what="account listed")
+    # Saved and not signed in yet: the form leads on to the account's sign-in page.
+    browser.wait(lambda: browser.el("#start-signin").is_displayed(), what="the sign-in page")
+    assert "Account created." in browser.text("main") and browser.text("#signin-state") == "not signed in yet"
+    assert "firma-gmail" in browser.text("h1")
     saved = next(a for a in oauth_rig.config_document()["accounts"] if a["name"] == "firma-gmail")
     assert saved["auth"] == "oauth2" and saved["oauth"]["client_secret"] == "gcs-Typed-In-Browser"
     browser.open(oauth_rig, "/accounts/firma-gmail/edit")
@@ -174,6 +177,7 @@ def test_a_declined_device_sign_in_says_so_and_offers_start_again(oauth_rig: Rig
     server.decline()
     browser.wait(lambda: browser.el("#start-again").is_displayed(), timeout=40, what="Start again")
     assert browser.text("#device-status") == "The sign-in was declined at the provider."
+    browser.shot("signin-declined")
     browser.el("#start-again").click()
     browser.wait(lambda: len(server.device) == 2 and browser.el("#user-code").is_displayed(), what="a new code")
     assert not oauth_rig.config_document()["accounts"][1]["oauth"].get("refresh_token")

@@ -194,7 +194,11 @@ def _save(original: Optional[str]) -> Reply:
         errors = {**_all_errors(original, fields), **errors_of(exc, g.lang, fields)}
         return _form_page(shown, errors, original is None, status=422)
     log.info("account %s %s by %s", saved["name"], "created" if original is None else "changed", g.caller.user)
-    return redirect(url_for("accounts.index", done="created" if original is None else "saved"))
+    done = "created" if original is None else "saved"
+    if saved.get("auth") == "oauth2" and not signin.oauth_block(saved).get("refresh_token"):
+        # Not signed in (yet, or no more after a new registration): the next step is the sign-in.
+        return redirect(url_for("signin.show", name=saved["name"], done=done))
+    return redirect(url_for("accounts.index", done=done))
 
 
 @bp.route("/new", methods=["POST"])

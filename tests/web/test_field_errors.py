@@ -9,15 +9,18 @@ import html
 import json
 import re
 import string
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Set, Tuple
 
 import pytest
 from webrig import Browserless, Rig
 
+from smartpop.config import grants, store
 from smartpop.config import validators as v
 from smartpop.config.schema import parse_config
 from smartpop.errors import ConfigError
+from smartpop.paths import Paths, ensure_data_dir
 from smartpop.web import i18n
 from smartpop.web.forms import FormError, errors_of, field_message, form_message, parse_aliases
 from support.samples import sample_document
@@ -152,6 +155,19 @@ PAGE_CASES = [
              "daher wird das gespeicherte Passwort nicht verwendet. Bitte das Passwort eingeben.",
              "The connection settings changed (protocol, server, port, encryption or user name), so the stored "
              "password is not used. Enter the password.", "the stored password is not used"),
+    PageCase("not_a_client_id", "/accounts/new", {"auth": "oauth2", "provider": "microsoft", "client_id": "a b"},
+             "client_id", "Das ist keine Client-ID (keine Leerzeichen oder Sonderzeichen). Bitte die Anwendungs-ID "
+             "(Client) erneut kopieren.", "This is not a client ID (no spaces or special characters). Copy the "
+             "application (client) ID again.", "is not a client id"),
+    PageCase("not_a_tenant", "/accounts/new", {"auth": "oauth2", "provider": "microsoft", "client_id": "abc-123",
+                                               "tenant": "evil/path"}, "tenant",
+             "„evil/path“ ist kein Mandant. Bitte common, organizations, consumers, eine Mandanten-ID oder eine "
+             "Domain angeben.", "“evil/path” is not a tenant. Use common, organizations, consumers, a tenant ID or "
+             "a domain.", "is not a tenant"),
+    PageCase("client_secret_required", "/accounts/new", {"auth": "oauth2", "provider": "google",
+                                                         "client_id": "abc-123"}, "client_secret",
+             "Google braucht den Clientschlüssel Ihres Desktop-App-Clients.",
+             "Google needs the client secret of your desktop app client.", "is required for Google"),
     PageCase("alias_line", "/routing/", {"aliases": "info@firma.de: anna@firma.de\nkaputt"}, "aliases",
              "Zeile 2 hat nicht die Form „alias@domain: ziel@domain, …“. Bitte pro Zeile einen Alias, einen "
              "Doppelpunkt und dann die Zieladressen schreiben.",
@@ -170,6 +186,14 @@ def _doc(**changes: Any) -> Dict[str, Any]:
     document = sample_document()
     document.update(changes)
     return document
+
+
+def _grant_for_a_password_account() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        paths = Paths(Path(folder) / "data")
+        ensure_data_dir(paths)
+        store.save_document(paths, sample_document())
+        grants.save_refresh_token(paths, "sammelpostfach", "rt-for-a-password-account")
 
 
 class UnitCase(NamedTuple):
@@ -216,6 +240,16 @@ UNIT_CASES = [
     UnitCase("name_taken", lambda: parse_config(_doc(accounts=sample_document()["accounts"] * 2)),
              "Der Name „sammelpostfach“ ist schon vergeben. Bitte einen anderen Namen wählen.",
              "The name “sammelpostfach” is used already. Choose another name."),
+    UnitCase("oauth_required", lambda: parse_config(_doc(accounts=[dict(sample_document()["accounts"][0],
+                                                                        auth="oauth2")])),
+             "Bitte den OAuth2-Anbieter wählen und die Client-ID Ihrer App-Registrierung eingeben.",
+             "Choose the OAuth2 provider and enter the client ID of your app registration."),
+    UnitCase("oauth_without_oauth2", lambda: parse_config(_doc(accounts=[dict(
+        sample_document()["accounts"][0], oauth={"provider": "microsoft", "client_id": "abc-123"})])),
+             "OAuth2-Einstellungen gelten nur mit dem Anmeldeverfahren OAuth2.",
+             "OAuth2 settings are only used with the sign-in method OAuth2."),
+    UnitCase("not_oauth2", lambda: _grant_for_a_password_account(),
+             "Dieses Konto meldet sich nicht mit OAuth2 an.", "This account does not sign in with OAuth2."),
     UnitCase("alias_line", lambda: parse_aliases("nur-text"),
              "Zeile 1 hat nicht die Form „alias@domain: ziel@domain, …“. Bitte pro Zeile einen Alias, einen "
              "Doppelpunkt und dann die Zieladressen schreiben.",

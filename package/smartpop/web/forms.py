@@ -15,6 +15,7 @@ from werkzeug.datastructures import MultiDict
 
 from smartpop.config import store
 from smartpop.config.schema import (
+    DEFAULT_PORTS,
     RELAY_SECURITY,
     Account,
     Config,
@@ -33,7 +34,12 @@ FieldErrors = Dict[str, str]
 
 # The fields each form shows an error next to; an error about any other key goes to the page top.
 ACCOUNT_FIELDS = ("name", "enabled", "protocol", "security", "host", "port", "username", "password", "mode",
-                  "deliver_to", "interval", "folder", "ca_file", "keep_on_server", "idle", "allow_insecure")
+                  "deliver_to", "interval", "folder", "ca_file", "keep_on_server", "idle", "allow_insecure",
+                  "auth", "provider", "client_id", "tenant", "client_secret")
+# The account form's OAuth2 inputs, which config.json keeps in the account's `oauth` block.
+OAUTH_FIELDS = ("provider", "client_id", "tenant", "client_secret")
+# A grant (refresh token) belongs to one app registration and one mailbox: any change here drops it.
+GRANT_BINDING = ("provider", "client_id", "tenant")
 ROUTING_FIELDS = ("local_domains", "aliases", "fallback_recipient")
 RELAY_FIELDS = ("enabled", "host", "port", "security", "username", "password")
 SENDER_FIELDS = ("sender", "host", "port", "security", "username", "password")
@@ -199,8 +205,35 @@ def new_account_values() -> Document:
     return shown
 
 
+def _server_of(doc: Mapping[str, Any]) -> Tuple[Any, ...]:
+    """Where an account logs in, with the default port filled in (the form may leave it empty)."""
+    protocol, security = doc.get("protocol"), doc.get("security")
+    port = doc.get("port") or DEFAULT_PORTS.get((protocol, security))  # type: ignore[arg-type]
+    return (protocol, str(doc.get("host") or "").lower(), str(port), security, doc.get("username"))
+
+
+def oauth_document(form: MultiDict[str, str], existing: Optional[Document], server: Tuple[Any, ...]) -> Document:
+    """The `oauth` block from the form: an empty client secret keeps the stored one for the same client,
+    and the stored grant stays only while the app registration and the server and user are unchanged."""
+    stored: Mapping[str, Any] = (existing or {}).get("oauth") or {}
+    provider = (form.get("provider") or "").strip()
+    block: Document = {"provider": provider, "client_id": (form.get("client_id") or "").strip()}
+    if provider == "microsoft":
+        block["tenant"] = (form.get("tenant") or "").strip() or "common"
+    same_client = all(stored.get(k) == block.get(k) for k in ("provider", "client_id"))
+    secret = form.get("client_secret", "") or (stored.get("client_secret", "") if same_client else "")
+    if provider != "microsoft" or secret:
+        block["client_secret"] = secret
+    same_grant = all((stored.get(k) or "") == (block.get(k) or "") for k in GRANT_BINDING)
+    if stored.get("refresh_token") and same_grant and existing is not None and _server_of(existing) == server:
+        block["refresh_token"] = stored["refresh_token"]
+    return block
+
+
 def account_document(form: MultiDict[str, str], existing: Optional[Document]) -> Document:
     """An account document from the account form; keeps the stored password when left empty."""
+    if form.get("auth") == "oauth2":
+        return _oauth_account_document(form, existing)
     password = form.get("password", "")
     if not password:
         if existing is None:
@@ -227,6 +260,18 @@ def account_document(form: MultiDict[str, str], existing: Optional[Document]) ->
         "folder": _opt(form, "folder") or default["folder"],
         "idle": _checkbox(form, "idle"),
     })
+    doc["auth"] = "password"
+    doc.pop("oauth", None)
+    return doc
+
+
+def _oauth_account_document(form: MultiDict[str, str], existing: Optional[Document]) -> Document:
+    """An OAuth2 account: no password (none is kept either: a token replaces it), the oauth block."""
+    blank = MultiDict(form)
+    blank["password"], blank["auth"] = "unused", "password"
+    doc = account_document(blank, existing)
+    doc.update(auth="oauth2", password="")
+    doc["oauth"] = oauth_document(form, existing, _server_of(doc))
     return doc
 
 

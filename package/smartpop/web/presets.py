@@ -1,6 +1,8 @@
 """Provider presets: the servers, ports and security of common German and global mail providers.
 
-Values are the providers' published settings. `note` is a message key shown with the preset.
+Values are the providers' published settings. `note` is a message key shown with the preset;
+`oauth` names the OAuth2 provider whose sign-in the account form preselects (issue 18: these
+providers refuse or discourage password logins).
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ PRESETS: List[Dict[str, Any]] = [
      "smtp": ("securesmtp.t-online.de", 465, "ssl"), "note": "preset.note.tonline"},
     {"id": "gmail", "label": "Gmail",
      "pop3": ("pop.gmail.com", 995, "ssl"), "imap": ("imap.gmail.com", 993, "ssl"),
-     "smtp": ("smtp.gmail.com", 587, "starttls"), "note": "preset.note.gmail"},
+     "smtp": ("smtp.gmail.com", 587, "starttls"), "note": "preset.note.gmail", "oauth": "google"},
     {"id": "outlook", "label": "Outlook.com",
      "pop3": ("outlook.office365.com", 995, "ssl"), "imap": ("outlook.office365.com", 993, "ssl"),
-     "smtp": ("smtp-mail.outlook.com", 587, "starttls"), "note": "preset.note.outlook"},
+     "smtp": ("smtp-mail.outlook.com", 587, "starttls"), "note": "preset.note.outlook",
+     "oauth": "microsoft"},
 ]
 
 
@@ -43,7 +46,8 @@ def as_json_ready() -> List[Dict[str, Any]]:
     """The presets as plain dicts for the page's JavaScript."""
     result = []
     for preset in PRESETS:
-        entry: Dict[str, Any] = {"id": preset["id"], "label": preset["label"], "note": preset["note"]}
+        entry: Dict[str, Any] = {"id": preset["id"], "label": preset["label"], "note": preset["note"],
+                                 "oauth": preset.get("oauth", "")}
         for kind in ("pop3", "imap", "smtp"):
             host, port, security = preset[kind]
             entry[kind] = {"host": host, "port": port, "security": security}

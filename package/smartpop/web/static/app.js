@@ -147,6 +147,24 @@
     });
   });
 
+  // Account form: the password field or the OAuth2 fields, and per provider tenant or client secret.
+  var authSelect = document.getElementById("f-auth");
+  function syncAuth() {
+    if (!authSelect) { return; }
+    var provider = document.getElementById("f-provider").value;
+    document.querySelectorAll("[data-auth]").forEach(function (el) {
+      el.hidden = el.getAttribute("data-auth") !== authSelect.value;
+    });
+    document.querySelectorAll("[data-provider]").forEach(function (el) {
+      if (el.id === "signin") { return; }
+      el.hidden = el.getAttribute("data-provider") !== provider;
+    });
+  }
+  if (authSelect) {
+    authSelect.addEventListener("change", syncAuth);
+    document.getElementById("f-provider").addEventListener("change", syncAuth);
+  }
+
   // Provider presets fill host, port and security.
   var presetSelect = document.getElementById("f-preset");
   var presetData = document.getElementById("presets");
@@ -165,6 +183,11 @@
       form.elements.security.value = entry.security;
       var note = document.getElementById("preset-note");
       if (note) { note.textContent = preset.note ? (notes[preset.note] || "") : ""; }
+      if (form.elements.auth) {
+        form.elements.auth.value = preset.oauth ? "oauth2" : "password";
+        if (preset.oauth) { form.elements.provider.value = preset.oauth; }
+        syncAuth();
+      }
     });
     var protocol = document.getElementById("f-protocol");
     if (protocol) {
@@ -316,5 +339,30 @@
       var link = row.querySelector("a.trail-open");
       if (link) { link.click(); }
     });
+  }
+  // Device sign-in: ask the backend (which asks the provider) at the provider's interval until done.
+  var deviceBox = document.getElementById("device-signin");
+  if (deviceBox) {
+    var deviceStatus = document.getElementById("device-status");
+    var pollDevice = function () {
+      var body = new FormData();
+      body.append("attempt", deviceBox.getAttribute("data-attempt"));
+      post(deviceBox.getAttribute("data-poll-url"), body).then(function (answer) {
+        if (answer.state === "pending") {
+          show(deviceStatus, null, answer.message || t("signin.waiting"));
+          window.setTimeout(pollDevice, Math.max(1, answer.interval || 5) * 1000);
+        } else if (answer.state === "done") {
+          show(deviceStatus, true, answer.message || t("signin.done"));
+          window.location.href = answer.next;
+        } else {
+          show(deviceStatus, false, answer.message || t("js.request_failed"));
+          document.getElementById("restart-form").hidden = false;
+        }
+      }).catch(function () {
+        show(deviceStatus, false, t("js.request_failed"));
+        document.getElementById("restart-form").hidden = false;
+      });
+    };
+    window.setTimeout(pollDevice, Math.max(1, parseInt(deviceBox.getAttribute("data-interval"), 10) || 5) * 1000);
   }
 })();

@@ -9,10 +9,21 @@ from flask import Blueprint, Response, abort, g, redirect, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from smartpop.collector import service as collector
-from smartpop.config.schema import DEFAULT_PORTS, MODES, PROTOCOLS, SECURITIES, Config, parse_config, render_config
-from smartpop.errors import AuthError, ConfigError, ConnectError, SmartPopError
+from smartpop.config.schema import (
+    AUTHS,
+    DEFAULT_PORTS,
+    MODES,
+    OAUTH_KINDS,
+    PROTOCOLS,
+    SECURITIES,
+    Account,
+    Config,
+    parse_config,
+    render_config,
+)
+from smartpop.errors import AuthError, ConfigError, ConnectError, SignInRequired, SmartPopError
 from smartpop.log import redact
-from smartpop.web import explain, presets
+from smartpop.web import explain, presets, signin
 from smartpop.web.forms import (
     ACCOUNT_FIELDS,
     ACCOUNT_SERVER,
@@ -28,7 +39,7 @@ from smartpop.web.forms import (
     new_account_values,
     require_same_server,
 )
-from smartpop.web.views.common import answer, load_config, page, paths
+from smartpop.web.views.common import answer, load_config, page, paths, t
 from smartpop.web.views.formpage import Reply, reply
 
 log = logging.getLogger(__name__)
@@ -48,17 +59,28 @@ def _stored(name: str) -> Optional[Dict[str, Any]]:
 
 
 def _public(doc: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """What the form may show of an account: everything except the password."""
+    """What the form may show of an account: everything except the password, client secret and grant."""
     shown = new_account_values()
     if doc:
-        shown.update({k: v for k, v in doc.items() if k != "password"})
+        shown.update({k: v for k, v in doc.items() if k not in ("password", "oauth")})
         shown["password_set"] = bool(doc.get("password"))
+        oauth = signin.oauth_block(doc)
+        shown.update({k: oauth.get(k, "") for k in ("provider", "client_id", "tenant")})
+        shown["client_secret_set"] = bool(oauth.get("client_secret"))
+        shown["auth"] = doc.get("auth") or "password"
+        shown["signin_state"] = signin.state_of(doc, None)
     return shown
+
+
+def _password_used(form: MultiDict[str, str]) -> bool:
+    """Whether the posted form logs in with a password that an empty field would take from the store."""
+    return form.get("auth") != "oauth2" and not form.get("password")
 
 
 def _form_page(values: Dict[str, Any], errors: Dict[str, str], is_new: bool, status: int = 200) -> Reply:
     body = page("account_form.html", page_title="accounts.title.new" if is_new else "accounts.title.edit",
                 account=values, errors=errors, is_new=is_new, protocols=PROTOCOLS, securities=SECURITIES,
+                auths=AUTHS, oauth_kinds=OAUTH_KINDS,
                 modes=MODES, presets=presets.as_json_ready(), default_ports=[
                     {"protocol": p, "security": s, "port": port} for (p, s), port in DEFAULT_PORTS.items()])
     return reply(body, status)
@@ -68,8 +90,16 @@ def _form_page(values: Dict[str, Any], errors: Dict[str, str], is_new: bool, sta
 def index() -> str:
     """The account list."""
     config, error = load_config()
+    states: Dict[str, str] = {}
+    if config is not None and any(a.auth == "oauth2" for a in config.accounts):
+        from smartpop.collector.statusread import read_account_status
+
+        errors = read_account_status(paths())
+        for doc in render_config(config)["accounts"]:
+            if doc.get("auth") == "oauth2":
+                states[doc["name"]] = signin.state_of(doc, errors.get(doc["name"], {}).get("last_error"))
     return page("accounts.html", page_title="nav.accounts", accounts=config.accounts if config else [],
-                config_error=error)
+                config_error=error, signin_states=states)
 
 
 @bp.route("/new", methods=["GET"])
@@ -117,7 +147,7 @@ def _all_errors(original: Optional[str], fields: List[str]) -> FieldErrors:
         accounts[index] = doc
 
     def same_server(after: Config) -> None:
-        if original and not request.form.get("password"):
+        if original and _password_used(request.form):
             require_same_server(config.account(original), after.account(original), ACCOUNT_SERVER)
 
     found = collect_errors(document, lambda d: d["accounts"][index], lambda key: key.startswith(f"accounts[{index}]."),
@@ -149,13 +179,13 @@ def _save(original: Optional[str]) -> Reply:
 
         def same_server(before: Config, after: Config) -> None:
             # Otherwise the stored password would go to the new server on the next fetch.
-            if original and not request.form.get("password"):
+            if original and _password_used(request.form):
                 require_same_server(before.account(original), after.account(original), ACCOUNT_SERVER)
 
         change_document(paths(), edit_doc, same_server)
     except (ConfigError, FormError) as exc:
         shown = _public(existing)
-        shown.update({k: v for k, v in request.form.items() if k not in ("password", "csrf_token")})
+        shown.update({k: v for k, v in request.form.items() if k not in ("password", "client_secret", "csrf_token")})
         for box in ("enabled", "allow_insecure", "keep_on_server", "idle"):
             shown[box] = box in request.form
         # An existing account's name is not an input, so an error about it goes to the page top.
@@ -164,7 +194,11 @@ def _save(original: Optional[str]) -> Reply:
         errors = {**_all_errors(original, fields), **errors_of(exc, g.lang, fields)}
         return _form_page(shown, errors, original is None, status=422)
     log.info("account %s %s by %s", saved["name"], "created" if original is None else "changed", g.caller.user)
-    return redirect(url_for("accounts.index", done="created" if original is None else "saved"))
+    done = "created" if original is None else "saved"
+    if saved.get("auth") == "oauth2" and not signin.oauth_block(saved).get("refresh_token"):
+        # Not signed in (yet, or no more after a new registration): the next step is the sign-in.
+        return redirect(url_for("signin.show", name=saved["name"], done=done))
+    return redirect(url_for("accounts.index", done=done))
 
 
 @bp.route("/new", methods=["POST"])
@@ -226,12 +260,19 @@ def test() -> Response:
             doc["name"] = doc["name"] or "new-account"
         document["accounts"] = [a for a in document["accounts"] if a["name"] not in (doc["name"], original)] + [doc]
         account = parse_config(document).account(doc["name"])
-        if existing is not None and not request.form.get("password"):
+        if existing is not None and _password_used(request.form):
             require_same_server(config.account(existing["name"]), account, ACCOUNT_SERVER)
     except (ConfigError, FormError) as exc:
         return answer(False, form_message(exc, g.lang, human=True), 422, fields=errors_of(exc, g.lang, ACCOUNT_FIELDS))
+    return connection_answer(account)
+
+
+def connection_answer(account: Account) -> Response:
+    """Log in to `account` once and answer the page script with the outcome in the page's language."""
     try:
         greeting = collector.test_connection(paths(), account, timeout=15.0)
+    except SignInRequired as exc:
+        return answer(False, t(f"signin.error.{exc.code if exc.code in signin.CODES else 'failed'}"))
     except AuthError as exc:
         return answer(False, explain.connection_failed(g.lang, redact(str(exc)), "auth_failed"))
     except ConnectError as exc:

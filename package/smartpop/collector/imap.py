@@ -160,6 +160,9 @@ class ImapSource:
         response = sasl.initial_response(login.username, login.secret.reveal()).encode("ascii")
         try:
             ok, challenge, line = imap.xoauth2(response, initial="SASL-IR" in caps)
+        except imaplib.IMAP4.abort as exc:
+            raise ConnectError(f"{self.host}:{self.port} dropped the session during the OAuth2 login: "
+                               f"{_text(exc)}") from None
         except imaplib.IMAP4.error as exc:
             raise AuthError(f"OAuth2 login to {self.host}:{self.port} failed: {_text(exc)}") from None
         if not ok:

@@ -173,7 +173,8 @@ def test_a_push_that_brings_nothing_does_not_loop(env: Env, monkeypatch: pytest.
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(daemon.IdleSession, "open", classmethod(lambda cls, account, known=-1: Announcing()))
+    monkeypatch.setattr(daemon.IdleSession, "open",
+                        classmethod(lambda cls, account, known=-1, credential=None: Announcing()))
     config = env.write_config([env.account(protocol="imap", idle=True, interval=3600)])
     handle = service.start_daemon(env.paths, config)
     try:

@@ -225,7 +225,8 @@ def test_a_server_that_drops_idle_at_once_gets_no_login_loop(env: Env, monkeypat
             self._sock.close()
 
     monkeypatch.setattr(daemon, "run_account", run_account)
-    monkeypatch.setattr(daemon.IdleSession, "open", classmethod(lambda cls, account, known=-1: Dropped(account)))
+    monkeypatch.setattr(daemon.IdleSession, "open",
+                        classmethod(lambda cls, account, known=-1, credential=None: Dropped(account)))
     handle = service.start_daemon(env.paths, env.write_config([env.account(protocol="imap", idle=True,
                                                                            interval=3600)]))
     try:

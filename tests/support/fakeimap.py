@@ -4,7 +4,9 @@ It offers ENABLE and UTF8=ACCEPT; until a client sends `ENABLE UTF8=ACCEPT`, a m
 8-bit bytes in its header is served as a "Cannot display Unicode content" wrapper (as
 fakepop3.courier_wrapper). Only what SmartPop's ImapSource uses is implemented: LOGIN,
 CAPABILITY, ENABLE, SELECT, UID FETCH (UID, RFC822.SIZE, BODY.PEEK[]<o.n>), UID STORE,
-UID EXPUNGE, LOGOUT. Plain TCP (security "none"), one thread per connection.
+UID EXPUNGE, LOGOUT, and AUTHENTICATE XOAUTH2 when `xoauth2_tokens` is given (with SASL-IR
+unless `sasl_ir` is False; a refused token gets fakepop3's error challenge; `lines` keeps every
+line received, byte for byte). Plain TCP (security "none"), one thread per connection.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import re
 import socket
 import threading
-from typing import Callable, Dict, List, Sequence, Set
+from typing import BinaryIO, Callable, Dict, List, Optional, Sequence, Set
 
-from support.fakepop3 import _header_is_8bit, courier_wrapper
+from support.fakepop3 import _header_is_8bit, courier_wrapper, xoauth2_challenge, xoauth2_user
 
 _PARTIAL = re.compile(r"BODY\.PEEK\[\]<(\d+)\.(\d+)>")
 _CAPS = "IMAP4rev1 ENABLE UTF8=ACCEPT UIDPLUS"
@@ -35,9 +37,14 @@ class FakeImap:
     """See the module docstring; `messages` maps UID -> bytes."""
 
     def __init__(self, messages: Sequence[bytes], user: str = "sammel@provider.test",
-                 password: str = "secret-pw") -> None:
+                 password: str = "secret-pw", xoauth2_tokens: Optional[Dict[str, str]] = None,
+                 sasl_ir: bool = True) -> None:
         self.messages: Dict[int, bytes] = {i: m for i, m in enumerate(messages, 1)}
         self.user, self.password = user, password
+        self.xoauth2_tokens: Dict[str, str] = dict(xoauth2_tokens or {})
+        self.sasl_ir = sasl_ir
+        self.caps = _CAPS + (" SASL-IR" if sasl_ir else "") + (" AUTH=XOAUTH2" if self.xoauth2_tokens else "")
+        self.lines: List[bytes] = []  # every line received, as sent
         self.commands: List[str] = []
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -65,8 +72,9 @@ class FakeImap:
     def _serve(self, conn: socket.socket) -> None:
         reader = conn.makefile("rb")
         session = _Session(self, conn)
+        session.reader = reader
         try:
-            session.send(f"* OK [CAPABILITY {_CAPS}] fake IMAP ready")
+            session.send(f"* OK [CAPABILITY {self.caps}] fake IMAP ready")
             while True:
                 raw = reader.readline()
                 if not raw:
@@ -76,6 +84,7 @@ class FakeImap:
                 verb, _, args = rest.partition(" ")
                 verb = verb.upper()
                 with self._lock:
+                    self.lines.append(raw)
                     self.commands.append(f"{verb} ***" if verb == "LOGIN" else rest)
                 command = _COMMANDS.get(verb, _Session.unknown)
                 if not command(session, tag, args):
@@ -125,6 +134,7 @@ class _Session:
         self.utf8 = False
         self.served: Dict[int, bytes] = {}  # what this session shows for each uid (the wrapper is made once)
         self.flagged: Set[int] = set()
+        self.reader: Optional[BinaryIO] = None
 
     def send(self, text: str) -> None:
         self.conn.sendall(text.encode("utf-8") + b"\r\n")
@@ -136,7 +146,7 @@ class _Session:
         return self.served[uid]
 
     def capability(self, tag: str, args: str) -> bool:
-        self.send(f"* CAPABILITY {_CAPS}")
+        self.send(f"* CAPABILITY {self.server.caps}")
         return self.done(tag, args)
 
     def login(self, tag: str, args: str) -> bool:
@@ -145,6 +155,30 @@ class _Session:
             self.send(f"{tag} NO [AUTHENTICATIONFAILED] wrong")
             return True
         return self.done(tag, args)
+
+    def authenticate(self, tag: str, args: str) -> bool:
+        mechanism, _, response = args.partition(" ")
+        server = self.server
+        if mechanism.upper() != "XOAUTH2" or not server.xoauth2_tokens or (response and not server.sasl_ir):
+            self.send(f"{tag} BAD not supported")
+            return True
+        if not response:
+            self.send("+ ")
+            response = self.line().rstrip(b"\r\n").decode()
+        if xoauth2_user(response.encode(), server.xoauth2_tokens) is not None:
+            return self.done(tag, args)
+        self.send("+ " + xoauth2_challenge())
+        ack = self.line()
+        self.send(f"{tag} NO [AUTHENTICATIONFAILED] invalid token" if ack == b"\r\n" else f"{tag} BAD no empty line")
+        return True
+
+    def line(self) -> bytes:
+        """Read one more line of the current command (an AUTHENTICATE exchange)."""
+        assert self.reader is not None
+        raw = self.reader.readline()
+        with self.server._lock:
+            self.server.lines.append(raw)
+        return raw
 
     def enable(self, tag: str, args: str) -> bool:
         if "UTF8=ACCEPT" in args.upper():
@@ -177,6 +211,7 @@ class _Session:
 
 
 _COMMANDS: Dict[str, Callable[[_Session, str, str], bool]] = {
-    "CAPABILITY": _Session.capability, "LOGIN": _Session.login, "ENABLE": _Session.enable,
+    "CAPABILITY": _Session.capability, "LOGIN": _Session.login, "AUTHENTICATE": _Session.authenticate,
+    "ENABLE": _Session.enable,
     "SELECT": _Session.select, "UID": _Session.uid, "LOGOUT": _Session.logout, "NOOP": _Session.done,
 }

@@ -6,15 +6,21 @@
   (RFC 6856, only valid before login), a message with 8-bit bytes in its header is replaced
   by a "Cannot display Unicode content" wrapper whose boundary changes on every RETR.
 
+- `xoauth2_tokens`: AUTH XOAUTH2 (RFC 5034, with or without an initial response) accepts these
+  access tokens (token -> user) and answers any other with the error challenge of
+  `XOAUTH2_FAILURE`; `lines` keeps every line received, byte for byte.
+
 Plain TCP (security "none"), one thread per connection, deletions happen at QUIT.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import threading
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import BinaryIO, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 
 def _header_is_8bit(data: bytes) -> bool:
@@ -31,16 +37,42 @@ def courier_wrapper(data: bytes) -> bytes:
             f"client did not ask for.\r\n--{boundary}--\r\n").encode()
 
 
+# What a server says about a refused token (Gmail's form).
+XOAUTH2_FAILURE = {"status": "401", "schemes": "Bearer", "scope": "https://mail.google.com/"}
+
+
+def xoauth2_user(response: bytes, tokens: Dict[str, str]) -> Optional[str]:
+    """The user a XOAUTH2 client response logs in, or None if its token is not one of `tokens`."""
+    try:
+        fields = base64.b64decode(response.strip(), validate=True).decode().split("\x01")
+    except ValueError:
+        return None
+    values = dict(f.split("=", 1) for f in fields if "=" in f)
+    user, auth = values.get("user", ""), values.get("auth", "")
+    if fields[-2:] != ["", ""] or not auth.startswith("Bearer "):
+        return None
+    return user if tokens.get(auth[len("Bearer "):]) == user else None
+
+
+def xoauth2_challenge() -> str:
+    """The base64 error challenge a server sends for a refused token."""
+    return base64.b64encode(json.dumps(XOAUTH2_FAILURE).encode()).decode()
+
+
 class FakePop3:
     """See the module docstring; `messages` is a list of [uidl, bytes] the test may change between runs."""
 
     def __init__(self, messages: Sequence[Tuple[str, bytes]], user: str = "sammel@provider.test",
                  password: str = "secret-pw", capa: Sequence[str] = ("UIDL", "USER", "TOP"),
-                 courier_utf8: bool = False) -> None:
+                 courier_utf8: bool = False, xoauth2_tokens: Optional[Dict[str, str]] = None) -> None:
         self.messages: List[List[object]] = [[uid, data] for uid, data in messages]
         self.user, self.password = user, password
         self.capa = list(capa) + (["UTF8"] if courier_utf8 and "UTF8" not in capa else [])
         self.courier_utf8 = courier_utf8
+        self.xoauth2_tokens: Dict[str, str] = dict(xoauth2_tokens or {})
+        if self.xoauth2_tokens and not any(c.startswith("SASL") for c in self.capa):
+            self.capa.append("SASL PLAIN XOAUTH2")
+        self.lines: List[bytes] = []  # every line received, as sent
         self.commands: List[str] = []  # every command line received (PASS masked)
         self.refuse_dele: Set[int] = set()  # message numbers whose DELE is answered -ERR
         self._lock = threading.Lock()
@@ -78,6 +110,7 @@ class FakePop3:
         with self._lock:
             view = [list(m) for m in self.messages]  # the maildrop as of login (RFC 1939 locks it)
         session = _Session(self, conn, view)
+        session.reader = reader
         try:
             session.send("+OK fake POP3 ready")
             while True:
@@ -88,6 +121,7 @@ class FakePop3:
                 verb, _, arg = line.partition(" ")
                 verb = verb.upper()
                 with self._lock:
+                    self.lines.append(raw)
                     self.commands.append("PASS ***" if verb == "PASS" else line)
                 if not session.run(verb, arg):
                     return
@@ -116,6 +150,7 @@ class _Session:
         self.utf8 = False
         self.user_ok = False
         self.deleted: Set[int] = set()
+        self.reader: Optional[BinaryIO] = None
 
     def run(self, verb: str, arg: str) -> bool:
         """Answer one command; False once the connection is to end."""
@@ -156,6 +191,31 @@ class _Session:
             self.send("+OK logged in")
         else:
             self.send("-ERR [AUTH] wrong")
+        return True
+
+    def line(self) -> bytes:
+        """Read one more line of the current command (an AUTH exchange)."""
+        assert self.reader is not None
+        raw = self.reader.readline()
+        with self.server._lock:
+            self.server.lines.append(raw)
+        return raw
+
+    def auth(self, arg: str) -> bool:
+        mechanism, _, response = arg.partition(" ")
+        if mechanism.upper() != "XOAUTH2" or not self.server.xoauth2_tokens:
+            self.send("-ERR unsupported mechanism")
+            return True
+        if not response:
+            self.send("+ ")
+            response = self.line().rstrip(b"\r\n").decode()
+        if xoauth2_user(response.encode(), self.server.xoauth2_tokens) is not None:
+            self.state = "trans"
+            self.send("+OK logged in")
+            return True
+        self.send("+ " + xoauth2_challenge())
+        ack = self.line()
+        self.send("-ERR [AUTH] invalid token" if ack == b"\r\n" else "-ERR expected an empty line")
         return True
 
     def quit(self, arg: str) -> bool:
@@ -211,7 +271,7 @@ class _Session:
 
 _Command = Callable[[_Session, str], bool]
 _ANY_STATE: Dict[str, _Command] = {"CAPA": _Session.capa, "UTF8": _Session.utf8_mode, "QUIT": _Session.quit}
-_AUTH: Dict[str, _Command] = {"USER": _Session.user, "PASS": _Session.password}
+_AUTH: Dict[str, _Command] = {"USER": _Session.user, "PASS": _Session.password, "AUTH": _Session.auth}
 _TRANSACTION: Dict[str, _Command] = {
     "UIDL": _Session.uidl, "LIST": _Session.list_sizes, "STAT": _Session.stat, "RETR": _Session.retr,
     "DELE": _Session.dele, "NOOP": _Session.noop,

@@ -70,10 +70,13 @@ def _wait_port(port: int, proc: Optional[subprocess.Popen] = None, timeout: floa
 class MailStack:
     """A running Dovecot + Postfix pair; see the module docstring."""
 
-    def __init__(self, root: Path, domains: Sequence[str], dovecot_extra: str = "") -> None:
+    def __init__(self, root: Path, domains: Sequence[str], dovecot_extra: str = "",
+                 oauth_introspection: str = "", oauth_scope: str = "") -> None:
         self.root = root
         self.domains = list(domains)
         self.dovecot_extra = dovecot_extra
+        self.oauth_introspection = oauth_introspection
+        self.oauth_scope = oauth_scope
         (self.pop3_port, self.pop3s_port, self.imap_port, self.imaps_port,
          self.smtp_port) = free_ports(5)
         self.certs = make_certs(root / "certs")
@@ -86,15 +89,19 @@ class MailStack:
 
     # --- life cycle ---------------------------------------------------------------------
     @classmethod
-    def start(cls, domains: Iterable[str] = ("firma.test", "provider.test"), dovecot_extra: str = "") -> MailStack:
+    def start(cls, domains: Iterable[str] = ("firma.test", "provider.test"), dovecot_extra: str = "",
+              oauth_introspection: str = "", oauth_scope: str = "") -> MailStack:
         """Create a stack under a short /tmp dir (unix socket path limit) and start both servers.
 
         `dovecot_extra` is appended to dovecot.conf (e.g. to change the IMAP capabilities).
+        `oauth_introspection` (an RFC 7662 address, e.g. of tests/support/oauthserver.py) makes
+        Dovecot also accept XOAUTH2 and OAUTHBEARER logins checked there; `oauth_scope` then
+        makes it refuse a token whose introspected scope lacks that scope.
         """
         for attempt in range(3):
             root = Path(tempfile.mkdtemp(prefix="ms", dir="/tmp"))
             os.chmod(root, 0o755)
-            stack = cls(root, list(domains), dovecot_extra)
+            stack = cls(root, list(domains), dovecot_extra, oauth_introspection, oauth_scope)
             try:
                 stack._start_dovecot()
                 stack._start_postfix()
@@ -145,14 +152,17 @@ ssl_cert = <{self.certs.server_cert}
 ssl_key = <{self.certs.server_key}
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth_introspection else ""}
 auth_failure_delay = 0
 mail_max_userip_connections = 50
 passdb {{
   driver = passwd-file
+  # Only for passwords: a token sent as XOAUTH2 never meets the password file (and so can
+  # never match a password), and a token sent as a password never meets the oauth2 passdb.
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {base}/users
 }}
-userdb {{
+{self._oauth_passdb(base)}userdb {{
   driver = passwd-file
   args = username_format=%u {base}/users
   default_fields = uid={self.uid} gid={self.gid} home={provider}/%d/%n
@@ -183,6 +193,27 @@ service imap-login {{
                                          stderr=subprocess.DEVNULL)
         for port in (self.pop3s_port, self.imaps_port):
             _wait_port(port, self._dovecot)
+
+    def _oauth_passdb(self, base: Path) -> str:
+        """The oauth2 passdb (and its settings file) when the stack accepts OAuth2 logins, else ""."""
+        if not self.oauth_introspection:
+            return ""
+        conf = base / "dovecot-oauth2.conf.ext"
+        scope = f"scope = {self.oauth_scope}\n" if self.oauth_scope else ""
+        conf.write_text(f"""\
+introspection_mode = post
+introspection_url = {self.oauth_introspection}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+{scope}""")
+        return f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {conf}
+}}
+"""
 
     def _start_postfix(self) -> None:
         base = self.root / "postfix"

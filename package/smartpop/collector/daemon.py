@@ -8,9 +8,10 @@ ACCOUNT_CONCURRENCY of them collect at the same time.
 
 IMAP accounts with `idle` are not polled while IDLE works: after each run the worker opens
 an IDLE session and hands it to the scheduler, which select()s on all of them at once (no
-thread per waiting account). New mail ends the session and starts a run. Before RFC 2177's
-29 minutes a worker renews the session. Where the server cannot IDLE the account is polled
-at its interval, and the status says why (`push`).
+thread per waiting account; idlewait.IdleWaits keeps them). New mail ends the session and
+starts a run. Before RFC 2177's 29 minutes a worker renews the session, and before an OAuth2
+access token runs out it logs in again with a fresh one (logins.credential_for). Where the
+server cannot IDLE the account is polled at its interval, and the status says why (`push`).
 
 Quiet runs write nothing (runner, statehub.Liveness); their times are written once an hour
 together with a one-line summary, and on stop. Stopping lets a worker finish the message in
@@ -25,16 +26,17 @@ import selectors
 import socket
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, Optional, Set
 
-from smartpop import fswatch, heap
-from smartpop.collector import runner, state, statusread
+from smartpop import heap
+from smartpop.collector import logins, runner, state, statusread
+from smartpop.collector.configwatch import ConfigWatch
 from smartpop.collector.idle import IdleSession, IdleUnavailable
+from smartpop.collector.idlewait import IdleWaits
 from smartpop.collector.runner import run_account
 from smartpop.collector.storepool import StorePool
-from smartpop.config import store
 from smartpop.config.schema import Account, Config
-from smartpop.errors import ConfigError, SmartPopError
+from smartpop.errors import SignInRequired, SmartPopError
 from smartpop.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,6 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 3600.0
 # How often quiet runs' times are written and the summary line is logged.
 SUMMARY_EVERY = state.FLUSH_EVERY
-# Without inotify, config.json is looked at this often while nothing else wakes the scheduler.
-CONFIG_CHECK = 60.0
 # An IDLE session the server ends sooner than this is not retried at once (no login loop).
 MIN_IDLE_LIFE = 60.0
 # A session that could not start (a network hiccup, a busy server) is tried again after this,
@@ -72,9 +72,6 @@ class DaemonHandle:
         self._failures: Dict[str, int] = {}
         self._idle_failures: Dict[str, int] = {}  # IDLE starts that failed in a row, per account
         self._pushed: Set[str] = set()  # accounts whose next run is set off by an IDLE push
-        self._idle: Dict[str, IdleSession] = {}  # sessions waiting in IDLE (scheduler thread only)
-        self._arrivals: List[IdleSession] = []  # sessions a worker hands to the scheduler
-        self._push: Dict[str, Optional[str]] = {}  # the push state last recorded per account
         self._lock = threading.Lock()
         # Bounds how many accounts collect at once (a session waiting in IDLE does not count).
         self._slots = threading.BoundedSemaphore(runner.ACCOUNT_CONCURRENCY)
@@ -83,14 +80,8 @@ class DaemonHandle:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._watch = fswatch.Watch.open()
-        if self._watch is not None and self._watch.add(paths.data, fswatch.IN_CLOSE_WRITE | fswatch.IN_MOVED_TO):
-            self._selector.register(self._watch.fd, selectors.EVENT_READ, "config")
-        elif self._watch is not None:
-            self._watch.close()
-            self._watch = None
-        self._config_mtime = self._mtime()
-        self._config_looked = time.monotonic()
+        self._waits = IdleWaits(paths, self._selector)
+        self._config_watch = ConfigWatch(paths, self._selector)
         # Open stores kept between runs: opening and closing one per poll writes to the disk.
         self._stores = StorePool(paths.state_db)
         self._quiet = 0  # runs since the last summary that found and changed nothing
@@ -116,28 +107,15 @@ class DaemonHandle:
             pass
 
     # --- config -----------------------------------------------------------------------------
-    def _mtime(self) -> Optional[float]:
-        try:
-            return self.paths.config.stat().st_mtime
-        except OSError:
-            return None
-
     def _reload(self) -> None:
-        self._config_looked = time.monotonic()
-        mtime = self._mtime()
-        if mtime == self._config_mtime:
+        config = self._config_watch.load()
+        if config is None:
             return
-        self._config_mtime = mtime
-        try:
-            self.config = store.load(self.paths)
-            log.info("configuration changed; the collector uses the new settings")
-        except ConfigError as exc:
-            log.error("configuration changed but is invalid, keeping the previous one: %s", exc)
-            return
+        self.config = config
         # A changed account starts afresh: its IDLE session (made with the old settings) ends.
-        for name, session in list(self._idle.items()):
+        for name, session in list(self._waits.sessions.items()):
             if self._account(name) != session.account:
-                self._end_session(name)
+                self._waits.end(name)
                 self._due[name] = 0.0
 
     def _account(self, name: str) -> Optional[Account]:
@@ -161,37 +139,34 @@ class DaemonHandle:
                 ready = self._selector.select(timeout)
             except (OSError, ValueError):  # a session's socket went bad under select
                 log.exception("collector scheduler: select failed")
-                self._end_broken_sessions()
+                for name in self._waits.end_broken():
+                    self._due[name] = 0.0
                 continue
             for key, _ in ready:
                 try:
                     self._ready(key.data)
                 except Exception:
                     log.exception("collector scheduler error")
-        for name in list(self._idle):
-            self._end_session(name)
+        self._waits.end_all()
 
     def _look(self) -> Optional[float]:
         """Start what is due; return how long select() may sleep (None: until woken)."""
-        if self._watch is None and time.monotonic() - self._config_looked >= CONFIG_CHECK:
+        if time.monotonic() >= self._config_watch.next_look():
             self._reload()
-        with self._lock:
-            arrivals, self._arrivals = self._arrivals, []
-        for session in arrivals:
+        for session in self._waits.arrivals():
             self._adopt(session)
         now = time.monotonic()
         next_at = self._summary_at
         enabled = {a.name for a in self.config.accounts if a.enabled}
-        for name in [n for n in self._idle if n not in enabled]:
-            self._end_session(name)
+        for name in [n for n in self._waits.sessions if n not in enabled]:
+            self._waits.end(name)
         for account in self.config.accounts:
             if not account.enabled or self._busy(account.name):
                 continue
-            waiting = self._idle.get(account.name)
+            waiting = self._waits.sessions.get(account.name)
             if waiting is not None:
                 if now >= waiting.due():
-                    self._selector.unregister(waiting)
-                    del self._idle[account.name]
+                    self._waits.take(account.name)
                     self._start(account, renew=waiting)
                 else:
                     next_at = min(next_at, waiting.due())
@@ -204,23 +179,21 @@ class DaemonHandle:
         if now >= self._summary_at:
             self._summarise()
             next_at = min(next_at, self._summary_at)
-        if self._watch is None:
-            next_at = min(next_at, self._config_looked + CONFIG_CHECK)
+        next_at = min(next_at, self._config_watch.next_look())
         return None if math.isinf(next_at) else max(0.0, next_at - time.monotonic())
 
     def _ready(self, what: object) -> None:
         if what == "wake":
             self._drain()
         elif what == "config":
-            assert self._watch is not None
-            if any(path.name == self.paths.config.name for path, _ in self._watch.read()):
+            if self._config_watch.touched():
                 self._reload()
         elif isinstance(what, IdleSession):
             name = what.account.name
             news = what.news()
             if news is False:
                 return  # a keep-alive ("* OK still here") or a flag change: wait on
-            self._end_session(name)
+            self._waits.end(name)
             self._due[name] = 0.0
             if news:
                 self._pushed.add(name)
@@ -256,33 +229,11 @@ class DaemonHandle:
             session.close()
             self._due[name] = 0.0  # changed settings: collect with them now
             return
-        try:
-            self._selector.register(session, selectors.EVENT_READ, session)
-        except (OSError, ValueError):
-            session.close()
+        if not self._waits.add(session):
             self._due[name] = 0.0
             return
-        self._idle[name] = session
         if session.mail:  # announced while it was being opened or renewed
             self._ready(session)
-
-    def _end_session(self, name: str) -> None:
-        session = self._idle.pop(name, None)
-        if session is None:
-            return
-        try:
-            self._selector.unregister(session)
-        except (KeyError, ValueError, OSError):
-            pass
-        session.close()
-
-    def _end_broken_sessions(self) -> None:
-        for name, session in list(self._idle.items()):
-            try:
-                session.fileno()
-            except Exception:
-                self._end_session(name)
-                self._due[name] = 0.0
 
     def _summarise(self) -> None:
         """Hourly: write the quiet runs' times and say in one line what the hour was like."""
@@ -295,7 +246,7 @@ class DaemonHandle:
             log.warning("could not write the collector's last-checked times: %s", exc)
         if quiet:
             log.info("last hour: %d collection run(s), %d of them found nothing new; %d account(s) wait in IMAP IDLE",
-                     runs, quiet, len(self._idle))
+                     runs, quiet, len(self._waits.sessions))
 
     # --- workers -----------------------------------------------------------------------------
     def _work(self, account: Account, config: Config, renew: Optional[IdleSession]) -> None:
@@ -312,13 +263,25 @@ class DaemonHandle:
 
     def _renew(self, account: Account, session: IdleSession) -> None:
         try:
-            session.renew()
-        except Exception as exc:  # the connection broke: poll now, then IDLE again
+            if session.needs_login():  # the token runs out: a new login with a fresh one
+                session = session.relogin(logins.credential_for(self.paths, account))
+            else:
+                session.renew()
+        except Exception as exc:  # the connection broke or the login failed: poll now, then IDLE again
+            # A SignInRequired ends up in that run too, which records it and backs off; its
+            # failure then keeps IDLE off until a run succeeds, so there is no login loop.
+            if isinstance(exc, SignInRequired):
+                self._set_push(account.name, f"polling every {account.interval} s: {exc}")
             log.info("%s: renewing IDLE failed (%s); collecting now, then waiting in IDLE again", account.name, exc)
             session.close()
             self._due[account.name] = 0.0
             return
         self._stores.hub.liveness.note(self.paths.state_db, account.name, time.time(), time.time())
+        if session.mail:  # arrived while it logged in again
+            session.close()
+            self._pushed.add(account.name)
+            self._due[account.name] = 0.0
+            return
         self._hand_over(session)
 
     def _collect(self, account: Account, config: Config) -> None:
@@ -350,7 +313,7 @@ class DaemonHandle:
         started = time.monotonic()
         self._due[account.name] = started + delay
         if not (account.idle and account.protocol == "imap"):
-            if self._push.get(account.name) is not None:
+            if self._waits.push(account.name) is not None:
                 self._set_push(account.name, None)  # IDLE was switched off for this account
             return
         if failures or self._stop.is_set():
@@ -360,8 +323,8 @@ class DaemonHandle:
             # waiting in IDLE again would bring the same announcement at once, so poll instead.
             return
         try:
-            session = IdleSession.open(account, known=remaining)
-        except IdleUnavailable as exc:
+            session = IdleSession.open(account, known=remaining, credential=logins.credential_for(self.paths, account))
+        except (IdleUnavailable, SignInRequired) as exc:
             self._set_push(account.name, f"polling every {account.interval} s: {exc}")
             return
         except (SmartPopError, OSError) as exc:
@@ -383,22 +346,12 @@ class DaemonHandle:
         self._hand_over(session)
 
     def _hand_over(self, session: IdleSession) -> None:
-        with self._lock:
-            self._arrivals.append(session)
+        self._waits.hand_over(session)
         self.wake()
 
     def _set_push(self, name: str, push: Optional[str]) -> None:
         """Record how the account gets its mail, when that changes (a write only then)."""
-        if self._push.get(name, "unknown") == push:
-            return
-        try:
-            statusread.set_push(self.paths, name, push)
-        except Exception as exc:
-            # Not remembered as recorded: the next call writes it again. Remembering it anyway
-            # left the status saying the old way (or nothing) until the way changed once more.
-            log.warning("%s: could not record the IDLE state: %s", name, exc)
-            return
-        self._push[name] = push
+        self._waits.set_push(name, push)
 
     # --- life cycle -----------------------------------------------------------------------
     def start(self) -> DaemonHandle:
@@ -415,11 +368,9 @@ class DaemonHandle:
         self._thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             workers = list(self._workers.values())
-            arrivals, self._arrivals = self._arrivals, []
         for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
-        for session in arrivals:
-            session.close()
+        self._waits.end_all()
         alive = [w.name for w in workers if w.is_alive()] + ([self._thread.name] if self._thread.is_alive() else [])
         self._finish()
         if alive:
@@ -432,14 +383,11 @@ class DaemonHandle:
         """Write what is only in memory, then let go of the store."""
         try:
             statusread.flush_liveness(self.paths, self._stores.hub)
-            for name, push in list(self._push.items()):
-                if push is not None:
-                    statusread.set_push(self.paths, name, None)  # nobody waits in IDLE once stopped
+            self._waits.clear_push()
         except Exception as exc:
             log.warning("could not write the collector's last-checked times: %s", exc)
         self._stores.close()
-        if self._watch is not None:
-            self._watch.close()
+        self._config_watch.close()
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()

@@ -5,6 +5,11 @@ only used for waiting: the daemon's scheduler select()s on its socket together w
 other session, so waiting costs no thread and no timer. When the server announces new mail
 the session is closed and the normal collection run follows. Before RFC 2177's 29 minutes
 are up the session is renewed (DONE, then IDLE again) on the same connection.
+
+A session logged in with an OAuth2 access token must not outlive the token: Dovecot keeps an
+authenticated session after the token expires, Microsoft ends it. So before `expires_at` the
+session is closed and a new one logged in with a fresh token (`relogin`); the new SELECT shows
+whatever arrived in between, so no announcement is lost.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import time
 from typing import List, Optional
 
+from smartpop.collector.credential import Credential
 from smartpop.collector.imap import ImapSource
 from smartpop.collector.source import IdleSource
 from smartpop.config.schema import Account
@@ -24,6 +30,10 @@ log = logging.getLogger(__name__)
 MAX_IDLE = 29 * 60
 # Renewed this long before MAX_IDLE, so a slow renewal still lands in time.
 RENEW_MARGIN = 60
+# A session with an access token logs in again this long before the token's expires_at ...
+RELOGIN_MARGIN = 30.0
+# ... but never sooner than this after its login, so a short-lived token cannot cause a login loop.
+MIN_LOGIN_LIFE = 5.0
 
 
 class IdleUnavailable(SmartPopError):
@@ -43,24 +53,31 @@ def _says_bye(line: bytes) -> bool:
 class IdleSession:
     """One account's session waiting in IDLE; `news()` is called when its socket is readable."""
 
-    def __init__(self, account: Account, source: IdleSource) -> None:
+    def __init__(self, account: Account, source: IdleSource, expires_at: Optional[float] = None) -> None:
         self.account = account
         self.source = source
         self.started = time.monotonic()
         self.mail = False  # the server announced new mail
+        self.known = source.exists  # the message count at login, for the check after a re-login
+        # When (time.monotonic) the token runs out and a new login is due; None: a password.
+        self.login_due: Optional[float] = None
+        if expires_at is not None:
+            left = expires_at - time.time() - RELOGIN_MARGIN
+            self.login_due = self.started + max(left, MIN_LOGIN_LIFE)
 
     @classmethod
-    def open(cls, account: Account, known: int = -1, timeout: float = 60.0) -> IdleSession:
+    def open(cls, account: Account, known: int = -1, timeout: float = 60.0,
+             credential: Optional[Credential] = None) -> IdleSession:
         """Log in, select, start IDLE; `.mail` is already True if the folder holds more than `known`.
 
         Raises IdleUnavailable when the server does not offer IDLE, TemporaryError (and the
         other SmartPopErrors of a login) when it cannot be reached.
         """
-        source = ImapSource.connect(account, timeout)
+        source = ImapSource.connect(account, timeout, credential)
         try:
             if b"IDLE" not in source.capabilities:
                 raise IdleUnavailable(f"{account.host} does not offer IMAP IDLE")
-            session = cls(account, source)
+            session = cls(account, source, None if credential is None else credential.expires_at)
             if known >= 0 and source.exists > known:
                 session.mail = True  # arrived between the last run and now: no need to wait
                 return session
@@ -81,8 +98,13 @@ class IdleSession:
         return self.source.idle_fileno()
 
     def due(self) -> float:
-        """When (time.monotonic) this IDLE must be renewed."""
-        return self.started + MAX_IDLE - RENEW_MARGIN
+        """When (time.monotonic) this IDLE must be renewed, or its login with it."""
+        renew = self.started + MAX_IDLE - RENEW_MARGIN
+        return renew if self.login_due is None else min(renew, self.login_due)
+
+    def needs_login(self) -> bool:
+        """True once the token is about to run out: renewing IDLE is not enough, log in again."""
+        return self.login_due is not None and time.monotonic() >= self.login_due
 
     def news(self) -> Optional[bool]:
         """Read what the server sent: True for new mail, False for nothing, None if the session ended."""
@@ -116,6 +138,11 @@ class IdleSession:
         self.source.idle_start()
         self.started = time.monotonic()
         self._take(self.source.idle_read() or [])
+
+    def relogin(self, credential: Credential, timeout: float = 60.0) -> IdleSession:
+        """Close this session and open a new one with `credential`; `.mail` if mail came meanwhile."""
+        self.close()
+        return IdleSession.open(self.account, known=self.known, timeout=timeout, credential=credential)
 
     def close(self) -> None:
         """Drop the connection (IDLE changed nothing, so there is nothing to commit)."""

@@ -20,6 +20,7 @@ from smartpop.collector.source import RefusedDelete, RemoteMessage, Sink
 from smartpop.collector.transport import network_errors, open_socket, tls_for
 from smartpop.config.schema import Account
 from smartpop.errors import AuthError, ConnectError, ProtocolError
+from smartpop.oauth import sasl
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,31 @@ class _Imap(imaplib.IMAP4):
 
     def _create_socket(self, timeout: Optional[float] = None) -> socket.socket:
         return open_socket(self.host, self.port, self.sp_timeout, self._sp_context)
+
+    def xoauth2(self, response: bytes, initial: bool) -> Tuple[bool, bytes, bytes]:
+        """AUTHENTICATE XOAUTH2 (with SASL-IR when `initial`); returns (ok, error challenge, tagged line).
+
+        Sent by hand: imaplib's authenticate() has no SASL-IR, and its debug output must not see the token.
+        """
+        tag: bytes = self._new_tag()
+        self.send(tag + b" AUTHENTICATE XOAUTH2" + (b" " + response if initial else b"") + b"\r\n")
+        sent, challenge = initial, b""
+        while True:
+            line = self.readline()
+            if not line:
+                raise self.abort("connection closed during AUTHENTICATE")
+            if line.startswith(tag + b" "):
+                ok = line[len(tag) + 1:].upper().startswith(b"OK")
+                if ok:
+                    self.state = "AUTH"  # imaplib checks it before SELECT
+                return ok, challenge, line.rstrip(b"\r\n")
+            if line.startswith(b"+"):
+                if sent:  # a continuation after the response is the server's error report
+                    challenge = line[1:].strip()
+                    self.send(sasl.FAILURE_ACK.encode("ascii") + b"\r\n")
+                else:
+                    self.send(response + b"\r\n")
+                    sent = True
 
     def next_tag(self) -> bytes:
         """A fresh command tag from imaplib's own sequence, for a command imaplib cannot send (IDLE)."""
@@ -100,10 +126,7 @@ class ImapSource:
                         imap.starttls(ssl_context=tls.upgrade)
                     except imaplib.IMAP4.error as exc:
                         raise ConnectError(f"{self.host}:{self.port} STARTTLS failed: {exc}") from None
-                try:
-                    imap.login(login.username, login.secret.reveal())
-                except imaplib.IMAP4.error as exc:
-                    raise AuthError(f"login to {self.host}:{self.port} refused: {_text(exc)}") from None
+                self._login(login)
                 typ, data = imap.capability()
                 caps = data[0].upper().split() if typ == "OK" and data and data[0] else []
                 self.capabilities = tuple(caps)
@@ -121,6 +144,30 @@ class ImapSource:
             self.abort()
             raise
         return self
+
+    def _login(self, login: Credential) -> None:
+        """LOGIN with a password, AUTHENTICATE XOAUTH2 with an access token."""
+        imap = self._imap
+        if login.mechanism != "xoauth2":
+            try:
+                imap.login(login.username, login.secret.reveal())
+            except imaplib.IMAP4.error as exc:
+                raise AuthError(f"login to {self.host}:{self.port} refused: {_text(exc)}") from None
+            return
+        caps = tuple(c.upper() for c in imap.capabilities)
+        if "AUTH=XOAUTH2" not in caps:
+            raise ConnectError(f"{self.host}:{self.port} does not offer OAuth2 sign-in (no AUTH=XOAUTH2 in CAPABILITY)")
+        response = sasl.initial_response(login.username, login.secret.reveal()).encode("ascii")
+        try:
+            ok, challenge, line = imap.xoauth2(response, initial="SASL-IR" in caps)
+        except imaplib.IMAP4.abort as exc:
+            raise ConnectError(f"{self.host}:{self.port} dropped the session during the OAuth2 login: "
+                               f"{_text(exc)}") from None
+        except imaplib.IMAP4.error as exc:
+            raise AuthError(f"OAuth2 login to {self.host}:{self.port} failed: {_text(exc)}") from None
+        if not ok:
+            why = sasl.describe_failure(challenge) if challenge else "no reason given"
+            raise AuthError(f"OAuth2 login to {self.host}:{self.port} refused ({why}): {_text(line)}")
 
     def _enable_utf8(self, caps: List[bytes]) -> None:
         """ENABLE UTF8=ACCEPT (RFC 6855) where offered: after login, before SELECT.

@@ -22,6 +22,7 @@ from smartpop.collector.source import RefusedDelete, RemoteMessage, Sink
 from smartpop.collector.transport import network_errors, nodelay, open_socket, tls_for, wrap
 from smartpop.config.schema import Account
 from smartpop.errors import AuthError, ConnectError, ProtocolError
+from smartpop.oauth import sasl
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ class Pop3Source:
                         raise ConnectError(f"{self.host}:{self.port} sent data before the TLS handshake")
                     self._attach(wrap(self._sock, tls.upgrade, self.host))
             self._ask_utf8()
-            self._login(login.username, login.secret.reveal())
+            if login.mechanism == "xoauth2":
+                self._login_xoauth2(login.username, login.secret.reveal())
+            else:
+                self._login(login.username, login.secret.reveal())
             self.pipelining = USE_PIPELINING and "PIPELINING" in self._capabilities()
         except BaseException:
             self.abort()
@@ -162,6 +166,30 @@ class Pop3Source:
         except ProtocolError as exc:
             raise AuthError(f"login to {self.host}:{self.port} refused: {exc}") from None
 
+    def _login_xoauth2(self, username: str, token: str) -> None:
+        """AUTH XOAUTH2 (RFC 5034): the response on the command line only while it fits in 255 octets."""
+        sasl_line = [line for line in self._capa_lines() if line.upper().startswith("SASL ")]
+        if not sasl_line or sasl.MECHANISM not in sasl_line[0].upper().split()[1:]:
+            raise ConnectError(f"{self.host}:{self.port} does not offer OAuth2 sign-in "
+                               "(no XOAUTH2 in CAPA's SASL line)")
+        first, after = sasl.pop3_auth_lines(sasl.initial_response(username, token))
+        self._drain()
+        self._send(first)
+        challenge = ""
+        while True:
+            line = self._readline().rstrip(b"\r\n").decode("utf-8", "replace")
+            if line.startswith("+OK"):
+                return
+            if line.startswith("+") and after is not None:  # the go-ahead for the response
+                self._send(after)
+                after = None
+            elif line.startswith("+"):  # after the response: the server's error report
+                challenge = line[1:].strip()
+                self._send(sasl.FAILURE_ACK)
+            else:
+                why = sasl.describe_failure(challenge) if challenge else "no reason given"
+                raise AuthError(f"OAuth2 login to {self.host}:{self.port} refused ({why}): {line[:300]}")
+
     def _ask_utf8(self) -> None:
         """Turn on UTF-8 mode (RFC 6856) where CAPA offers it; the command is only valid before login.
 
@@ -179,11 +207,15 @@ class Pop3Source:
 
     def _capabilities(self) -> List[str]:
         """CAPA's keywords (upper case); [] for a server without CAPA."""
+        return [line.split(" ", 1)[0].upper() for line in self._capa_lines() if line]
+
+    def _capa_lines(self) -> List[str]:
+        """CAPA's lines with their arguments; [] for a server without CAPA."""
         try:
             self._command("CAPA")
         except ProtocolError:
             return []
-        return [line.split(b" ", 1)[0].decode("ascii", "replace").upper() for line in self._multiline() if line]
+        return [line.decode("ascii", "replace") for line in self._multiline()]
 
     def _body(self, sink: Optional[Sink]) -> None:
         """Read a multi-line answer up to its "." line, un-dot-stuffed, into `sink` (None: discard).

@@ -223,7 +223,7 @@ def test_sign_in_collect_outlive_the_token_and_get_revoked(env: Env, oauth: OAut
     assert _grants_used(oauth, "refresh_token") == refreshes + 1
     rotated = _stored_grant(env, name)
     assert rotated != grant and oauth.refresh[rotated]["active"] and not oauth.refresh[grant]["active"]
-    assert sorted(body_of(m) for m in env.local("anna")) == sorted(body_of(m) for m in first + [second])
+    assert sorted(body_of(m) for m in env.local("anna")) == sorted(body_of(m) for m in [*first, second])
     assert env.left_on_provider() == 0
     assert _alerts(env) == ""
 

@@ -93,28 +93,28 @@ def _set(key: str, value: Any) -> Callable[[Dict[str, Any]], None]:
 
 
 REJECTED = [
-    (lambda d: d["accounts"][0].pop("oauth"), "accounts[0].oauth", "missing"),
-    (lambda d: d["accounts"][0].update(auth="password"), "accounts[0].auth", "not_a_choice"),
+    (lambda d: d["accounts"][0].pop("oauth"), "accounts[0].oauth", "oauth_required"),
+    (lambda d: d["accounts"][0].update(auth="password"), "accounts[0].oauth", "oauth_without_oauth2"),
     (lambda d: d["accounts"][0].update(auth="kerberos"), "accounts[0].auth", "not_a_choice"),
     (lambda d: d["accounts"][0].update(oauth="microsoft"), "accounts[0].oauth", "not_an_object"),
     (_set("provider", "yahoo"), "accounts[0].oauth.provider", "not_a_choice"),
     (_set("colour", "blue"), "accounts[0].oauth.colour", "unknown_setting"),
     (lambda d: d["accounts"][0]["oauth"].pop("client_id"), "accounts[0].oauth.client_id", "missing"),
-    (_set("client_id", "abc def"), "accounts[0].oauth.client_id", "control_characters"),
+    (_set("client_id", "abc def"), "accounts[0].oauth.client_id", "not_a_client_id"),
     (_set("client_id", "abc\ndef"), "accounts[0].oauth.client_id", "control_characters"),
     (_set("client_id", "a" * 201), "accounts[0].oauth.client_id", "too_long"),
-    (_set("client_id", "ä-id"), "accounts[0].oauth.client_id", "control_characters"),
-    (_set("tenant", "firma.de/../evil"), "accounts[0].oauth.tenant", "not_a_domain"),
-    (_set("tenant", "firma.de?x=1"), "accounts[0].oauth.tenant", "not_a_domain"),
-    (_set("tenant", "firma de"), "accounts[0].oauth.tenant", "not_a_domain"),
+    (_set("client_id", "ä-id"), "accounts[0].oauth.client_id", "not_a_client_id"),
+    (_set("tenant", "firma.de/../evil"), "accounts[0].oauth.tenant", "not_a_tenant"),
+    (_set("tenant", "firma.de?x=1"), "accounts[0].oauth.tenant", "not_a_tenant"),
+    (_set("tenant", "firma de"), "accounts[0].oauth.tenant", "not_a_tenant"),
     (_set("tenant", "t" * 101), "accounts[0].oauth.tenant", "too_long"),
-    (_set("client_id", "abc~def"), "accounts[0].oauth.client_id", "control_characters"),
-    (_set("tenant", "-firma.de"), "accounts[0].oauth.tenant", "not_a_domain"),
+    (_set("client_id", "abc~def"), "accounts[0].oauth.client_id", "not_a_client_id"),
+    (_set("tenant", "-firma.de"), "accounts[0].oauth.tenant", "not_a_tenant"),
     (_set("refresh_token", "rt\nrelayhost=evil"), "accounts[0].oauth.refresh_token", "secret_control_characters"),
     (_set("refresh_token", "rt with space"), "accounts[0].oauth.refresh_token", "secret_control_characters"),
     (_set("refresh_token", 42), "accounts[0].oauth.refresh_token", "secret_not_text"),
     (_set("client_secret", "s\r\ncret"), "accounts[0].oauth.client_secret", "secret_control_characters"),
-    (_set("provider", "google"), "accounts[0].oauth.client_secret", "missing"),
+    (_set("provider", "google"), "accounts[0].oauth.client_secret", "client_secret_required"),
 ]
 
 

@@ -80,7 +80,7 @@ def test_unknown_and_password_accounts_are_refused(paths: Paths) -> None:
     assert gone.value.code == "no_such_account"
     with pytest.raises(ConfigError) as password:
         grants.forget_refresh_token(paths, "sammelpostfach")
-    assert password.value.code == "not_a_choice" and password.value.key == "accounts[0].auth"
+    assert password.value.code == "not_oauth2" and password.value.key == "accounts[0].auth"
     assert paths.config.read_bytes() == before
 
 

@@ -90,7 +90,7 @@ def parse_oauth(key: str, raw: Any) -> OAuthSettings:
     if kind == "google" and not secret:
         raise v.fail(f"{key}.client_secret", "is required for Google",
                      f"copy the client secret of your Google desktop app client into {key}.client_secret",
-                     code="missing")
+                     code="client_secret_required")
     return OAuthSettings(
         provider=kind,
         client_id=v.as_client_id(f"{key}.client_id", data["client_id"]),
@@ -106,11 +106,10 @@ def _parse_login(key: str, data: Any) -> Tuple[Auth, Optional[OAuthSettings]]:
     raw = data.get("oauth")
     if auth == "oauth2" and raw is None:
         raise v.fail(f"{key}.oauth", "is required when auth is 'oauth2'",
-                     f"add {key}.oauth with provider and client_id of your app registration", code="missing")
+                     f"add {key}.oauth with provider and client_id of your app registration", code="oauth_required")
     if auth == "password" and raw is not None:
-        raise v.fail(f"{key}.auth", "is 'password' but the account has an oauth block",
-                     f"set {key}.auth to 'oauth2' or remove {key}.oauth", code="not_a_choice", value=auth,
-                     choices="oauth2")
+        raise v.fail(f"{key}.oauth", "is only used when auth is 'oauth2'",
+                     f"remove {key}.oauth or set {key}.auth to 'oauth2'", code="oauth_without_oauth2")
     return auth, None if raw is None else parse_oauth(f"{key}.oauth", raw)
 
 

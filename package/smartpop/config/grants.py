@@ -30,8 +30,7 @@ def _set(paths: Paths, account_name: str, token: str) -> None:
             return
         if account.auth != "oauth2" or account.oauth is None:
             raise v.fail(f"accounts[{index}].auth", f"account {account_name!r} does not sign in with OAuth2",
-                         f"set accounts[{index}].auth to 'oauth2' first", code="not_a_choice", value=account.auth,
-                         choices="oauth2")
+                         f"set accounts[{index}].auth to 'oauth2' first", code="not_oauth2", name=account_name)
         account.oauth.refresh_token = Secret(clean)
 
     store.update(paths, change)

@@ -108,9 +108,8 @@ def as_tenant(key: str, value: Any) -> str:
     """Accept a Microsoft tenant: common, organizations, consumers, a tenant id or a domain."""
     text = as_text(key, value, max_len=100)
     if not TENANT.match(text):
-        # The page's text for not_a_domain fits: a tenant is usually the company's domain.
         raise fail(key, f"{value!r} is not a tenant", "use common, organizations, consumers, a tenant id or a domain",
-                   code="not_a_domain", value=_shown(value))
+                   code="not_a_tenant", value=_shown(value))
     return text
 
 
@@ -119,7 +118,7 @@ def as_client_id(key: str, value: Any) -> str:
     text = as_text(key, value, max_len=200)
     if not CLIENT_ID.match(text):
         raise fail(key, "may hold only letters, digits, '.', '_' and '-'",
-                   "copy the application (client) id of your app registration again", code="control_characters")
+                   "copy the application (client) id of your app registration again", code="not_a_client_id")
     return text
 
 

@@ -132,24 +132,19 @@ class Store:
 
     def _each(self, sql: str, args: Sequence[Any], take: Callable[[sqlite3.Row], None]) -> None:
         """Hand every row of a query to `take`, one at a time (no list of all rows in memory)."""
-        self._rows(sql, args, take, sqlite3.Row)
+        self._scan(sql, args, take, sqlite3.Row)
 
-    def _scan(self, sql: str, args: Sequence[Any], take: Callable[[Tuple[Any, ...]], None]) -> None:
-        """Like _each, with each row a plain tuple: for the scans over every message of a mailbox.
+    def _scan(self, sql: str, args: Sequence[Any], take: Callable[[Any], None], factory: Any = None) -> None:
+        """Like _each, with plain tuples for rows (no `factory`): for the scans over a whole mailbox.
 
-        A quiet poll reads every row of its mailbox twice (messages_of, prune): with 30,000 rows
-        a sqlite3.Row per row and a look-up by column name cost ~150 M instructions (callgrind,
-        3.13), nearly all of what the poll gained in the issue 17 split. The callers bind each
-        column to a name by unpacking the tuple right below their SELECT, in its order.
+        A quiet poll reads its whole mailbox twice (messages_of, prune); over 30,000 rows a
+        sqlite3.Row each and look-ups by column name cost ~150 M instructions (callgrind, 3.13).
+        The callers bind each column to a name by unpacking the tuple under their SELECT.
         """
-        self._rows(sql, args, take, None)
-
-    def _rows(self, sql: str, args: Sequence[Any], take: Callable[[Any], None],
-              factory: Optional[Callable[[sqlite3.Cursor, Tuple[Any, ...]], Any]]) -> None:
         with self._reader_lock:
             try:
                 cursor = self._reader.cursor()
-                cursor.row_factory = factory  # type: ignore[assignment]
+                cursor.row_factory = factory
                 for row in cursor.execute(sql, args):
                     take(row)
             except sqlite3.Error as exc:

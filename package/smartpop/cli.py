@@ -124,6 +124,7 @@ def _cmd_status(paths: Paths, args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(paths: Paths, args: argparse.Namespace) -> int:
+    from smartpop.collector.concurrency import Guards
     from smartpop.collector.service import start_daemon
     from smartpop.config import store
     from smartpop.web.server import ensure_can_listen, require_web_libraries, serve
@@ -132,7 +133,7 @@ def _cmd_serve(paths: Paths, args: argparse.Namespace) -> int:
     dev = getattr(args, "dev", False)
     ensure_can_listen(paths, config.web.port if dev else None)
     require_web_libraries()
-    collector = start_daemon(paths, config)
+    collector = start_daemon(paths, config, Guards())  # the process's guards: the web app shares them
     try:
         serve(paths, config, dev=dev, collector=collector)
     finally:

@@ -139,7 +139,7 @@ def test_concurrent_accounts_are_bounded(env: Env, monkeypatch: pytest.MonkeyPat
     lock = threading.Condition()
 
     def fake_run(paths: object, config: object, account: Any, progress: object, stop: object,
-                 lock_timeout: float) -> AccountResult:
+                 lock_timeout: float, guards: object) -> AccountResult:
         with lock:
             inside["now"] += 1
             inside["max"] = max(inside["max"], inside["now"])

@@ -2,19 +2,21 @@
 
     SMARTPOP_CRASH_AT=after_data SMARTPOP_CRASH_NTH=2 python -m support.crashrun --data DIR fetch
 
-The hook replaces the checkpoint of the process's guards (smartpop.collector.concurrency.PROCESS),
-the seam the runner calls at each step boundary (after_retr, after_note, after_data, after_record,
-after_dele, before_quit).
+The hook is the checkpoint of the guards this process's `fetch` runs with (the seam the runner
+calls at each step boundary: after_retr, after_note, after_data, after_record, after_dele,
+before_quit): commands.cmd_fetch is given these guards instead of building its own.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 
 from smartpop.cli import main
-from smartpop.collector import concurrency
+from smartpop.collector import commands
+from smartpop.collector.concurrency import Guards
 
 
 def install() -> None:
@@ -22,6 +24,7 @@ def install() -> None:
     step = os.environ.get("SMARTPOP_CRASH_AT", "")
     nth = int(os.environ.get("SMARTPOP_CRASH_NTH", "1"))
     seen = {"count": 0}
+    guards = Guards()
 
     def hook(name: str) -> None:
         if name == step:
@@ -32,10 +35,12 @@ def install() -> None:
                     os.kill(os.getpid(), signal.SIGKILL)
                 # Other delivery threads may be between their durable note and their dot:
                 # a kill there is not a step boundary (concurrency.HandOver says why).
-                with concurrency.PROCESS.handover.quiet():
+                with guards.handover.quiet():
                     os.kill(os.getpid(), signal.SIGKILL)
 
-    concurrency.PROCESS.checkpoint = hook
+    guards.checkpoint = hook
+    # cli's `fetch` imports cmd_fetch when it runs, so it finds this one.
+    commands.cmd_fetch = functools.partial(commands.cmd_fetch, guards=guards)  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Optional
 
 from smartpop.collector import delivery, service
+from smartpop.collector.concurrency import Guards
 from smartpop.config import store
 from smartpop.errors import SignInRequired, TemporaryError
 from smartpop.paths import Paths
@@ -28,8 +29,11 @@ def _stop_on_sigterm(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def cmd_fetch(paths: Paths, args: argparse.Namespace) -> int:
-    """One collection pass; exit 1 if any account failed (its mail stays on the server)."""
+def cmd_fetch(paths: Paths, args: argparse.Namespace, guards: Optional[Guards] = None) -> int:
+    """One collection pass; exit 1 if any account failed (its mail stays on the server).
+
+    `guards`: this process's (concurrency.py), built here unless given (the crash tests give theirs).
+    """
     config = store.load(paths)
     if not getattr(args, "account", None) and not any(a.enabled for a in config.accounts):
         # Not an error (exit 0): an empty or paused setup is valid, and a scheduled fetch must
@@ -41,7 +45,8 @@ def cmd_fetch(paths: Paths, args: argparse.Namespace) -> int:
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         _stop_on_sigterm(stop)
-    summary = service.fetch_all(paths, config, getattr(args, "account", None), stop=stop)
+    summary = service.fetch_all(paths, config, getattr(args, "account", None), stop=stop,
+                                guards=guards if guards is not None else Guards())
     for line in summary.lines():
         print(line)
     return 0 if summary.ok else 1

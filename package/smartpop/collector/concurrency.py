@@ -1,9 +1,11 @@
 """What the account runs of one process share while their threads hand mail over.
 
 `Guards` bundles the hand-over window (HandOver), the per-digest order (DigestLocks) and the
-step seam the crash tests kill at (`checkpoint`). run_account() passes one to each AccountRun;
-by default the process's `PROCESS`, because the runs that must see each other (a fetch pass,
-the daemon's accounts, a "fetch now" from the web UI) may all run in one process.
+step seam the crash tests kill at (`checkpoint`). A process builds one at its entry and passes
+it down to every run_account(), because the runs that must see each other may all run in one
+process: a `fetch` pass's accounts (commands.cmd_fetch), and in `serve` the daemon's accounts
+and a "fetch now" from the web UI (cli builds them, the daemon's handle hands them to the app).
+Nothing here is a module global: a test that needs its own guards makes them.
 `Pending` bounds how many spooled messages one run has in its delivery workers.
 """
 
@@ -95,10 +97,6 @@ class Guards:
         self.handover = HandOver()
         self.digests = DigestLocks()
         self.checkpoint = checkpoint
-
-
-# The guards of this process; run_account() uses them unless it is given others.
-PROCESS = Guards()
 
 
 class Pending:

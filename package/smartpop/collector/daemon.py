@@ -30,6 +30,7 @@ from typing import Callable, Dict, Optional, Set
 
 from smartpop import heap
 from smartpop.collector import logins, runner, state, statusread
+from smartpop.collector.concurrency import Guards
 from smartpop.collector.configwatch import ConfigWatch
 from smartpop.collector.idle import IdleSession, IdleUnavailable
 from smartpop.collector.idlewait import IdleWaits
@@ -63,9 +64,10 @@ def next_delay(interval: int, failures: int) -> float:
 class DaemonHandle:
     """A running daemon; stop() ends it."""
 
-    def __init__(self, paths: Paths, config: Config) -> None:
+    def __init__(self, paths: Paths, config: Config, guards: Optional[Guards] = None) -> None:
         self.paths = paths
         self.config = config
+        self.guards = guards if guards is not None else Guards()  # shared with the process's other runs
         self._stop = threading.Event()
         self._workers: Dict[str, threading.Thread] = {}
         self._due: Dict[str, float] = {}
@@ -294,7 +296,7 @@ class DaemonHandle:
                 if self._stop.is_set():
                     return
                 result = run_account(self.paths, config, account, stop=self._stop, lock_timeout=0,
-                                     stores=self._stores)
+                                     stores=self._stores, guards=self.guards)
             failures = 0 if (result.ok or result.skipped) else failures + 1
             remaining, collected = result.remaining, result.collected
             with self._lock:
@@ -393,6 +395,6 @@ class DaemonHandle:
         self._wake_w.close()
 
 
-def start(paths: Paths, config: Config) -> DaemonHandle:
+def start(paths: Paths, config: Config, guards: Optional[Guards] = None) -> DaemonHandle:
     """Create and start a daemon."""
-    return DaemonHandle(paths, config).start()
+    return DaemonHandle(paths, config, guards).start()

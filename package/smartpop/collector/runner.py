@@ -26,7 +26,7 @@ from typing import Optional
 
 from smartpop import fsutil
 from smartpop.collector import logins, spool
-from smartpop.collector.concurrency import PROCESS, Guards
+from smartpop.collector.concurrency import Guards
 from smartpop.collector.mailbox import AccountResult, AccountRun, Progress
 from smartpop.collector.source import Source
 from smartpop.collector.sources import open_source
@@ -47,7 +47,7 @@ ACCOUNT_CONCURRENCY = 4
 
 def run_account(paths: Paths, config: Config, account: Account, progress: Optional[Progress] = None,
                 stop: Optional[threading.Event] = None, lock_timeout: float = 0,
-                stores: Optional[StorePool] = None, guards: Guards = PROCESS) -> AccountResult:
+                stores: Optional[StorePool] = None, *, guards: Guards) -> AccountResult:
     """One pass over `account` under its lock; errors end up in the result, never raised.
 
     With `stores` (the daemon's) the state store stays open after the run for the next one.

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from smartpop.collector import headers, logins, recipients, runner, statusread
+from smartpop.collector.concurrency import Guards
 from smartpop.collector.policy import policy_for
 from smartpop.collector.runner import AccountResult, run_account
 from smartpop.collector.sources import open_source
@@ -55,15 +56,21 @@ class FetchSummary:
 
 def fetch_all(paths: Paths, config: Config, account: Optional[str] = None,
               progress: Optional[Callable[[Dict[str, Any]], None]] = None, *,
-              stop: Optional[threading.Event] = None, lock_timeout: float = FETCH_LOCK_WAIT) -> FetchSummary:
-    """One collection pass over every enabled account (or just `account`, enabled or not)."""
+              stop: Optional[threading.Event] = None, lock_timeout: float = FETCH_LOCK_WAIT,
+              guards: Optional[Guards] = None) -> FetchSummary:
+    """One collection pass over every enabled account (or just `account`, enabled or not).
+
+    `guards` are shared with every other run of this process (concurrency.py); without them
+    the pass's accounts share guards of their own.
+    """
+    shared = guards if guards is not None else Guards()
     accounts = [config.account(account)] if account else [a for a in config.accounts if a.enabled]
     summary = FetchSummary()
 
     def one(item: Account) -> Optional[AccountResult]:
         if stop is not None and stop.is_set():
             return None  # stopping: accounts not started yet are left for the next pass
-        return run_account(paths, config, item, progress, stop, lock_timeout)
+        return run_account(paths, config, item, progress, stop, lock_timeout, guards=shared)
 
     workers = max(1, min(runner.ACCOUNT_CONCURRENCY, len(accounts)))
     if workers == 1:
@@ -105,11 +112,14 @@ def explain_routing(config: Config, account: Account, raw_headers: bytes, loop_k
     return recipients.decide(headers.parse_fields(header), policy_for(config, account, loop_key))
 
 
-def start_daemon(paths: Paths, config: Config) -> DaemonHandle:
-    """Start the polling daemon in background threads; call .stop(timeout) to end it."""
+def start_daemon(paths: Paths, config: Config, guards: Optional[Guards] = None) -> DaemonHandle:
+    """Start the polling daemon in background threads; call .stop(timeout) to end it.
+
+    Its runs share `guards` (its handle's .guards; new ones if not given) with the process's other runs.
+    """
     from smartpop.collector.daemon import start
 
-    return start(paths, config)
+    return start(paths, config, guards)
 
 
 __all__ = ["FetchSummary", "RoutingDecision", "explain_routing", "fetch_all", "start_daemon",

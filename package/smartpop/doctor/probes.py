@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from smartpop import __version__
-from smartpop.doctor.facts import POSTCONF_PARAMS
+from smartpop.doctor.postconf import POSTCONF_PARAMS
 from smartpop.paths import OWN_DIRS, OWN_FILES, Paths
 from smartpop.relay.postfix import parse_postconf
 

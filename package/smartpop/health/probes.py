@@ -13,7 +13,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from smartpop.collector.transport import describe
+from smartpop.collector.transport import describe, wrap
 from smartpop.config.secret import Secret
 from smartpop.log import redact
 
@@ -196,7 +196,15 @@ def _read_line(sock: socket.socket) -> bytes:
 
 
 def _starttls(sock: socket.socket, protocol: str) -> None:
-    """Ask for TLS in the protocol's own way; raise _Declined when the server does not agree."""
+    """Ask for TLS in the protocol's own way; raise _Declined when the server does not agree.
+
+    Not the collector's STLS/STARTTLS: that one is part of a login session (Pop3Source and
+    ImapSource connect, upgrade and log in in one step, and need the account's credential),
+    and the collector has no SMTP STARTTLS at all (MailPlus is reached in clear on loopback;
+    the relay login above uses smtplib's, with Postfix's trust). The certificate probe only
+    needs the upgrade, on any of the three protocols and without a login. The handshake
+    itself, with the same verifying context as collection, is transport.wrap's.
+    """
     if protocol == "smtp":
         line = _read_line(sock)
         while line[3:4] == b"-":
@@ -235,7 +243,7 @@ def probe_certificate(host: str, port: int, protocol: str, security: str, contex
         with socket.create_connection((host, port), timeout=timeout) as raw:
             if security == "starttls":
                 _starttls(raw, protocol)
-            with context.wrap_socket(raw, server_hostname=host) as tls:
+            with wrap(raw, context, host) as tls:
                 cert = tls.getpeercert() or {}
         result.verified = True
         not_after = cert.get("notAfter")

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 from flask import Flask, Response, abort, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from smartpop.collector.concurrency import Guards
 from smartpop.paths import Paths
 from smartpop.web import i18n, security
 from smartpop.web.jobs import FetchJobs, HealthJobs
@@ -44,7 +45,8 @@ class _PrefixFromCgi:
         return self.app(environ, start_response)
 
 
-def create_app(paths: Paths, secret: Optional[str] = None, dev_token: Optional[str] = None) -> Flask:
+def create_app(paths: Paths, secret: Optional[str] = None, dev_token: Optional[str] = None,
+               guards: Optional[Guards] = None) -> Flask:
     """Build the app; every route requires the CGI's proof (or the dev token in dev mode)."""
     app = Flask("smartpop.web")
     app.config["SMARTPOP_PATHS"] = paths
@@ -54,7 +56,7 @@ def create_app(paths: Paths, secret: Optional[str] = None, dev_token: Optional[s
     # Cookies handed out by /_dev/login; the printed token itself opens one session only.
     dev_sessions: List[str] = []
     app.config["SMARTPOP_DEV_SESSIONS"] = dev_sessions
-    app.extensions["smartpop_jobs"] = FetchJobs(paths)
+    app.extensions["smartpop_jobs"] = FetchJobs(paths, guards)  # `serve`: the daemon's guards
     app.extensions["smartpop_health_jobs"] = HealthJobs(paths)
     app.wsgi_app = _PrefixFromCgi(app.wsgi_app)  # type: ignore[method-assign]
 

@@ -9,6 +9,7 @@ import time
 from typing import Any, Dict, Optional
 
 from smartpop.collector import service as collector
+from smartpop.collector.concurrency import Guards
 from smartpop.config import store
 from smartpop.errors import SmartPopError
 from smartpop.log import redact
@@ -21,8 +22,9 @@ _ids = itertools.count(1)
 class FetchJobs:
     """Runs at most one UI-started fetch at a time and keeps the last one's outcome."""
 
-    def __init__(self, paths: Paths) -> None:
+    def __init__(self, paths: Paths, guards: Optional[Guards] = None) -> None:
         self.paths = paths
+        self.guards = guards if guards is not None else Guards()  # shared with the daemon's runs in `serve`
         self._lock = threading.Lock()
         self._job: Dict[str, Any] = {"id": 0, "running": False}
         self._thread: Optional[threading.Thread] = None
@@ -65,7 +67,7 @@ class FetchJobs:
         try:
             config = store.load(self.paths)
             summary = collector.fetch_all(self.paths, config, account,
-                                          progress=lambda event: self._progress(job_id, event))
+                                          progress=lambda event: self._progress(job_id, event), guards=self.guards)
             # "results" lets the page word each line in its own language; "lines" stays for API users.
             outcome = {"ok": bool(summary.ok), "lines": [redact(line) for line in summary.lines()],
                        "results": [_result(name, r) for name, r in summary.results.items()]}

@@ -36,6 +36,7 @@ from smartpop.paths import Paths
 from smartpop.web.proof import load_or_create_secret
 
 if TYPE_CHECKING:
+    from smartpop.collector.concurrency import Guards
     from smartpop.collector.daemon import DaemonHandle
 
 log = logging.getLogger(__name__)
@@ -198,14 +199,14 @@ def require_web_libraries() -> None:
                             "SmartPop")
 
 
-def lazy_app(paths: Paths, dev_token: Optional[str] = None) -> LazyApp:
+def lazy_app(paths: Paths, dev_token: Optional[str] = None, guards: Optional[Guards] = None) -> LazyApp:
     """The app of `serve`: its secret exists from the start (index.cgi reads it), the rest comes on use."""
     secret = load_or_create_secret(paths)
 
     def build() -> WsgiApp:
         from smartpop.web.app import create_app
 
-        app = create_app(paths, secret=secret, dev_token=dev_token)
+        app = create_app(paths, secret=secret, dev_token=dev_token, guards=guards)
         log.info("web interface loaded")
         return app
 
@@ -219,7 +220,7 @@ def serve(paths: Paths, config: Config, dev: bool = False, collector: Optional[D
     an account's status, instead of on a timer.
     """
     dev_token = secrets.token_urlsafe(24) if dev else None
-    app = lazy_app(paths, dev_token=dev_token)
+    app = lazy_app(paths, dev_token=dev_token, guards=collector.guards if collector is not None else None)
     server = make_server(app, paths, port=config.web.port if dev else None)
 
     from smartpop.alerts import AlertWatcher

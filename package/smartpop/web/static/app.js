@@ -223,7 +223,7 @@
       if (job.running) {
         text.textContent = t("js.fetch_running") + (parts.length ? " " + parts.join(" · ") : "");
       } else if (job.error) {
-        text.textContent = t("js.fetch_failed") + " " + (job.error === "unavailable" ? t("js.unavailable") : job.error);
+        text.textContent = t("js.fetch_failed") + " " + job.error;
       } else {
         text.textContent = job.ok ? t("js.fetch_done") : t("js.fetch_problems");
       }

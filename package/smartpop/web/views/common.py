@@ -24,7 +24,7 @@ NAV = [("dashboard.index", "nav.dashboard"), ("accounts.index", "nav.accounts"),
 NOTICES = {"saved", "deleted", "enabled", "disabled", "created", "signed_in", "signed_out"}
 # Texts the page script needs (progress phases, button feedback).
 JS_KEYS = ["js.working", "js.copied", "js.copy_failed", "js.confirm_delete", "js.fetch_running", "js.fetch_done",
-           "js.fetch_problems", "js.fetch_failed", "js.unavailable", "js.request_failed", "phase.connect",
+           "js.fetch_problems", "js.fetch_failed", "js.request_failed", "phase.connect",
            "phase.list", "phase.fetch", "phase.commit", "phase.done", "js.result_ok", "js.result_problem",
            "js.result_failed", "js.result_skipped", "js.health_running", "js.health_done", "js.health_failed",
            "js.health_busy", "health.roundtrip.sending", "signin.waiting", "signin.done"]

@@ -40,6 +40,14 @@ def register_secrets(values: Iterable[str]) -> None:
         _by_length[:] = sorted(_secrets, key=len, reverse=True)
 
 
+def forget_secrets(values: Iterable[str]) -> None:
+    """Stop masking these values: superseded OAuth2 tokens, which would otherwise pile up every hour."""
+    with _secrets_lock:
+        for value in values:
+            _secrets.discard(value)
+        _by_length[:] = sorted(_secrets, key=len, reverse=True)
+
+
 def redact_known(text: str) -> str:
     """Mask every registered secret value in `text` (for SmartPop's own messages, which quote none)."""
     with _secrets_lock:

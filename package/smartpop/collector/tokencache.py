@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Dict, NamedTuple, Optional
+from typing import Callable, Dict, NamedTuple, Optional, Set
 
+from smartpop.log import forget_secrets
 from smartpop.oauth.tokens import REFRESH_MARGIN, TokenSet, stored
 
 
@@ -65,11 +66,27 @@ class TokenCache:
             if not current.needs_refresh(self.clock(), self.margin):
                 return current
             fresh = refresh(current)
+            rotated = key._replace(refresh_token=fresh.refresh_token)
             with self._guard:
+                superseded = self._supersede(key, rotated, current)
                 self._entries[key] = fresh
-                if fresh.refresh_token != key.refresh_token:
-                    self._entries[key._replace(refresh_token=fresh.refresh_token)] = fresh
+                self._entries[rotated] = fresh
+            forget_secrets(superseded - {fresh.access_token, fresh.refresh_token, key.refresh_token})
             return fresh
+
+    def _supersede(self, key: CacheKey, rotated: CacheKey, current: TokenSet) -> Set[str]:
+        """Drop the account's entries other than `key` and `rotated`; the token values they held.
+
+        Without this, a daemon whose provider rotates the refresh token (Microsoft) would keep
+        one entry and two registered secrets more every hour, for ever. `key` itself stays: a
+        caller whose config.json still names the previous refresh token finds the fresh tokens
+        under it until the next refresh, two rotations on.
+        """
+        gone = {current.access_token}
+        for stale in [k for k in self._entries if k.account == key.account and k not in (key, rotated)]:
+            tokens = self._entries.pop(stale)
+            gone.update((stale.refresh_token, tokens.access_token, tokens.refresh_token))
+        return gone
 
     def forget(self, account: str) -> None:
         """Drop every entry of `account` (after a revoked grant or a sign-out)."""

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List
 import pytest
 import requests
 
-from smartpop.collector import daemon, idle, logins, runner, service, sources
+from smartpop.collector import daemon, idle, logins, service, sources
 from smartpop.collector.credential import Credential
 from smartpop.config.schema import Account, Config
 from smartpop.config.secret import Secret
@@ -111,9 +111,9 @@ def test_the_runner_collects_with_a_token(env: Env, oauth: OAuthServer, protocol
     messages = [message(1, env.addr("anna")), message(2, env.addr("ben")), message(3, env.addr("anna"))]
     env.fill(messages)
     credential = sign_in(oauth, env.catchall)
-    # The runner's own credential lookup is oauthcore's (logins.credential_for); here the token is given.
-    monkeypatch.setattr(runner, "open_source", lambda account, timeout: sources.open_source(account, timeout,
-                                                                                            credential))
+    # The grant store and token endpoint are tested elsewhere (tests/oauth); here the token is given
+    # to the runner's own credential lookup.
+    monkeypatch.setattr(logins, "credential_for", lambda paths, account: credential)
     config = env.write_config([_account(env, protocol)])
     result = service.fetch_all(env.paths, config).results["sammel"]
     assert result.ok and result.collected == 3, result
@@ -200,9 +200,7 @@ def test_idle_logs_in_again_before_the_token_runs_out_and_still_pushes(
         issued.append(sign_in(oauth, account.username))
         return issued[-1]
 
-    monkeypatch.setattr(logins, "credential_for", credential_for)
-    monkeypatch.setattr(runner, "open_source", lambda account, timeout: sources.open_source(
-        account, timeout, credential_for(env.paths, account)))
+    monkeypatch.setattr(logins, "credential_for", credential_for)  # the runner's and the IDLE re-login's
     relogins: List[float] = []
     original = idle.IdleSession.relogin
 

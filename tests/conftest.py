@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+from smartpop import log as smartpop_log
 from support.samples import sample_document
+
+
+@pytest.fixture(autouse=True)
+def _secrets_stay_with_their_test() -> Iterator[None]:
+    """Each test's registered secrets end with it.
+
+    The registry is process-wide by design; a test that registers a word-like value ("bad")
+    would otherwise mask that word in every later test's log lines.
+    """
+    with smartpop_log._secrets_lock:
+        before = set(smartpop_log._secrets)
+    yield
+    with smartpop_log._secrets_lock:
+        smartpop_log._secrets.clear()
+        smartpop_log._secrets.update(before)
+        smartpop_log._by_length[:] = sorted(before, key=len, reverse=True)
+
 
 ROOT = Path(__file__).resolve().parent.parent
 

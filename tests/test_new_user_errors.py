@@ -231,12 +231,25 @@ def test_web_port_as_text_is_normalised_with_a_note(configured_data_dir: Path,
 
 def test_an_unknown_key_auth_is_not_redacted(configured_data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     document = sample_document()
+    document["delivery"]["auth"] = "plain"  # accounts have `auth` since issue 18; delivery has none
+    (configured_data_dir / "config.json").write_text(json.dumps(document))
+    for command in (["check"], ["fetch"], ["status"]):
+        code, out, err = _run(capsys, ["--data", str(configured_data_dir), *command])
+        assert code == 2
+        assert "delivery.auth: is not a known setting" in out + err
+        assert "********" not in out + err
+
+
+def test_a_wrong_auth_value_is_named_not_redacted(configured_data_dir: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`auth` became a setting (issue 18): a wrong value is shown, since "auth: plain" is no secret."""
+    document = sample_document()
     document["accounts"][0]["auth"] = "plain"
     (configured_data_dir / "config.json").write_text(json.dumps(document))
     for command in (["check"], ["fetch"], ["status"]):
         code, out, err = _run(capsys, ["--data", str(configured_data_dir), *command])
         assert code == 2
-        assert "accounts[0].auth: is not a known setting" in out + err
+        assert "accounts[0].auth: must be one of password, oauth2, got 'plain'" in out + err
         assert "********" not in out + err
     for name in ("auth", "password", "token", "secret"):
         document = {"schema_version": 1, name: "x"}
